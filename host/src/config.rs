@@ -1,0 +1,281 @@
+//! Command line and environment: every flag also reads an environment variable; the
+//! defaults are the named constants below. Secrets never appear in `Debug` output.
+
+use crate::db::{Limits as DbLimits, PoolSettings};
+use crate::runtime::Limits;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_CALL_TIMEOUT: &str = "30s";
+pub const DEFAULT_STATEMENT_TIMEOUT: &str = "5s";
+pub const DEFAULT_POOL_TIMEOUT: &str = "2s";
+pub const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
+pub const DEFAULT_SESSION_IDLE_TIMEOUT: &str = "10m";
+pub const DEFAULT_MEMORY_LIMIT_MIB: u32 = 64;
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 256;
+pub const DEFAULT_POOL_SIZE: u32 = 16;
+pub const DEFAULT_MAX_ROWS: u32 = 1000;
+pub const DEFAULT_MAX_RESULT_MIB: u32 = 8;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcp-sandbox",
+    version,
+    about = "An MCP server whose tools run in sandboxed WebAssembly components, \
+             in front of PostgreSQL",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format
+    #[arg(long, env = "MCP_SANDBOX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MCP over HTTP against your PostgreSQL database
+    Serve(ServeArgs),
+    /// Start a throwaway PostgreSQL with a sample schema and serve it (no setup needed)
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "MCP_SANDBOX_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// PostgreSQL connection URL (postgres://user:password@host:port/db)
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret,
+
+    /// Bearer token clients must send (required unless --insecure-no-auth)
+    #[arg(
+        long,
+        env = "MCP_SANDBOX_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "insecure_no_auth"
+    )]
+    pub token: Option<Secret>,
+
+    /// Serve without authentication (only for local experiments)
+    #[arg(long, env = "MCP_SANDBOX_INSECURE_NO_AUTH", conflicts_with = "token")]
+    pub insecure_no_auth: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address to listen on
+    #[arg(long, env = "MCP_SANDBOX_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Flags shared by `serve` and `demo`.
+#[derive(Clone, Debug, Args)]
+pub struct CommonArgs {
+    /// Directory of extra or replacement components (`NAME.wasm`; a name that matches a
+    /// built-in component replaces it)
+    #[arg(long, env = "MCP_SANDBOX_COMPONENTS")]
+    pub components_dir: Option<PathBuf>,
+
+    /// Host names accepted in the Host header (DNS-rebinding protection); repeat or
+    /// separate with commas. Defaults to loopback names when listening on loopback,
+    /// and to any host otherwise
+    #[arg(
+        long = "allowed-host",
+        env = "MCP_SANDBOX_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// Deadline of one tool call (e.g. 30s, 500ms)
+    #[arg(long, env = "MCP_SANDBOX_CALL_TIMEOUT", default_value = DEFAULT_CALL_TIMEOUT, value_parser = parse_duration)]
+    pub call_timeout: Duration,
+
+    /// Memory one component instance may grow to, in MiB
+    #[arg(long, env = "MCP_SANDBOX_MEMORY_LIMIT_MIB", default_value_t = DEFAULT_MEMORY_LIMIT_MIB, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub memory_limit_mib: u32,
+
+    /// Tool calls running at once (each holds one pooled sandbox slot)
+    #[arg(long, env = "MCP_SANDBOX_MAX_CONCURRENCY", default_value_t = DEFAULT_MAX_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_concurrency: u32,
+
+    /// Postgres statement_timeout for every statement (e.g. 5s)
+    #[arg(long, env = "MCP_SANDBOX_STATEMENT_TIMEOUT", default_value = DEFAULT_STATEMENT_TIMEOUT, value_parser = parse_duration)]
+    pub statement_timeout: Duration,
+
+    /// Rows one statement may return; more are cut and reported as truncated
+    #[arg(long, env = "MCP_SANDBOX_MAX_ROWS", default_value_t = DEFAULT_MAX_ROWS, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_rows: u32,
+
+    /// Row data one statement may return, in MiB
+    #[arg(long, env = "MCP_SANDBOX_MAX_RESULT_MIB", default_value_t = DEFAULT_MAX_RESULT_MIB, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_result_mib: u32,
+
+    /// Database connections in the pool
+    #[arg(long, env = "MCP_SANDBOX_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pool_size: u32,
+
+    /// How long a call waits for a free database connection before failing
+    #[arg(long, env = "MCP_SANDBOX_POOL_TIMEOUT", default_value = DEFAULT_POOL_TIMEOUT, value_parser = parse_duration)]
+    pub pool_timeout: Duration,
+
+    /// How long connecting to the database may take
+    #[arg(long, env = "MCP_SANDBOX_CONNECT_TIMEOUT", default_value = DEFAULT_CONNECT_TIMEOUT, value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// MCP sessions idle this long are closed
+    #[arg(long, env = "MCP_SANDBOX_SESSION_IDLE_TIMEOUT", default_value = DEFAULT_SESSION_IDLE_TIMEOUT, value_parser = parse_duration)]
+    pub session_idle_timeout: Duration,
+}
+
+impl CommonArgs {
+    pub fn sandbox_limits(&self) -> Limits {
+        Limits {
+            timeout: self.call_timeout,
+            memory_bytes: (self.memory_limit_mib as usize) << 20,
+            max_concurrency: self.max_concurrency,
+            ..Limits::default()
+        }
+    }
+
+    pub fn db_limits(&self) -> DbLimits {
+        DbLimits {
+            max_rows: self.max_rows,
+            max_bytes: (self.max_result_mib as usize) << 20,
+        }
+    }
+
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_size: self.pool_size as usize,
+            wait_timeout: self.pool_timeout,
+            connect_timeout: self.connect_timeout,
+            statement_timeout: self.statement_timeout,
+            // A transaction left idle this long is a bug on our side; end it.
+            idle_in_transaction_timeout: self.call_timeout + Duration::from_secs(5),
+        }
+    }
+}
+
+/// A secret (token, database URL): `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 5s or 2m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!("{text:?} must be positive"));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let cli = Cli::try_parse_from([
+            "mcp-sandbox",
+            "serve",
+            "--database-url",
+            "postgres://u:pw@h/db",
+            "--token",
+            "tok-123",
+        ])
+        .unwrap();
+        let debug = format!("{cli:?}");
+        assert!(
+            !debug.contains("tok-123") && !debug.contains("pw@"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn token_is_required_unless_auth_is_disabled() {
+        let base = ["mcp-sandbox", "serve", "--database-url", "postgres://h/db"];
+        assert!(Cli::try_parse_from(base).is_err());
+        let mut open = base.to_vec();
+        open.push("--insecure-no-auth");
+        assert!(Cli::try_parse_from(open).is_ok());
+    }
+}

@@ -1,0 +1,283 @@
+//! A throwaway PostgreSQL cluster from the system's server binaries, for `demo` and the
+//! tests: `initdb` in a temporary directory, `postgres` on a free loopback port with
+//! durability off (it is thrown away), removed on drop. As root it runs the binaries as
+//! the `postgres` user, since `initdb` refuses to run as root.
+
+use anyhow::{Context, bail};
+use rustix::process::{Pid, Signal};
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where Debian and Ubuntu install the server binaries (one directory per major).
+const DEBIAN_PG_ROOT: &str = "/usr/lib/postgresql";
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running throwaway cluster; the superuser is `postgres`, trusted on loopback.
+pub struct TempPostgres {
+    root: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    owner: Option<(u32, u32)>,
+    child: Option<Child>,
+}
+
+impl std::fmt::Debug for TempPostgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TempPostgres")
+            .field("root", &self.root)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TempPostgres {
+    /// Creates and starts a cluster. Blocking: a second or two.
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = find_bin_dir()?;
+        let root = unique_temp_dir()?;
+        let owner = if rustix::process::geteuid().is_root() {
+            let ids = lookup_user("postgres").context(
+                "running as root, and initdb refuses root; no `postgres` user to run it as",
+            )?;
+            std::os::unix::fs::chown(&root, Some(ids.0), Some(ids.1))
+                .with_context(|| format!("handing {} to the postgres user", root.display()))?;
+            Some(ids)
+        } else {
+            None
+        };
+        let mut pg = Self {
+            root,
+            bin,
+            port: free_port()?,
+            owner,
+            child: None,
+        };
+        pg.initdb()?;
+        pg.start_server()?;
+        Ok(pg)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A connection URL for `user` on database `db` (loopback trusts every user).
+    pub fn url(&self, user: &str, db: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.root.join("postgres.log")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join(program));
+        if let Some((uid, gid)) = self.owner {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.env_remove("PGDATA").env("LC_ALL", "C");
+        cmd
+    }
+
+    fn initdb(&self) -> anyhow::Result<()> {
+        let output = self
+            .command("initdb")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
+            .output()
+            .context("running initdb")?;
+        if !output.status.success() {
+            bail!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts (or restarts, after [`stop`](Self::stop)) the server on the same port and
+    /// data directory, and waits until it accepts connections.
+    pub fn start_server(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file())
+            .context("opening the postgres log")?;
+        if let Some((uid, gid)) = self.owner {
+            let _ = std::os::unix::fs::chown(self.log_file(), Some(uid), Some(gid));
+        }
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-k")
+            .arg(&self.root)
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ])
+            .args(["-c", "max_connections=200", "-c", "shared_buffers=32MB"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting postgres")?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let pid_file = self.data_dir().join("postmaster.pid");
+        loop {
+            // postmaster.pid's eighth line becomes "ready" once it accepts connections.
+            if let Ok(text) = fs::read_to_string(&pid_file)
+                && text.lines().nth(7).map(str::trim) == Some("ready")
+            {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                bail!("postgres exited ({status}): {}", self.log_tail());
+            }
+            if Instant::now() > deadline {
+                bail!("postgres did not become ready: {}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (fast shutdown: sessions are disconnected), keeping its data.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = i32::try_from(child.id())
+            .ok()
+            .and_then(Pid::from_raw)
+            .context("postgres pid")?;
+        let _ = rustix::process::kill_process(pid, Signal::INT);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(self.log_file()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// `MCP_SANDBOX_PG_BIN`, else the directory of `initdb` on `PATH`, else the newest
+/// `/usr/lib/postgresql/N/bin`.
+fn find_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("MCP_SANDBOX_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            if dir.join("initdb").is_file() && dir.join("postgres").is_file() {
+                return Ok(dir);
+            }
+        }
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = fs::read_dir(DEBIAN_PG_ROOT)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((major, bin))
+        })
+        .collect();
+    candidates.sort();
+    candidates.pop().map(|(_, bin)| bin).context(
+        "no PostgreSQL server binaries found (install postgresql, or set MCP_SANDBOX_PG_BIN \
+         to the directory holding initdb and postgres)",
+    )
+}
+
+fn unique_temp_dir() -> anyhow::Result<PathBuf> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let base = std::env::temp_dir();
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = base.join(format!("mcp-sandbox-pg-{}-{n}", std::process::id()));
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).context("creating a temporary directory"),
+        }
+    }
+}
+
+/// uid and gid of `name` from /etc/passwd.
+fn lookup_user(name: &str) -> anyhow::Result<(u32, u32)> {
+    let passwd = fs::read_to_string("/etc/passwd")?;
+    passwd
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next()? == name).then_some(())?;
+            let _password = fields.next()?;
+            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+        })
+        .with_context(|| format!("no user `{name}` in /etc/passwd"))
+}
+
+/// A port the OS just handed out (and we released); racy in theory, fine for tests.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

@@ -1,0 +1,89 @@
+//! mcp-sandbox: an MCP server whose tools run in sandboxed WebAssembly components in
+//! front of PostgreSQL. See ARCHITECTURE.md for the map; `main.rs` is a thin shell over
+//! [`build_app`], [`bind`] and [`server::run`].
+
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod mcp;
+pub mod runtime;
+pub mod server;
+pub mod telemetry;
+
+use anyhow::Context;
+use config::CommonArgs;
+use server::{App, Auth, Settings};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Builds the pool, loads the components and wires the HTTP app. Components that fail
+/// to load stop the start; a database that is down does not (`/health` reports it).
+pub async fn build_app(
+    database_url: &str,
+    auth: Auth,
+    listen: SocketAddr,
+    common: &CommonArgs,
+) -> anyhow::Result<Arc<App>> {
+    let db = db::Db::new(database_url, common.pool_settings(), common.db_limits())?;
+    if let Err(reason) = db.ping(common.connect_timeout).await {
+        tracing::warn!("the database does not answer yet: {reason}");
+    }
+    let runtime = runtime::Runtime::new(
+        db,
+        common.sandbox_limits(),
+        common.components_dir.as_deref(),
+    )
+    .await?;
+    for component in runtime.components() {
+        tracing::info!(
+            component = component.name,
+            digest = &component.digest[..12],
+            source = component.source,
+            tools = ?component.tools,
+            "loaded"
+        );
+    }
+    let allowed_hosts = if common.allowed_hosts.is_empty() {
+        Settings::default_allowed_hosts(listen)
+    } else {
+        common.allowed_hosts.clone()
+    };
+    Ok(App::new(
+        runtime,
+        Settings {
+            auth,
+            allowed_hosts,
+            session_idle_timeout: common.session_idle_timeout,
+        },
+    ))
+}
+
+/// Binds the listener with an error that says what to do when the port is taken.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr}; is another server using it? (--listen picks another)")
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

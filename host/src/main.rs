@@ -1,0 +1,52 @@
+//! The `mcp-sandbox` binary: parse the command line, then serve (or run the demo).
+
+use clap::Parser;
+use mcp_sandbox::config::{Cli, Command, ServeArgs};
+use mcp_sandbox::server::{self, Auth};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    mcp_sandbox::telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Demo(args) => mcp_sandbox::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let auth = match args.token {
+        Some(token) => Auth::new(vec![("default".into(), token)]),
+        None => {
+            tracing::warn!(
+                "authentication is off (--insecure-no-auth): anyone who can reach the port can query the database"
+            );
+            Auth::disabled()
+        }
+    };
+    let app =
+        mcp_sandbox::build_app(args.database_url.expose(), auth, args.listen, &args.common).await?;
+    let listener = mcp_sandbox::bind(args.listen).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    server::run(listener, app, mcp_sandbox::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The MCP server handler (rmcp's `ServerHandler`): `tools/list` from the registry,
+//! `tools/call` dispatched to a sandboxed component, each outcome mapped to its MCP
+//! failure class and logged with its phase timings.
+
+use crate::runtime::{Fault, Invocation, Runtime, ToolOutput, ToolSpec};
+use rmcp::ServerHandler;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, ErrorData,
+    Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    Tool, ToolAnnotations,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// JSON-RPC code for a call stopped at its deadline (the SDKs' `RequestTimeout`).
+const TIMEOUT_CODE: ErrorCode = ErrorCode(-32001);
+
+const INSTRUCTIONS: &str = "Read-only access to a PostgreSQL database. Start with \
+list_tables, then describe_table for the columns you need, then query_sql for one \
+SELECT at a time. Every statement runs in a read-only transaction under a time limit \
+and a row cap.";
+
+/// One handler per MCP session (rmcp creates them through a factory); cheap to clone.
+#[derive(Clone)]
+pub struct McpHandler {
+    runtime: Runtime,
+}
+
+impl McpHandler {
+    pub fn new(runtime: Runtime) -> Self {
+        Self { runtime }
+    }
+}
+
+impl ServerHandler for McpHandler {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
+        let mut server_info = Implementation::new("mcp-sandbox", env!("CARGO_PKG_VERSION"));
+        server_info.title = Some("mcp-sandbox (sandboxed PostgreSQL tools)".into());
+        let mut config = ServerConfig::new(capabilities);
+        config.server_info = server_info;
+        config.instructions = Some(INSTRUCTIONS.into());
+        config
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let tools = self.runtime.tools().iter().map(to_mcp_tool).collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.runtime.tool(name).as_ref().map(to_mcp_tool)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let arguments = arguments_json(request.arguments);
+        let invocation = self.runtime.call_tool(&request.name, &arguments).await;
+        log_invocation(&request.name, &invocation);
+        to_mcp_result(invocation).map(CallToolResponse::from)
+    }
+}
+
+pub(crate) fn to_mcp_tool(spec: &ToolSpec) -> Tool {
+    let mut annotations = ToolAnnotations::new()
+        .read_only(spec.annotations.read_only)
+        .destructive(spec.annotations.destructive)
+        .idempotent(spec.annotations.idempotent)
+        .open_world(spec.annotations.open_world);
+    annotations.title = spec.title.clone();
+    let mut tool = Tool::new_with_raw(
+        spec.name.clone(),
+        Some(spec.description.clone().into()),
+        Arc::new(spec.input_schema.clone()),
+    )
+    .with_annotations(annotations);
+    if let Some(title) = &spec.title {
+        tool = tool.with_title(title.clone());
+    }
+    if let Some(schema) = &spec.output_schema {
+        tool = tool.with_raw_output_schema(Arc::new(schema.clone()));
+    }
+    tool
+}
+
+/// Maps an invocation to MCP (DESIGN.md, failure classes): a tool error is a result
+/// with `isError`, a protocol error or a sandbox fault is a JSON-RPC error, a host fault
+/// is a tool error the model can read.
+pub(crate) fn to_mcp_result(
+    invocation: Invocation<ToolOutput>,
+) -> Result<CallToolResult, ErrorData> {
+    let component = invocation.component.as_deref().unwrap_or("").to_owned();
+    match invocation.result {
+        Ok(output) => {
+            let content = vec![ContentBlock::text(output.text)];
+            let mut result = if output.is_error {
+                CallToolResult::error(content)
+            } else {
+                CallToolResult::success(content)
+            };
+            result.structured_content = output.structured;
+            Ok(result)
+        }
+        Err(Fault::Unavailable(reason)) => Ok(CallToolResult::error(vec![ContentBlock::text(
+            format!("unavailable: {reason}"),
+        )])),
+        Err(fault @ (Fault::UnknownTool(_) | Fault::InvalidArguments(_))) => {
+            Err(ErrorData::invalid_params(fault.to_string(), None))
+        }
+        Err(fault @ Fault::Timeout(after)) => Err(ErrorData::new(
+            TIMEOUT_CODE,
+            fault.to_string(),
+            Some(json!({
+                "kind": "timeout",
+                "component": component,
+                "deadline_ms": after.as_millis(),
+            })),
+        )),
+        Err(Fault::Trap { kind, message }) => Err(ErrorData::internal_error(
+            format!("the `{component}` component trapped ({kind}): {message}"),
+            Some(json!({"kind": kind.as_str(), "component": component})),
+        )),
+        Err(fault @ Fault::BadOutput(_)) => Err(ErrorData::internal_error(
+            fault.to_string(),
+            Some(json!({"kind": "bad_output", "component": component})),
+        )),
+    }
+}
+
+/// One line per invocation: what ran, which version, how it ended, where time went.
+pub(crate) fn log_invocation(tool: &str, invocation: &Invocation<ToolOutput>) {
+    let outcome = match &invocation.result {
+        Ok(output) if output.is_error => "tool_error",
+        Ok(_) => "ok",
+        Err(fault) => fault.outcome(),
+    };
+    let t = &invocation.timings;
+    let digest = invocation.digest.as_deref().map(|d| &d[..d.len().min(12)]);
+    tracing::info!(
+        target: "mcp_sandbox::invocation",
+        tool,
+        component = invocation.component.as_deref(),
+        digest,
+        outcome,
+        instantiate_us = t.instantiate.as_micros() as u64,
+        guest_us = t.guest.as_micros() as u64,
+        db_us = t.db.as_micros() as u64,
+        queries = t.queries,
+        total_us = t.total.as_micros() as u64,
+        error = invocation.result.as_ref().err().map(|f| f.to_string()),
+        "tools/call"
+    );
+}
+
+/// Arguments as the component receives them: a JSON object.
+pub(crate) fn arguments_json(arguments: Option<Map<String, Value>>) -> String {
+    Value::Object(arguments.unwrap_or_default()).to_string()
+}

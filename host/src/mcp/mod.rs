@@ -1,0 +1,6 @@
+//! Protocol glue: MCP requests (through the official Rust SDK, rmcp) mapped onto the
+//! runtime. No sockets and no wasmtime here; `server/` owns HTTP, `runtime/` owns wasm.
+
+mod handler;
+
+pub use handler::McpHandler;

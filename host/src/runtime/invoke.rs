@@ -1,0 +1,387 @@
+//! One invocation: a fresh instance from the component's `InstancePre`, the call under
+//! its deadline, the result classified into the failure classes of DESIGN.md, and the
+//! phases timed (instantiate, guest, database).
+
+use super::Shared;
+use super::bindings::{health_export, tools_export};
+use super::registry::{Loaded, Pre};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::Trap;
+
+/// After the deadline, a guest blocked in a host call (not executing wasm, so the epoch
+/// cannot stop it) is dropped this much later.
+const HOST_CALL_GRACE: Duration = Duration::from_millis(50);
+
+/// What a tool call produced, when it produced anything.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolOutput {
+    pub text: String,
+    /// a JSON object
+    pub structured: Option<Value>,
+    /// a tool error the model should see (`isError: true`)
+    pub is_error: bool,
+}
+
+/// Why an invocation produced no result.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    #[error("unknown tool: {0}")]
+    UnknownTool(String),
+    #[error("invalid arguments: {0}")]
+    InvalidArguments(String),
+    #[error("the component trapped ({kind}): {message}")]
+    Trap { kind: TrapKind, message: String },
+    #[error("the component ran past its {} ms deadline and was stopped", .0.as_millis())]
+    Timeout(Duration),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("the component returned an invalid result: {0}")]
+    BadOutput(String),
+}
+
+impl Fault {
+    /// The `outcome` label of the call metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Fault::UnknownTool(_) | Fault::InvalidArguments(_) => "protocol_error",
+            Fault::Trap { .. } | Fault::BadOutput(_) => "trap",
+            Fault::Timeout(_) => "timeout",
+            Fault::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// How a component trapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrapKind {
+    Panic,
+    Unreachable,
+    StackOverflow,
+    MemoryLimit,
+    OutOfBounds,
+    Other,
+}
+
+impl TrapKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrapKind::Panic => "panic",
+            TrapKind::Unreachable => "unreachable",
+            TrapKind::StackOverflow => "stack_overflow",
+            TrapKind::MemoryLimit => "memory_limit",
+            TrapKind::OutOfBounds => "out_of_bounds",
+            TrapKind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for TrapKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the time of one invocation went.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    pub instantiate: Duration,
+    /// executing in the guest, host calls excluded
+    pub guest: Duration,
+    /// inside host `sql` calls
+    pub db: Duration,
+    pub queries: u32,
+    pub total: Duration,
+}
+
+/// The record of one invocation: which component version served it, what came out,
+/// and how long each phase took.
+#[derive(Clone, Debug)]
+pub struct Invocation<T> {
+    pub component: Option<Arc<str>>,
+    pub digest: Option<Arc<str>>,
+    pub result: Result<T, Fault>,
+    pub timings: Timings,
+}
+
+impl<T> Invocation<T> {
+    pub(super) fn failed(fault: Fault, started: Instant) -> Self {
+        Self {
+            component: None,
+            digest: None,
+            result: Err(fault),
+            timings: Timings {
+                total: started.elapsed(),
+                ..Timings::default()
+            },
+        }
+    }
+}
+
+/// A health component's report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthReport {
+    pub state: HealthState,
+    pub checks: Vec<HealthCheck>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    Ok,
+    Degraded,
+    Down,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HealthCheck {
+    pub name: String,
+    pub state: HealthState,
+    pub detail: String,
+    pub micros: u64,
+}
+
+impl Shared {
+    pub(super) async fn invoke_tool(
+        &self,
+        loaded: Arc<Loaded>,
+        tool: &str,
+        arguments: &str,
+        started: Instant,
+    ) -> Invocation<ToolOutput> {
+        let deadline = started + self.limits.timeout;
+        let Pre::Tool(pre) = &loaded.pre else {
+            return Invocation::failed(Fault::UnknownTool(tool.to_owned()), started);
+        };
+        let max_result = self.limits.max_result_bytes;
+        self.run(&loaded, deadline, started, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let instantiated = Instant::now();
+            let result = instance
+                .mcp_sandbox_host_tools()
+                .call_call(&mut *store, tool, arguments)
+                .await?;
+            Ok((instantiated, result))
+        })
+        .await
+        .and_then(|result| match result {
+            Ok(output) => convert_output(output, max_result),
+            Err(tools_export::CallError::UnknownTool(name)) => Err(Fault::UnknownTool(name)),
+            Err(tools_export::CallError::InvalidArguments(why)) => {
+                Err(Fault::InvalidArguments(why))
+            }
+            Err(tools_export::CallError::Failed(why)) => Ok(ToolOutput {
+                text: why,
+                structured: None,
+                is_error: true,
+            }),
+        })
+    }
+
+    pub(super) async fn invoke_health(
+        &self,
+        loaded: Arc<Loaded>,
+        started: Instant,
+    ) -> Invocation<HealthReport> {
+        let deadline = started + self.limits.health_timeout;
+        let Pre::Health(pre) = &loaded.pre else {
+            return Invocation::failed(
+                Fault::Unavailable("not a health component".into()),
+                started,
+            );
+        };
+        self.run(&loaded, deadline, started, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let instantiated = Instant::now();
+            let report = instance
+                .mcp_sandbox_host_health()
+                .call_check(&mut *store)
+                .await?;
+            Ok((instantiated, report))
+        })
+        .await
+        .and_then(|report| Ok(convert_report(report)))
+    }
+
+    /// Runs `body` in a fresh store under `deadline`, classifying traps and timing the
+    /// phases. `body` returns when instantiation finished along with its result.
+    async fn run<R>(
+        &self,
+        loaded: &Loaded,
+        deadline: Instant,
+        started: Instant,
+        body: impl AsyncFnOnce(
+            &mut wasmtime::Store<super::state::HostState>,
+        ) -> wasmtime::Result<(Instant, R)>,
+    ) -> InvocationResult<R> {
+        let permit = tokio::time::timeout_at(deadline.into(), self.slots.acquire()).await;
+        let Ok(Ok(_permit)) = permit else {
+            return InvocationResult::new(
+                loaded,
+                Err(Fault::Unavailable(
+                    "every sandbox slot stayed busy until the deadline".into(),
+                )),
+                Timings {
+                    total: started.elapsed(),
+                    ..Timings::default()
+                },
+            );
+        };
+        let mut store = self.new_store(loaded.name.clone(), deadline);
+        let before = Instant::now();
+        let outcome =
+            tokio::time::timeout_at((deadline + HOST_CALL_GRACE).into(), body(&mut store)).await;
+        let finished = Instant::now();
+        let stats = store.data().session.stats();
+        let (output, dropped) = store.data().output.take();
+        if !output.is_empty() {
+            tracing::info!(
+                component = &*loaded.name,
+                dropped_bytes = dropped,
+                "guest output: {}",
+                output.trim_end()
+            );
+        }
+        drop(store); // returns the instance slot; the database session cleans up
+        let (instantiated, result) = match outcome {
+            Ok(Ok((instantiated, value))) => (Some(instantiated), Ok(value)),
+            Ok(Err(error)) => (
+                None,
+                Err(classify(&error, &output, deadline, self.limits.timeout)),
+            ),
+            Err(_) => (None, Err(Fault::Timeout(self.limits.timeout))),
+        };
+        let instantiate = instantiated.map_or(Duration::ZERO, |i| i - before);
+        let timings = Timings {
+            instantiate,
+            guest: (finished - before)
+                .saturating_sub(instantiate)
+                .saturating_sub(stats.db_time),
+            db: stats.db_time,
+            queries: stats.queries,
+            total: started.elapsed(),
+        };
+        InvocationResult::new(loaded, result, timings)
+    }
+}
+
+/// An [`Invocation`] whose value still needs converting.
+pub(super) struct InvocationResult<R>(Invocation<R>);
+
+impl<R> InvocationResult<R> {
+    fn new(loaded: &Loaded, result: Result<R, Fault>, timings: Timings) -> Self {
+        Self(Invocation {
+            component: Some(loaded.name.clone()),
+            digest: Some(loaded.digest.clone()),
+            result,
+            timings,
+        })
+    }
+
+    fn and_then<T>(self, f: impl FnOnce(R) -> Result<T, Fault>) -> Invocation<T> {
+        let Invocation {
+            component,
+            digest,
+            result,
+            timings,
+        } = self.0;
+        Invocation {
+            component,
+            digest,
+            result: result.and_then(f),
+            timings,
+        }
+    }
+}
+
+fn classify(error: &wasmtime::Error, output: &str, deadline: Instant, timeout: Duration) -> Fault {
+    let kind = match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => return Fault::Timeout(timeout),
+        Some(Trap::StackOverflow) => TrapKind::StackOverflow,
+        Some(Trap::UnreachableCodeReached) if output.contains("panicked at") => TrapKind::Panic,
+        Some(Trap::UnreachableCodeReached) => TrapKind::Unreachable,
+        Some(Trap::MemoryOutOfBounds | Trap::TableOutOfBounds | Trap::HeapMisaligned) => {
+            TrapKind::OutOfBounds
+        }
+        Some(_) => TrapKind::Other,
+        None if error
+            .chain()
+            .any(|e| e.to_string().contains("growing memory")) =>
+        {
+            TrapKind::MemoryLimit
+        }
+        None if Instant::now() >= deadline => return Fault::Timeout(timeout),
+        None => TrapKind::Other,
+    };
+    let message = match kind {
+        TrapKind::Panic => panic_message(output),
+        _ => error.to_string(),
+    };
+    Fault::Trap { kind, message }
+}
+
+/// The first line of Rust's panic message, e.g. `panicked at src/lib.rs:3:5: boom`.
+fn panic_message(output: &str) -> String {
+    let Some(start) = output.find("panicked at") else {
+        return "the component panicked".into();
+    };
+    let rest = &output[start..];
+    let mut lines = rest.lines();
+    let head = lines.next().unwrap_or_default();
+    match lines.next() {
+        Some(detail) if head.ends_with(':') => format!("{head} {}", detail.trim()),
+        _ => head.to_owned(),
+    }
+}
+
+fn convert_output(output: tools_export::Output, max_bytes: usize) -> Result<ToolOutput, Fault> {
+    let size = output.text.len() + output.structured.as_ref().map_or(0, String::len);
+    if size > max_bytes {
+        return Err(Fault::BadOutput(format!(
+            "the result is {size} bytes; the limit is {max_bytes}"
+        )));
+    }
+    let structured = match output.structured {
+        None => None,
+        Some(json) => match serde_json::from_str::<Value>(&json) {
+            Ok(value @ Value::Object(_)) => Some(value),
+            Ok(_) => {
+                return Err(Fault::BadOutput(
+                    "structured output is not a JSON object".into(),
+                ));
+            }
+            Err(e) => {
+                return Err(Fault::BadOutput(format!(
+                    "structured output is not JSON: {e}"
+                )));
+            }
+        },
+    };
+    Ok(ToolOutput {
+        text: output.text,
+        structured,
+        is_error: output.is_error,
+    })
+}
+
+fn convert_report(report: health_export::Report) -> HealthReport {
+    let state = |s: health_export::State| match s {
+        health_export::State::Ok => HealthState::Ok,
+        health_export::State::Degraded => HealthState::Degraded,
+        health_export::State::Down => HealthState::Down,
+    };
+    HealthReport {
+        state: state(report.state),
+        checks: report
+            .checks
+            .into_iter()
+            .map(|c| HealthCheck {
+                name: c.name,
+                state: state(c.state),
+                detail: c.detail,
+                micros: c.micros,
+            })
+            .collect(),
+    }
+}

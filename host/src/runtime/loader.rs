@@ -1,0 +1,192 @@
+//! Turns component bytes into a [`Loaded`]: compile, detect the world, pre-instantiate
+//! against our linker, instantiate once and ask it for its tools, validate them. A
+//! component that fails any step is rejected with the reason.
+
+use super::Shared;
+use super::bindings::{HealthComponentPre, ToolComponentPre, tools_export};
+use super::registry::{Annotations, Loaded, Pre, Source, ToolSpec, World};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use wasmtime::component::Component;
+
+const TOOLS_EXPORT: &str = "mcp-sandbox:host/tools@";
+const HEALTH_EXPORT: &str = "mcp-sandbox:host/health@";
+/// MCP (2025-11-25) tool names: 1-128 of `A-Z a-z 0-9 _ - .`.
+const MAX_TOOL_NAME: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+#[error("component `{name}` rejected: {reason}")]
+pub struct LoadError {
+    pub name: String,
+    pub reason: String,
+}
+
+pub(super) async fn load(
+    shared: &Shared,
+    name: &str,
+    bytes: Arc<[u8]>,
+    source: Source,
+) -> Result<Loaded, LoadError> {
+    let fail = |reason: String| LoadError {
+        name: name.to_owned(),
+        reason,
+    };
+    let digest = hex_sha256(&bytes);
+    let engine = shared.engine.clone();
+    let compile_bytes = bytes.clone();
+    // Compiling takes tens of milliseconds of CPU: keep it off the async workers.
+    let component = tokio::task::spawn_blocking(move || Component::new(&engine, &*compile_bytes))
+        .await
+        .map_err(|e| fail(format!("compiler task failed: {e}")))?
+        .map_err(|e| fail(format!("not a valid component: {e:#}")))?;
+
+    let world = detect_world(shared, &component).map_err(fail)?;
+    let name: Arc<str> = Arc::from(name);
+    let (pre, tools) = match world {
+        World::Tool => {
+            let pre = shared
+                .tool_linker
+                .instantiate_pre(&component)
+                .and_then(ToolComponentPre::new)
+                .map_err(|e| fail(format!("does not fit the tool-component world: {e:#}")))?;
+            let tools = list_tools(shared, &name, &pre).await.map_err(fail)?;
+            (Pre::Tool(pre), tools)
+        }
+        World::Health => {
+            let pre = shared
+                .health_linker
+                .instantiate_pre(&component)
+                .and_then(HealthComponentPre::new)
+                .map_err(|e| fail(format!("does not fit the health-component world: {e:#}")))?;
+            (Pre::Health(pre), Vec::new())
+        }
+    };
+    Ok(Loaded {
+        name,
+        digest: Arc::from(digest),
+        source,
+        size: bytes.len(),
+        loaded_at: SystemTime::now(),
+        world,
+        tools,
+        pre,
+    })
+}
+
+fn detect_world(shared: &Shared, component: &Component) -> Result<World, String> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(&shared.engine)
+        .map(|(n, _)| n.to_owned())
+        .collect();
+    let has = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
+    match (has(TOOLS_EXPORT), has(HEALTH_EXPORT)) {
+        (true, false) => Ok(World::Tool),
+        (false, true) => Ok(World::Health),
+        (true, true) => {
+            Err("exports both tools and health; a component is one or the other".into())
+        }
+        (false, false) => Err(format!(
+            "exports neither `{TOOLS_EXPORT}0.1.0` nor `{HEALTH_EXPORT}0.1.0` (exports: {})",
+            if exports.is_empty() {
+                "none".into()
+            } else {
+                exports.join(", ")
+            }
+        )),
+    }
+}
+
+/// Instantiates the component once, under the usual limits, and validates its tools.
+async fn list_tools(
+    shared: &Shared,
+    name: &Arc<str>,
+    pre: &ToolComponentPre<super::state::HostState>,
+) -> Result<Vec<ToolSpec>, String> {
+    let deadline = Instant::now() + shared.limits.health_timeout;
+    let mut store = shared.new_store(name.clone(), deadline);
+    let instance = pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| format!("instantiating failed: {e:#}"))?;
+    let listed = instance
+        .mcp_sandbox_host_tools()
+        .call_list(&mut store)
+        .await
+        .map_err(|e| format!("`list` trapped: {e:#}"))?;
+    if listed.is_empty() {
+        return Err("exports no tools".into());
+    }
+    let mut tools: Vec<ToolSpec> = Vec::with_capacity(listed.len());
+    for tool in listed {
+        let spec = validate(tool, name)?;
+        if tools.iter().any(|t| t.name == spec.name) {
+            return Err(format!("lists tool `{}` twice", spec.name));
+        }
+        tools.push(spec);
+    }
+    Ok(tools)
+}
+
+fn validate(tool: tools_export::Tool, component: &Arc<str>) -> Result<ToolSpec, String> {
+    let name_ok = !tool.name.is_empty()
+        && tool.name.len() <= MAX_TOOL_NAME
+        && tool
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !name_ok {
+        return Err(format!(
+            "tool name {:?} is not 1-{MAX_TOOL_NAME} characters of A-Z a-z 0-9 _ - .",
+            tool.name
+        ));
+    }
+    let input_schema = schema_object(&tool.input_schema)
+        .map_err(|e| format!("tool `{}` input schema: {e}", tool.name))?;
+    if input_schema.get("type").and_then(Value::as_str) != Some("object") {
+        return Err(format!(
+            "tool `{}` input schema must have \"type\": \"object\"",
+            tool.name
+        ));
+    }
+    let output_schema = tool
+        .output_schema
+        .as_deref()
+        .map(schema_object)
+        .transpose()
+        .map_err(|e| format!("tool `{}` output schema: {e}", tool.name))?;
+    Ok(ToolSpec {
+        name: tool.name,
+        title: tool.title,
+        description: tool.description,
+        input_schema,
+        output_schema,
+        annotations: Annotations {
+            read_only: tool.annotations.read_only,
+            destructive: tool.annotations.destructive,
+            idempotent: tool.annotations.idempotent,
+            open_world: tool.annotations.open_world,
+        },
+        component: component.clone(),
+    })
+}
+
+fn schema_object(json: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str::<Value>(json) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("must be a JSON object".into()),
+        Err(e) => Err(format!("invalid JSON: {e}")),
+    }
+}
+
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

@@ -1,0 +1,216 @@
+//! The only code that knows wasmtime: the engine, the bindings, the registry of loaded
+//! components, the host imports and the per-invocation limits. Callers see plain Rust
+//! types: [`ToolSpec`], [`Invocation`], [`Fault`].
+
+mod bindings;
+mod builtin;
+mod engine;
+mod imports;
+mod invoke;
+mod limits;
+mod loader;
+mod output;
+mod registry;
+mod state;
+
+pub use builtin::BUILD_DIR;
+pub use invoke::{
+    Fault, HealthCheck, HealthReport, HealthState, Invocation, Timings, ToolOutput, TrapKind,
+};
+pub use limits::Limits;
+pub use loader::{LoadError, hex_sha256};
+pub use registry::{Annotations, ComponentInfo, Source, ToolSpec, World};
+
+use crate::db::Db;
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use engine::EpochTicker;
+use registry::{Loaded, Registry};
+use state::HostState;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+/// Runs tool calls and health checks in sandboxed components. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    engine: Engine,
+    tool_linker: Linker<HostState>,
+    health_linker: Linker<HostState>,
+    registry: ArcSwap<Registry>,
+    db: Db,
+    limits: Limits,
+    /// one permit per pooled instance slot
+    slots: Semaphore,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Loads the built-in components, then every `*.wasm` in `components_dir`; a file
+    /// named like a built-in (`query-sql.wasm`) replaces it.
+    pub async fn new(
+        db: Db,
+        limits: Limits,
+        components_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let engine = engine::build(&limits).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let ticker = EpochTicker::start(&engine).context("starting the epoch ticker")?;
+        let mut tool_linker = Linker::new(&engine);
+        let mut health_linker = Linker::new(&engine);
+        for linker in [&mut tool_linker, &mut health_linker] {
+            wasmtime_wasi::p2::add_to_linker_async(linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        }
+        bindings::tool::ToolComponent::add_to_linker::<_, HasSelf<_>>(&mut tool_linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        bindings::health::HealthComponent::add_to_linker::<_, HasSelf<_>>(
+            &mut health_linker,
+            |s| s,
+        )
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let slots = Semaphore::new(limits.max_concurrency as usize);
+        let shared = Arc::new(Shared {
+            engine,
+            tool_linker,
+            health_linker,
+            registry: ArcSwap::from_pointee(Registry::default()),
+            db,
+            limits,
+            slots,
+            _ticker: ticker,
+        });
+
+        let mut sources: Vec<(String, Arc<[u8]>, Source)> = builtin::DEFAULTS
+            .iter()
+            .map(|(name, bytes)| (name.to_string(), Arc::from(*bytes), Source::Builtin))
+            .collect();
+        if let Some(dir) = components_dir {
+            for (name, path) in wasm_files(dir)? {
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                sources.retain(|(n, _, _)| *n != name);
+                sources.push((name, Arc::from(bytes), Source::File(path)));
+            }
+        }
+        let loads = sources.into_iter().map(|(name, bytes, source)| {
+            let shared = shared.clone();
+            async move {
+                loader::load(&shared, &name, bytes, source)
+                    .await
+                    .map(Arc::new)
+            }
+        });
+        let loaded: Vec<Arc<Loaded>> = futures::future::try_join_all(loads).await?;
+        let registry = Registry::new(loaded).map_err(|e| anyhow::anyhow!(e))?;
+        shared.registry.store(Arc::new(registry));
+        Ok(Self { shared })
+    }
+
+    /// Every tool, ordered by name.
+    pub fn tools(&self) -> Vec<ToolSpec> {
+        self.shared.registry.load().tools().cloned().collect()
+    }
+
+    /// The spec of one tool.
+    pub fn tool(&self, name: &str) -> Option<ToolSpec> {
+        let registry = self.shared.registry.load();
+        let loaded = registry.tool(name)?;
+        loaded.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    /// Every loaded component, ordered by name.
+    pub fn components(&self) -> Vec<ComponentInfo> {
+        self.shared
+            .registry
+            .load()
+            .components()
+            .map(|c| c.info())
+            .collect()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.shared.db
+    }
+
+    /// Calls `tool` with its arguments (a JSON object as text) in a fresh instance.
+    pub async fn call_tool(&self, tool: &str, arguments: &str) -> Invocation<ToolOutput> {
+        let started = Instant::now();
+        let loaded = self.shared.registry.load().tool(tool).cloned();
+        let Some(loaded) = loaded else {
+            return Invocation::failed(Fault::UnknownTool(tool.to_owned()), started);
+        };
+        if arguments.len() > self.shared.limits.max_argument_bytes {
+            return Invocation::failed(
+                Fault::InvalidArguments(format!(
+                    "the arguments are {} bytes; the limit is {}",
+                    arguments.len(),
+                    self.shared.limits.max_argument_bytes
+                )),
+                started,
+            );
+        }
+        self.shared
+            .invoke_tool(loaded, tool, arguments, started)
+            .await
+    }
+
+    /// Runs the health component's `check()` under its own short deadline.
+    pub async fn check_health(&self) -> Invocation<HealthReport> {
+        let started = Instant::now();
+        let loaded = self.shared.registry.load().health().cloned();
+        let Some(loaded) = loaded else {
+            return Invocation::failed(
+                Fault::Unavailable("no health component is loaded".into()),
+                started,
+            );
+        };
+        self.shared.invoke_health(loaded, started).await
+    }
+}
+
+impl Shared {
+    /// A fresh store whose guest yields to other tasks every epoch tick and traps once
+    /// `deadline` has passed.
+    fn new_store(&self, component: Arc<str>, deadline: Instant) -> Store<HostState> {
+        let state = HostState::new(component, self.db.clone(), &self.limits);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+}
+
+/// `(component name, path)` of each `*.wasm` in `dir`, sorted by name.
+fn wasm_files(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the components directory {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wasm")
+            && path.is_file()
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            files.push((stem.to_owned(), path));
+        }
+    }
+    files.sort();
+    Ok(files)
+}

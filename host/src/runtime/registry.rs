@@ -1,0 +1,174 @@
+//! The live set of components. A [`Registry`] is immutable; the runtime swaps whole
+//! registries behind one `ArcSwap`, so a call reads it lock-free and keeps its
+//! `Arc<Loaded>` for as long as it runs.
+
+use super::bindings::{HealthComponentPre, ToolComponentPre};
+use super::state::HostState;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Where a component's bytes came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// built into the binary
+    Builtin,
+    /// a file in the components directory
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Builtin => f.write_str("builtin"),
+            Source::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// MCP tool annotations, as the component declared them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Annotations {
+    pub read_only: bool,
+    pub destructive: bool,
+    pub idempotent: bool,
+    pub open_world: bool,
+}
+
+/// One tool as clients see it, validated when its component loaded.
+#[derive(Clone, Debug)]
+pub struct ToolSpec {
+    pub name: String,
+    pub title: Option<String>,
+    pub description: String,
+    pub input_schema: Map<String, Value>,
+    pub output_schema: Option<Map<String, Value>>,
+    pub annotations: Annotations,
+    /// the component serving it
+    pub component: Arc<str>,
+}
+
+/// Which world a component implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum World {
+    Tool,
+    Health,
+}
+
+impl World {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Tool => "tool-component",
+            World::Health => "health-component",
+        }
+    }
+}
+
+pub(super) enum Pre {
+    Tool(ToolComponentPre<HostState>),
+    Health(HealthComponentPre<HostState>),
+}
+
+/// A compiled, validated component ready to instantiate.
+pub struct Loaded {
+    pub name: Arc<str>,
+    /// hex SHA-256 of the component bytes
+    pub digest: Arc<str>,
+    pub source: Source,
+    pub size: usize,
+    pub loaded_at: SystemTime,
+    pub world: World,
+    /// the tools it exports (empty for a health component)
+    pub tools: Vec<ToolSpec>,
+    pub(super) pre: Pre,
+}
+
+/// Public facts about a loaded component (for `/health` and logs).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ComponentInfo {
+    pub name: String,
+    pub digest: String,
+    pub world: &'static str,
+    pub source: String,
+    pub size: usize,
+    /// when it was loaded, in seconds since the Unix epoch
+    pub loaded_at: u64,
+    pub tools: Vec<String>,
+}
+
+impl Loaded {
+    pub fn info(&self) -> ComponentInfo {
+        ComponentInfo {
+            name: self.name.to_string(),
+            digest: self.digest.to_string(),
+            world: self.world.as_str(),
+            source: self.source.to_string(),
+            size: self.size,
+            loaded_at: self
+                .loaded_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            tools: self.tools.iter().map(|t| t.name.clone()).collect(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    components: BTreeMap<Arc<str>, Arc<Loaded>>,
+    /// tool name → component; a BTreeMap so `tools/list` order is stable
+    tools: BTreeMap<String, Arc<Loaded>>,
+    health: Option<Arc<Loaded>>,
+}
+
+impl Registry {
+    /// Builds a registry, refusing two components that export the same tool name or
+    /// two health components.
+    pub fn new(components: impl IntoIterator<Item = Arc<Loaded>>) -> Result<Self, String> {
+        let mut registry = Registry::default();
+        for loaded in components {
+            for tool in &loaded.tools {
+                if let Some(other) = registry.tools.get(&tool.name) {
+                    return Err(format!(
+                        "tool `{}` is exported by both `{}` and `{}`",
+                        tool.name, other.name, loaded.name
+                    ));
+                }
+                registry.tools.insert(tool.name.clone(), loaded.clone());
+            }
+            if loaded.world == World::Health {
+                if let Some(other) = &registry.health {
+                    return Err(format!(
+                        "`{}` and `{}` are both health components; keep one",
+                        other.name, loaded.name
+                    ));
+                }
+                registry.health = Some(loaded.clone());
+            }
+            registry.components.insert(loaded.name.clone(), loaded);
+        }
+        Ok(registry)
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&Arc<Loaded>> {
+        self.tools.get(name)
+    }
+
+    /// Every tool, ordered by name.
+    pub fn tools(&self) -> impl Iterator<Item = &ToolSpec> {
+        self.tools
+            .iter()
+            .filter_map(|(name, loaded)| loaded.tools.iter().find(|t| &t.name == name))
+    }
+
+    pub fn health(&self) -> Option<&Arc<Loaded>> {
+        self.health.as_ref()
+    }
+
+    /// Every component, ordered by name.
+    pub fn components(&self) -> impl Iterator<Item = &Arc<Loaded>> {
+        self.components.values()
+    }
+}

@@ -1,0 +1,154 @@
+//! The real `mcp-sandbox` binary: `demo` end to end, `serve` configured from the
+//! environment, and the command-line contract.
+
+use crate::util::{Http, Mcp};
+use http::StatusCode;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+crate::trials!(binary: demo_serves_the_sample_and_cleans_up, serve_reads_its_environment_and_stops_on_sigterm, serve_requires_a_token);
+
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// `target/<profile>/mcp-sandbox`, next to this test's `deps/` directory. `cargo test`
+/// builds it because the host package has an integration test of its own.
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir.join("mcp-sandbox");
+    assert!(
+        path.is_file(),
+        "{} is missing; run `cargo build --release`",
+        path.display()
+    );
+    path
+}
+
+fn signal(child: &Child, signal: rustix::process::Signal) {
+    let pid = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+        .expect("a running child");
+    rustix::process::kill_process(pid, signal).expect("signalling the server");
+}
+
+/// Reads stdout until a line starting with `prefix`; the rest of that line.
+async fn line_after(lines: &mut tokio::io::Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
+    let read = async {
+        while let Some(line) = lines.next_line().await.expect("reading stdout") {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        }
+        panic!("stdout ended before {prefix:?}");
+    };
+    tokio::time::timeout(STARTUP, read)
+        .await
+        .unwrap_or_else(|_| panic!("no {prefix:?} within {STARTUP:?}"))
+}
+
+async fn exits_cleanly(mut child: Child) {
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the server stops within 30s")
+        .expect("waiting for the server");
+    if !status.success() {
+        let mut stderr = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr).await;
+        }
+        panic!("exited with {status}: {stderr}");
+    }
+}
+
+async fn demo_serves_the_sample_and_cleans_up() {
+    let mut child = Command::new(binary())
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env_remove("MCP_SANDBOX_LISTEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting the demo");
+    let pid = child.id().expect("a pid");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = line_after(&mut lines, "listening on http://").await;
+    let token = line_after(&mut lines, "token:").await;
+    let config = line_after(&mut lines, "  \"mcpServers\"").await;
+    assert!(config.starts_with(':'), "a client configuration is printed");
+
+    let http = Http::new(addr.parse().expect("an address"));
+    let mut mcp = Mcp::connect(http.clone(), Some(token), "2025-06-18").await;
+    let tables = mcp.structured("list_tables", json!({})).await;
+    assert_eq!(
+        tables["tables"].as_array().map(Vec::len),
+        Some(7),
+        "{tables}"
+    );
+    let health = http.get("/health", &[]).await;
+    assert_eq!(health.status, StatusCode::OK);
+
+    signal(&child, rustix::process::Signal::INT);
+    exits_cleanly(child).await;
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .expect("the temp dir")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("mcp-sandbox-pg-{pid}-"))
+        })
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the throwaway cluster is removed: {leftovers:?}"
+    );
+}
+
+async fn serve_reads_its_environment_and_stops_on_sigterm() {
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .env("MCP_SANDBOX_LISTEN", "127.0.0.1:0")
+        .env("DATABASE_URL", crate::util::db::reader_url())
+        .env("MCP_SANDBOX_TOKEN", "from-the-environment")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = line_after(&mut lines, "listening on http://").await;
+    let http = Http::new(addr.parse().expect("an address"));
+    assert_eq!(http.get("/health", &[]).await.status, StatusCode::OK);
+    let mut mcp = Mcp::connect(
+        http.clone(),
+        Some("from-the-environment".into()),
+        "2025-06-18",
+    )
+    .await;
+    mcp.structured("query_sql", json!({"sql": "SELECT 1"}))
+        .await;
+
+    signal(&child, rustix::process::Signal::TERM);
+    exits_cleanly(child).await;
+}
+
+async fn serve_requires_a_token() {
+    let output = Command::new(binary())
+        .args(["serve", "--database-url", "postgres://localhost/db"])
+        .env_remove("MCP_SANDBOX_TOKEN")
+        .env_remove("MCP_SANDBOX_INSECURE_NO_AUTH")
+        .output()
+        .await
+        .expect("running serve");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--token"), "{stderr}");
+}

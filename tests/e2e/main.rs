@@ -1,0 +1,36 @@
+//! End-to-end tests: a throwaway PostgreSQL with the sample schema, the real
+//! components, the server in-process on 127.0.0.1:0 (and the real binary in `binary`),
+//! driven over HTTP. Run with `cargo test --release`.
+
+// Every function here is a test (the custom harness hides that from clippy): an unwrap
+// that fails is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+mod auth;
+mod binary;
+mod describe_table;
+mod health;
+mod list_tables;
+mod protocol;
+mod query_sql;
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let trials: Vec<_> = [
+        auth::trials(),
+        binary::trials(),
+        describe_table::trials(),
+        health::trials(),
+        list_tables::trials(),
+        protocol::trials(),
+        query_sql::trials(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    util::db::shutdown();
+    conclusion.exit();
+}

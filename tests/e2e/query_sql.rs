@@ -1,0 +1,156 @@
+//! `query_sql`: faithful types, the row cap, SQL errors and refused writes.
+
+use crate::util::TestServer;
+use serde_json::{Value, json};
+
+crate::trials!(query_sql: values_keep_their_postgres_types, row_cap_sets_truncated, server_row_cap_applies, invalid_sql_is_a_tool_error_and_the_session_continues, writes_are_refused_and_change_nothing, limit_must_be_positive);
+
+const TYPES: &str = r#"SELECT NULL::int AS n, true AS b, 42::int2 AS i2, 9007199254740993::int8 AS big,
+  -9007199254740991::int8 AS safe, 1.5::float8 AS f, 'NaN'::float8 AS nan,
+  12345678901234567890.123456789::numeric AS num, 'hé'::text AS t,
+  '2024-02-29 12:34:56.789+00'::timestamptz AS ts, '2024-02-29 12:34:56'::timestamp AS local,
+  '2024-02-29'::date AS d, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid AS u,
+  ARRAY[1, NULL, 3] AS arr, ARRAY[['a','b'],['c','d']] AS grid,
+  '{"k": [1, 2.5, null]}'::jsonb AS j, '\xdeadbeef'::bytea AS raw,
+  interval '1 day 2 hours' AS iv, 'paid'::order_status AS e, '10.0.0.0/8'::cidr AS net,
+  ARRAY[9007199254740993]::int8[] AS bigs"#;
+
+async fn values_keep_their_postgres_types() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    let out = mcp.structured("query_sql", json!({"sql": TYPES})).await;
+    let columns: Vec<(String, String)> = out["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().into(),
+                c["type"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let row = &out["rows"][0];
+    let get = |name: &str| -> &Value {
+        let i = columns.iter().position(|(n, _)| n == name).unwrap();
+        &row[i]
+    };
+    let type_of = |name: &str| columns.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    assert_eq!(get("n"), &json!(null));
+    assert_eq!(get("b"), &json!(true));
+    assert_eq!(get("i2"), &json!(42));
+    assert_eq!(
+        get("big"),
+        &json!("9007199254740993"),
+        "beyond 2^53: exact digits"
+    );
+    assert_eq!(get("safe"), &json!(-9007199254740991i64));
+    assert_eq!(get("f"), &json!(1.5));
+    assert_eq!(get("nan"), &json!("NaN"));
+    assert_eq!(get("num"), &json!("12345678901234567890.123456789"));
+    assert_eq!(get("t"), &json!("hé"));
+    assert_eq!(get("ts"), &json!("2024-02-29T12:34:56.789Z"));
+    assert_eq!(get("local"), &json!("2024-02-29T12:34:56"));
+    assert_eq!(get("d"), &json!("2024-02-29"));
+    assert_eq!(get("u"), &json!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
+    assert_eq!(get("arr"), &json!([1, null, 3]));
+    assert_eq!(get("grid"), &json!([["a", "b"], ["c", "d"]]));
+    assert_eq!(get("j"), &json!({"k": [1, 2.5, null]}));
+    assert_eq!(get("raw"), &json!("\\xdeadbeef"));
+    assert_eq!(get("iv"), &json!("P1DT2H"));
+    assert_eq!(get("e"), &json!("paid"));
+    assert_eq!(get("net"), &json!("10.0.0.0/8"));
+    assert_eq!(get("bigs"), &json!(["9007199254740993"]));
+    assert_eq!(type_of("big"), "int8");
+    assert_eq!(type_of("ts"), "timestamptz");
+    assert_eq!(type_of("arr"), "_int4");
+    assert_eq!(type_of("e"), "order_status");
+    assert_eq!(out["truncated"], false);
+    assert_eq!(out["row_count"], 1);
+}
+
+async fn row_cap_sets_truncated() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    let sql = "SELECT id FROM orders ORDER BY id";
+    let out = mcp
+        .structured("query_sql", json!({"sql": sql, "limit": 2}))
+        .await;
+    assert_eq!(out["rows"], json!([[1], [2]]));
+    assert_eq!(out["truncated"], true);
+    let all = mcp
+        .structured("query_sql", json!({"sql": sql, "limit": 6}))
+        .await;
+    assert_eq!(all["row_count"], 6);
+    assert_eq!(all["truncated"], false, "exactly the cap is not truncated");
+}
+
+async fn server_row_cap_applies() {
+    let server = TestServer::with_flags(&["--max-rows", "3"]).await;
+    let mut mcp = server.mcp().await;
+    let sql = "SELECT g FROM generate_series(1, 1000000) g";
+    let out = mcp
+        .structured("query_sql", json!({"sql": sql, "limit": 100}))
+        .await;
+    assert_eq!(out["rows"], json!([[1], [2], [3]]));
+    assert_eq!(out["truncated"], true);
+}
+
+async fn invalid_sql_is_a_tool_error_and_the_session_continues() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    let text = mcp
+        .tool_error("query_sql", json!({"sql": "SELECT * FROM nope"}))
+        .await;
+    assert!(
+        text.starts_with("ERROR: relation \"nope\" does not exist (SQLSTATE 42P01)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("POSITION: 15"),
+        "position is in the caller's statement: {text}"
+    );
+    let text = mcp
+        .tool_error("query_sql", json!({"sql": "SELECT FROM WHERE"}))
+        .await;
+    assert!(text.contains("SQLSTATE 42601"), "{text}");
+    let text = mcp.tool_error("query_sql", json!({"sql": "SELEC 1"})).await;
+    assert!(
+        text.starts_with("refused: only read-only queries"),
+        "{text}"
+    );
+    let out = mcp
+        .structured("query_sql", json!({"sql": "SELECT 1 AS one"}))
+        .await;
+    assert_eq!(out["rows"], json!([[1]]));
+}
+
+async fn writes_are_refused_and_change_nothing() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    let count = "SELECT count(*) FROM orders";
+    let before = mcp.structured("query_sql", json!({"sql": count})).await;
+    for sql in [
+        "DELETE FROM orders",
+        "SELECT 1; DELETE FROM orders",
+        "WITH gone AS (DELETE FROM orders RETURNING 1) SELECT count(*) FROM gone",
+        "SELECT nextval('products_id_seq')",
+        "EXPLAIN ANALYZE DELETE FROM orders",
+    ] {
+        let text = mcp.tool_error("query_sql", json!({"sql": sql})).await;
+        assert!(!text.is_empty(), "{sql}");
+    }
+    let after = mcp.structured("query_sql", json!({"sql": count})).await;
+    assert_eq!(before, after);
+}
+
+async fn limit_must_be_positive() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    let error = mcp
+        .protocol_error("query_sql", json!({"sql": "SELECT 1", "limit": 0}))
+        .await;
+    assert_eq!(error["code"], -32602, "{error}");
+    let error = mcp.protocol_error("query_sql", json!({"limit": 5})).await;
+    assert_eq!(error["code"], -32602, "{error}");
+}

@@ -1,0 +1,241 @@
+//! A plain HTTP client and a small MCP client on top of it (JSON-RPC over Streamable
+//! HTTP, reading JSON or SSE responses), written to exercise the wire format exactly.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+
+/// One HTTP response, fully read.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// JSON-RPC messages in the body: a JSON document or SSE `data:` events.
+    pub fn messages(&self) -> Vec<Value> {
+        let content_type = self.header("content-type").unwrap_or_default();
+        if content_type.starts_with("text/event-stream") {
+            self.text()
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(str::trim)
+                .filter(|data| !data.is_empty())
+                .map(|data| serde_json::from_str(data).expect("SSE data is JSON"))
+                .collect()
+        } else if self.body.is_empty() {
+            Vec::new()
+        } else {
+            match self.json() {
+                Value::Array(batch) => batch,
+                message => vec![message],
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+impl Http {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Response {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(body.into()))
+            .expect("a valid request");
+        let response = self
+            .client
+            .request(request)
+            .await
+            .expect("an HTTP response");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("a body").to_bytes();
+        Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.send(Method::GET, path, headers, Bytes::new()).await
+    }
+
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+        self.send(Method::POST, path, headers, body.to_owned())
+            .await
+    }
+}
+
+/// An MCP session over Streamable HTTP.
+pub struct Mcp {
+    http: Http,
+    token: Option<String>,
+    session: Option<String>,
+    version: String,
+    next_id: u64,
+}
+
+impl Mcp {
+    /// `initialize` + `notifications/initialized`, asserting the handshake.
+    pub async fn connect(http: Http, token: Option<String>, version: &str) -> Self {
+        let mut mcp = Self {
+            http,
+            token,
+            session: None,
+            version: version.to_owned(),
+            next_id: 1,
+        };
+        let init = json!({
+            "protocolVersion": version,
+            "capabilities": {},
+            "clientInfo": {"name": "e2e", "version": "1"}
+        });
+        let message = mcp.envelope("initialize", init);
+        let (response, messages) = mcp.exchange(&message).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+        mcp.session = response.header("mcp-session-id").map(str::to_owned);
+        let result = &messages[0]["result"];
+        assert_eq!(result["protocolVersion"], version, "{result}");
+        let (ack, _) = mcp
+            .exchange(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        assert_eq!(ack.status, StatusCode::ACCEPTED);
+        mcp
+    }
+
+    fn envelope(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+    }
+
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let mut headers = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            (
+                "accept".to_owned(),
+                "application/json, text/event-stream".to_owned(),
+            ),
+            ("mcp-protocol-version".to_owned(), self.version.clone()),
+        ];
+        if let Some(token) = &self.token {
+            headers.push(("authorization".to_owned(), format!("Bearer {token}")));
+        }
+        if let Some(session) = &self.session {
+            headers.push(("mcp-session-id".to_owned(), session.clone()));
+        }
+        headers
+    }
+
+    /// Posts one message; returns the response and the JSON-RPC messages in it.
+    pub async fn exchange(&self, message: &Value) -> (Response, Vec<Value>) {
+        let headers = self.headers();
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let response = self.http.post("/mcp", &headers, &message.to_string()).await;
+        let messages = response.messages();
+        (response, messages)
+    }
+
+    /// Sends a request and returns its JSON-RPC response message.
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        let message = self.envelope(method, params);
+        let (response, messages) = self.exchange(&message).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+        messages
+            .into_iter()
+            .find(|m| m["id"] == message["id"])
+            .unwrap_or_else(|| panic!("no response to {message}: {}", response.text()))
+    }
+
+    /// `tools/call`; the whole response message (result or error).
+    pub async fn call(&mut self, tool: &str, arguments: Value) -> Value {
+        self.request("tools/call", json!({"name": tool, "arguments": arguments}))
+            .await
+    }
+
+    /// `tools/call` that must succeed at the protocol level; its `result`.
+    pub async fn result(&mut self, tool: &str, arguments: Value) -> Value {
+        let response = self.call(tool, arguments).await;
+        assert!(
+            response.get("error").is_none(),
+            "protocol error: {response}"
+        );
+        response["result"].clone()
+    }
+
+    /// `tools/call` that must succeed outright; its `structuredContent`.
+    pub async fn structured(&mut self, tool: &str, arguments: Value) -> Value {
+        let result = self.result(tool, arguments).await;
+        assert_eq!(result["isError"], false, "tool error: {result}");
+        let structured = result["structuredContent"].clone();
+        let text = result["content"][0]["text"].as_str().expect("a text block");
+        let from_text: Value = serde_json::from_str(text).expect("the text is the JSON");
+        assert_eq!(from_text, structured, "text and structuredContent differ");
+        structured
+    }
+
+    /// `tools/call` that must end in a tool error; its text.
+    pub async fn tool_error(&mut self, tool: &str, arguments: Value) -> String {
+        let result = self.result(tool, arguments).await;
+        assert_eq!(result["isError"], true, "expected a tool error: {result}");
+        result["content"][0]["text"]
+            .as_str()
+            .expect("a text block")
+            .to_owned()
+    }
+
+    /// `tools/call` that must end in a JSON-RPC error; the error object.
+    pub async fn protocol_error(&mut self, tool: &str, arguments: Value) -> Value {
+        let response = self.call(tool, arguments).await;
+        assert!(
+            response.get("result").is_none(),
+            "expected a JSON-RPC error: {response}"
+        );
+        response["error"].clone()
+    }
+}

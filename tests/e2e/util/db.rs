@@ -1,0 +1,42 @@
+//! The throwaway PostgreSQL the tests share: started on first use with the sample schema
+//! (`host/src/demo/sample.sql`), removed by `main` when the tests are done.
+
+use mcp_sandbox::demo::{READER_ROLE, TempPostgres, load_sample};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+static CLUSTER: Mutex<Option<TempPostgres>> = Mutex::new(None);
+static PORT: OnceLock<u16> = OnceLock::new();
+
+fn port() -> u16 {
+    *PORT.get_or_init(|| {
+        // Its own thread: callers are inside a tokio runtime, which cannot block_on.
+        std::thread::spawn(|| {
+            let pg = TempPostgres::start().expect("starting the test PostgreSQL");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(load_sample(&pg.url("postgres", "postgres")))
+                .expect("loading the sample schema");
+            let port = pg.port();
+            *CLUSTER.lock().unwrap_or_else(PoisonError::into_inner) = Some(pg);
+            port
+        })
+        .join()
+        .expect("the database thread")
+    })
+}
+
+/// The read-only role the server connects as.
+pub fn reader_url() -> String {
+    format!("postgres://{READER_ROLE}@127.0.0.1:{}/postgres", port())
+}
+
+/// Stops and removes the shared cluster.
+pub fn shutdown() {
+    let cluster = CLUSTER
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    drop(cluster);
+}
