@@ -2,17 +2,20 @@
 //! front of PostgreSQL. See ARCHITECTURE.md for the map; `main.rs` is a thin shell over
 //! [`build_app`], [`bind`] and [`server::run`].
 
+pub mod access;
 pub mod config;
 pub mod db;
 pub mod demo;
 pub mod mcp;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;
 
 use anyhow::Context;
-use config::CommonArgs;
-use server::{App, Auth, Settings};
+use config::{CommonArgs, DEFAULT_ALLOWED_ORIGINS};
+use metrics::Metrics;
+use server::{App, Auth, Origins, PublicSettings, Settings};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -25,6 +28,16 @@ pub async fn build_app(
     listen: SocketAddr,
     common: &CommonArgs,
 ) -> anyhow::Result<Arc<App>> {
+    let allowed_origins = if common.allowed_origins.is_empty() {
+        DEFAULT_ALLOWED_ORIGINS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        common.allowed_origins.clone()
+    };
+    let allowed_origins = Origins::parse(&allowed_origins).map_err(|e| anyhow::anyhow!(e))?;
+    let metrics = Arc::new(Metrics::new());
     let db = db::Db::new(database_url, common.pool_settings(), common.db_limits())?;
     if let Err(reason) = db.ping(common.connect_timeout).await {
         tracing::warn!("the database does not answer yet: {reason}");
@@ -33,6 +46,7 @@ pub async fn build_app(
         db,
         common.sandbox_limits(),
         common.components_dir.as_deref(),
+        metrics.clone(),
     )
     .await?;
     for component in runtime.components() {
@@ -51,12 +65,31 @@ pub async fn build_app(
     };
     Ok(App::new(
         runtime,
+        metrics,
         Settings {
             auth,
             allowed_hosts,
+            allowed_origins,
             session_idle_timeout: common.session_idle_timeout,
+            public: PublicSettings {
+                base_url: common.public_url.clone(),
+                authorization_servers: common.authorization_servers.clone(),
+            },
         },
     ))
+}
+
+/// Binds the main listener and, when configured, the metrics listener.
+pub async fn bind_all(
+    listen: SocketAddr,
+    common: &CommonArgs,
+) -> anyhow::Result<(TcpListener, Option<TcpListener>)> {
+    let main = bind(listen).await?;
+    let metrics = match common.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    Ok((main, metrics))
 }
 
 /// Binds the listener with an error that says what to do when the port is taken.

@@ -34,19 +34,23 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let auth = match args.token {
-        Some(token) => Auth::new(vec![("default".into(), token)]),
+    let auth = match args.token_specs()? {
+        Some(tokens) => Auth::new(tokens),
         None => {
             tracing::warn!(
-                "authentication is off (--insecure-no-auth): anyone who can reach the port can query the database"
+                "authentication is off (--insecure-no-auth): anyone who can reach {} can query the database",
+                args.listen
             );
             Auth::disabled()
         }
     };
     let app =
         mcp_sandbox::build_app(args.database_url.expose(), auth, args.listen, &args.common).await?;
-    let listener = mcp_sandbox::bind(args.listen).await?;
+    let (listener, metrics) = mcp_sandbox::bind_all(args.listen, &args.common).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    server::run(listener, app, mcp_sandbox::shutdown_signal()).await?;
+    if let Some(metrics) = &metrics {
+        println!("metrics on http://{}/metrics", metrics.local_addr()?);
+    }
+    server::run(listener, metrics, app, mcp_sandbox::shutdown_signal()).await?;
     Ok(())
 }

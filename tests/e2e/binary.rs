@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
-crate::trials!(binary: demo_serves_the_sample_and_cleans_up, serve_reads_its_environment_and_stops_on_sigterm, serve_requires_a_token);
+crate::trials!(binary: demo_serves_the_sample_and_cleans_up, serve_reads_its_environment_and_stops_on_sigterm, serve_requires_a_token, serve_refuses_public_without_auth);
 
 const STARTUP: Duration = Duration::from_secs(60);
 
@@ -54,18 +54,23 @@ async fn line_after(lines: &mut tokio::io::Lines<BufReader<ChildStdout>>, prefix
         .unwrap_or_else(|_| panic!("no {prefix:?} within {STARTUP:?}"))
 }
 
-async fn exits_cleanly(mut child: Child) {
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the server stops within 30s")
-        .expect("waiting for the server");
-    if !status.success() {
-        let mut stderr = String::new();
-        if let Some(mut err) = child.stderr.take() {
+/// Waits for a clean exit; what the server wrote to stderr (when piped).
+async fn exits_cleanly(mut child: Child) -> String {
+    let mut stderr = String::new();
+    let mut err = child.stderr.take();
+    let read = async {
+        if let Some(err) = err.as_mut() {
             let _ = err.read_to_string(&mut stderr).await;
         }
-        panic!("exited with {status}: {stderr}");
-    }
+    };
+    let (status, ()) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(child.wait(), read)
+    })
+    .await
+    .expect("the server stops within 30s");
+    let status = status.expect("waiting for the server");
+    assert!(status.success(), "exited with {status}: {stderr}");
+    stderr
 }
 
 async fn demo_serves_the_sample_and_cleans_up() {
@@ -96,7 +101,7 @@ async fn demo_serves_the_sample_and_cleans_up() {
     assert_eq!(health.status, StatusCode::OK);
 
     signal(&child, rustix::process::Signal::INT);
-    exits_cleanly(child).await;
+    let _ = exits_cleanly(child).await;
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .expect("the temp dir")
         .flatten()
@@ -118,6 +123,7 @@ async fn serve_reads_its_environment_and_stops_on_sigterm() {
         .env("MCP_SANDBOX_LISTEN", "127.0.0.1:0")
         .env("DATABASE_URL", crate::util::db::reader_url())
         .env("MCP_SANDBOX_TOKEN", "from-the-environment")
+        .env("MCP_SANDBOX_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -137,7 +143,24 @@ async fn serve_reads_its_environment_and_stops_on_sigterm() {
         .await;
 
     signal(&child, rustix::process::Signal::TERM);
-    exits_cleanly(child).await;
+    let logs = exits_cleanly(child).await;
+    // One structured line per invocation: tool, version, outcome, phases, token name.
+    let line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["target"] == "mcp_sandbox::invocation" && l["tool"] == "query_sql")
+        .unwrap_or_else(|| panic!("no invocation line in: {logs}"));
+    assert_eq!(line["token"], "default", "{line}");
+    assert_eq!(line["outcome"], "ok");
+    assert_eq!(line["component"], "query-sql");
+    assert_eq!(line["digest"].as_str().map(str::len), Some(12));
+    for phase in ["instantiate_us", "guest_us", "db_us", "total_us"] {
+        assert!(line[phase].is_u64(), "{phase} in {line}");
+    }
+    assert!(
+        !logs.contains("from-the-environment"),
+        "the token never reaches the log"
+    );
 }
 
 async fn serve_requires_a_token() {
@@ -151,4 +174,22 @@ async fn serve_requires_a_token() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--token"), "{stderr}");
+}
+
+async fn serve_refuses_public_without_auth() {
+    let output = Command::new(binary())
+        .args([
+            "serve",
+            "--database-url",
+            "postgres://localhost/db",
+            "--insecure-no-auth",
+        ])
+        .args(["--listen", "0.0.0.0:0"])
+        .env_remove("MCP_SANDBOX_TOKEN")
+        .output()
+        .await
+        .expect("running serve");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refusing to serve"), "{stderr}");
 }

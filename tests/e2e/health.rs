@@ -1,10 +1,12 @@
-//! `GET /health`, answered by the sandboxed health component.
+//! `GET /health` (the sandboxed health component) and `GET /ready`.
 
-use crate::util::TestServer;
+use crate::util::{TempDir, TestServer};
 use http::StatusCode;
+use mcp_sandbox::demo::{READER_ROLE, TempPostgres, load_sample};
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-crate::trials!(health: reports_database_pool_and_components, database_unreachable_is_down_and_503, only_get_and_head);
+crate::trials!(health: reports_database_pool_and_components, database_unreachable_is_down_and_503, only_get_and_head, database_stopped_and_restarted, trapping_health_component, hanging_health_component, ready_checks_database_and_components, probes_share_one_check);
 
 async fn reports_database_pool_and_components() {
     let server = TestServer::start().await;
@@ -41,7 +43,12 @@ async fn reports_database_pool_and_components() {
 
 async fn database_unreachable_is_down_and_503() {
     // Nothing listens on port 1: every connection attempt is refused at once.
-    let server = TestServer::launch("postgres://nobody@127.0.0.1:1/none", Some("t"), &[]).await;
+    let server = TestServer::launch(
+        "postgres://nobody@127.0.0.1:1/none",
+        Some(crate::util::server::TOKEN),
+        &[],
+    )
+    .await;
     let started = Instant::now();
     let response = server.http().get("/health", &[]).await;
     assert!(
@@ -53,11 +60,166 @@ async fn database_unreachable_is_down_and_503() {
     let body = response.json();
     assert_eq!(body["state"], "down", "{body}");
     assert_eq!(body["checks"][0]["state"], "down");
+    let ready = server.http().get("/ready", &[]).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 async fn only_get_and_head() {
     let server = TestServer::start().await;
-    let response = server.http().post("/health", &[], "").await;
-    assert_eq!(response.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(response.header("allow"), Some("GET, HEAD"));
+    for path in ["/health", "/ready"] {
+        let response = server.http().post(path, &[], "").await;
+        assert_eq!(response.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(response.header("allow"), Some("GET, HEAD"));
+    }
+}
+
+/// Polls `/health` until `state` is `want`; how long that took.
+async fn until_state(server: &TestServer, want: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let body = server.http().get("/health", &[]).await.json();
+        if body["state"] == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "not {want} after {within:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn database_stopped_and_restarted() {
+    let pg = tokio::task::spawn_blocking(TempPostgres::start)
+        .await
+        .unwrap()
+        .unwrap();
+    load_sample(&pg.url("postgres", "postgres")).await.unwrap();
+    let server = TestServer::launch(
+        &pg.url(READER_ROLE, "postgres"),
+        Some(crate::util::server::TOKEN),
+        &[],
+    )
+    .await;
+    let mut mcp = server.mcp().await;
+    mcp.structured("query_sql", json!({"sql": "SELECT 1"}))
+        .await;
+    until_state(&server, "ok", Duration::from_secs(5)).await;
+
+    let pg = tokio::task::spawn_blocking(move || {
+        let mut pg = pg;
+        pg.stop().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    let took = until_state(&server, "down", Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(1), "down after {took:?}");
+    let response = server.http().get("/health", &[]).await;
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Tool calls fail fast with a readable tool error, and the session survives.
+    let started = Instant::now();
+    let text = mcp
+        .tool_error("query_sql", json!({"sql": "SELECT 1"}))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        text.contains("unavailable") || text.contains("connection"),
+        "{text}"
+    );
+
+    let pg = tokio::task::spawn_blocking(move || {
+        let mut pg = pg;
+        pg.start_server().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    until_state(&server, "ok", Duration::from_secs(10)).await;
+    mcp.structured("query_sql", json!({"sql": "SELECT 1"}))
+        .await;
+    drop(server);
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
+}
+
+async fn trapping_health_component() {
+    let dir = TempDir::new().with_fixture("health-trap", "health");
+    let server = TestServer::with_flags(&["--components-dir", dir.path_str()]).await;
+    let response = server.http().get("/health", &[]).await;
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body = response.json();
+    assert_eq!(body["state"], "down");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("trapped (panic)") && error.contains("deliberate panic"),
+        "{body}"
+    );
+    // The host keeps serving tools.
+    let mut mcp = server.mcp().await;
+    mcp.structured("list_tables", json!({})).await;
+}
+
+async fn hanging_health_component() {
+    let dir = TempDir::new().with_fixture("health-hang", "health");
+    let server = TestServer::with_flags(&[
+        "--components-dir",
+        dir.path_str(),
+        "--health-timeout",
+        "300ms",
+    ])
+    .await;
+    let started = Instant::now();
+    let response = server.http().get("/health", &[]).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(800), "answered after {took:?}");
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body = response.json();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deadline"),
+        "{body}"
+    );
+    let mut mcp = server.mcp().await;
+    mcp.structured("list_tables", json!({})).await;
+}
+
+async fn ready_checks_database_and_components() {
+    let server = TestServer::start().await;
+    let response = server.http().get("/ready", &[]).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["reasons"], json!([]));
+    assert_eq!(body["database"]["ok"], true);
+    let components: Vec<&Value> = body["components"].as_array().unwrap().iter().collect();
+    assert_eq!(components.len(), 4);
+    assert!(
+        components.iter().all(|c| c["instantiable"] == true),
+        "{body}"
+    );
+}
+
+async fn probes_share_one_check() {
+    let server = TestServer::start().await;
+    let before = server.metrics().await;
+    let checks =
+        |text: &str| crate::util::metrics::count(text, "health_checks_total", &[("state", "ok")]);
+    let probes = (0..20).map(|_| {
+        let http = server.http();
+        async move { http.get("/health", &[]).await.status }
+    });
+    let statuses = futures::future::join_all(probes).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK));
+    let after = server.metrics().await;
+    let ran = checks(&after) - checks(&before);
+    assert!(
+        (1.0..=3.0).contains(&ran),
+        "20 concurrent probes ran {ran} checks"
+    );
 }

@@ -13,8 +13,10 @@ mod binary;
 mod describe_table;
 mod health;
 mod list_tables;
+mod metrics;
 mod protocol;
 mod query_sql;
+mod shutdown;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -24,8 +26,10 @@ fn main() {
         describe_table::trials(),
         health::trials(),
         list_tables::trials(),
+        metrics::trials(),
         protocol::trials(),
         query_sql::trials(),
+        shutdown::trials(),
     ]
     .into_iter()
     .flatten()

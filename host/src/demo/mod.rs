@@ -5,6 +5,7 @@ mod postgres;
 
 pub use postgres::TempPostgres;
 
+use crate::config::tokens::TokenSpec;
 use crate::config::{DemoArgs, Secret};
 use crate::server::{self, Auth};
 use anyhow::Context;
@@ -24,15 +25,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let token = generate_token()?;
     let app = crate::build_app(
         &pg.url(READER_ROLE, "postgres"),
-        Auth::new(vec![("demo".into(), Secret::new(token.clone()))]),
+        Auth::new(vec![TokenSpec {
+            name: "demo".into(),
+            secret: Secret::new(token.clone()),
+            tools: None,
+            admin: true,
+        }]),
         args.listen,
         &args.common,
     )
     .await?;
-    let listener = crate::bind(args.listen).await?;
+    let (listener, metrics) = crate::bind_all(args.listen, &args.common).await?;
     let addr = listener.local_addr()?;
     print_banner(addr, &token);
-    server::run(listener, app, crate::shutdown_signal()).await?;
+    server::run(listener, metrics, app, crate::shutdown_signal()).await?;
     eprintln!("removing the throwaway PostgreSQL...");
     tokio::task::spawn_blocking(move || drop(pg)).await?;
     Ok(())
@@ -81,6 +87,7 @@ fn print_banner(addr: SocketAddr, token: &str) {
     println!("MCP endpoint: {url}");
     println!("token:        {token}");
     println!("health:       http://{addr}/health");
+    println!("metrics:      http://{addr}/metrics (with the token)");
     println!();
     println!("client configuration (Claude Desktop, Cursor, VS Code and others):");
     println!("{config}");

@@ -2,7 +2,9 @@
 //! `tools/call` dispatched to a sandboxed component, each outcome mapped to its MCP
 //! failure class and logged with its phase timings.
 
-use crate::runtime::{Fault, Invocation, Runtime, ToolOutput, ToolSpec};
+use crate::access::Identity;
+use crate::metrics::Metrics;
+use crate::runtime::{Fault, Invocation, Runtime, Timings, ToolOutput, ToolSpec};
 use rmcp::ServerHandler;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, ErrorData,
@@ -15,6 +17,8 @@ use std::sync::Arc;
 
 /// JSON-RPC code for a call stopped at its deadline (the SDKs' `RequestTimeout`).
 const TIMEOUT_CODE: ErrorCode = ErrorCode(-32001);
+/// JSON-RPC code for a tool the caller's token may not use (implementation-defined).
+const DENIED_CODE: ErrorCode = ErrorCode(-32003);
 
 const INSTRUCTIONS: &str = "Read-only access to a PostgreSQL database. Start with \
 list_tables, then describe_table for the columns you need, then query_sql for one \
@@ -25,12 +29,24 @@ and a row cap.";
 #[derive(Clone)]
 pub struct McpHandler {
     runtime: Runtime,
+    metrics: Arc<Metrics>,
 }
 
 impl McpHandler {
-    pub fn new(runtime: Runtime) -> Self {
-        Self { runtime }
+    pub fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Self {
+        Self { runtime, metrics }
     }
+}
+
+/// The identity `server/` attached to the HTTP request. None when absent: a request
+/// that did not come through authentication may do nothing.
+fn identity(context: &RequestContext<RoleServer>) -> Option<Identity> {
+    context
+        .extensions
+        .get::<http::request::Parts>()?
+        .extensions
+        .get::<Identity>()
+        .cloned()
 }
 
 impl ServerHandler for McpHandler {
@@ -50,9 +66,16 @@ impl ServerHandler for McpHandler {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let tools = self.runtime.tools().iter().map(to_mcp_tool).collect();
+        let caller = identity(&context);
+        let tools = self
+            .runtime
+            .tools()
+            .iter()
+            .filter(|t| caller.as_ref().is_some_and(|c| c.may_call(&t.name)))
+            .map(to_mcp_tool)
+            .collect();
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -63,11 +86,30 @@ impl ServerHandler for McpHandler {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let caller = identity(&context);
+        let caller_name = caller.as_ref().map_or("none", |c| &*c.name).to_owned();
+        let allowed = caller.as_ref().is_some_and(|c| c.may_call(&request.name));
+        if !allowed && let Some(spec) = self.runtime.tool(&request.name) {
+            self.metrics
+                .tool_call(&spec.name, &spec.component, "denied", &Timings::default());
+            tracing::info!(
+                target: "mcp_sandbox::invocation",
+                tool = &*request.name,
+                token = caller_name,
+                outcome = "denied",
+                "tools/call"
+            );
+            return Err(ErrorData::new(
+                DENIED_CODE,
+                format!("this token may not call `{}`", request.name),
+                Some(json!({"kind": "denied"})),
+            ));
+        }
         let arguments = arguments_json(request.arguments);
         let invocation = self.runtime.call_tool(&request.name, &arguments).await;
-        log_invocation(&request.name, &invocation);
+        log_invocation(&request.name, &caller_name, &invocation);
         to_mcp_result(invocation).map(CallToolResponse::from)
     }
 }
@@ -139,7 +181,7 @@ pub(crate) fn to_mcp_result(
 }
 
 /// One line per invocation: what ran, which version, how it ended, where time went.
-pub(crate) fn log_invocation(tool: &str, invocation: &Invocation<ToolOutput>) {
+pub(crate) fn log_invocation(tool: &str, token: &str, invocation: &Invocation<ToolOutput>) {
     let outcome = match &invocation.result {
         Ok(output) if output.is_error => "tool_error",
         Ok(_) => "ok",
@@ -150,6 +192,7 @@ pub(crate) fn log_invocation(tool: &str, invocation: &Invocation<ToolOutput>) {
     tracing::info!(
         target: "mcp_sandbox::invocation",
         tool,
+        token,
         component = invocation.component.as_deref(),
         digest,
         outcome,

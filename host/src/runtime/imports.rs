@@ -34,10 +34,13 @@ impl sql::Host for HostState {
             ))));
         }
         let params: Vec<db::Value> = params.into_iter().map(from_wit).collect();
+        let started = std::time::Instant::now();
         let result = self
             .session
             .query(&statement, &params, options.max_rows)
             .await;
+        self.metrics
+            .db_query(&self.component, started.elapsed().as_secs_f64());
         Ok(result.map(rows_to_wit).map_err(error_to_wit))
     }
 }

@@ -65,6 +65,15 @@ pub enum TrapKind {
 }
 
 impl TrapKind {
+    pub const ALL: [TrapKind; 6] = [
+        TrapKind::Panic,
+        TrapKind::Unreachable,
+        TrapKind::StackOverflow,
+        TrapKind::MemoryLimit,
+        TrapKind::OutOfBounds,
+        TrapKind::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TrapKind::Panic => "panic",
@@ -216,17 +225,18 @@ impl Shared {
         ) -> wasmtime::Result<(Instant, R)>,
     ) -> InvocationResult<R> {
         let permit = tokio::time::timeout_at(deadline.into(), self.slots.acquire()).await;
-        let Ok(Ok(_permit)) = permit else {
-            return InvocationResult::new(
-                loaded,
-                Err(Fault::Unavailable(
-                    "every sandbox slot stayed busy until the deadline".into(),
-                )),
-                Timings {
-                    total: started.elapsed(),
-                    ..Timings::default()
-                },
-            );
+        let _permit = match permit {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => {
+                return self.refused(loaded, started, "the server is shutting down");
+            }
+            Err(_elapsed) => {
+                return self.refused(
+                    loaded,
+                    started,
+                    "every sandbox slot stayed busy until the deadline",
+                );
+            }
         };
         let mut store = self.new_store(loaded.name.clone(), deadline);
         let before = Instant::now();
@@ -263,6 +273,31 @@ impl Shared {
             total: started.elapsed(),
         };
         InvocationResult::new(loaded, result, timings)
+    }
+}
+
+impl Shared {
+    fn refused<R>(&self, loaded: &Loaded, started: Instant, reason: &str) -> InvocationResult<R> {
+        let timings = Timings {
+            total: started.elapsed(),
+            ..Timings::default()
+        };
+        InvocationResult::new(loaded, Err(Fault::Unavailable(reason.into())), timings)
+    }
+
+    /// Creates (and drops) one instance: can this component run right now?
+    pub(super) async fn try_instantiate(&self, loaded: &Loaded) -> Result<(), String> {
+        // Every slot busy means instances are being created fine; do not queue a probe.
+        let Ok(_permit) = self.slots.try_acquire() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + self.limits.health_timeout;
+        let mut store = self.new_store(loaded.name.clone(), deadline);
+        let result = match &loaded.pre {
+            Pre::Tool(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            Pre::Health(pre) => pre.instantiate_async(&mut store).await.map(drop),
+        };
+        result.map_err(|e| format!("{e:#}"))
     }
 }
 

@@ -22,6 +22,7 @@ pub use loader::{LoadError, hex_sha256};
 pub use registry::{Annotations, ComponentInfo, Source, ToolSpec, World};
 
 use crate::db::Db;
+use crate::metrics::{Metrics, UNKNOWN_TOOL};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use engine::EpochTicker;
@@ -29,7 +30,7 @@ use registry::{Loaded, Registry};
 use state::HostState;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -47,6 +48,7 @@ pub(crate) struct Shared {
     registry: ArcSwap<Registry>,
     db: Db,
     limits: Limits,
+    metrics: Arc<Metrics>,
     /// one permit per pooled instance slot
     slots: Semaphore,
     _ticker: EpochTicker,
@@ -59,6 +61,7 @@ impl Runtime {
         db: Db,
         limits: Limits,
         components_dir: Option<&Path>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let engine = engine::build(&limits).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let ticker = EpochTicker::start(&engine).context("starting the epoch ticker")?;
@@ -82,6 +85,7 @@ impl Runtime {
             registry: ArcSwap::from_pointee(Registry::default()),
             db,
             limits,
+            metrics,
             slots,
             _ticker: ticker,
         });
@@ -109,7 +113,9 @@ impl Runtime {
         let loaded: Vec<Arc<Loaded>> = futures::future::try_join_all(loads).await?;
         let registry = Registry::new(loaded).map_err(|e| anyhow::anyhow!(e))?;
         shared.registry.store(Arc::new(registry));
-        Ok(Self { shared })
+        let runtime = Self { shared };
+        runtime.shared.metrics.set_components(&runtime.components());
+        Ok(runtime)
     }
 
     /// Every tool, ordered by name.
@@ -146,43 +152,112 @@ impl Runtime {
     pub async fn call_tool(&self, tool: &str, arguments: &str) -> Invocation<ToolOutput> {
         let started = Instant::now();
         let loaded = self.shared.registry.load().tool(tool).cloned();
-        let Some(loaded) = loaded else {
-            return Invocation::failed(Fault::UnknownTool(tool.to_owned()), started);
+        let invocation = match loaded {
+            None => Invocation::failed(Fault::UnknownTool(tool.to_owned()), started),
+            Some(_) if arguments.len() > self.shared.limits.max_argument_bytes => {
+                Invocation::failed(
+                    Fault::InvalidArguments(format!(
+                        "the arguments are {} bytes; the limit is {}",
+                        arguments.len(),
+                        self.shared.limits.max_argument_bytes
+                    )),
+                    started,
+                )
+            }
+            Some(loaded) => {
+                self.shared
+                    .invoke_tool(loaded, tool, arguments, started)
+                    .await
+            }
         };
-        if arguments.len() > self.shared.limits.max_argument_bytes {
-            return Invocation::failed(
-                Fault::InvalidArguments(format!(
-                    "the arguments are {} bytes; the limit is {}",
-                    arguments.len(),
-                    self.shared.limits.max_argument_bytes
-                )),
-                started,
-            );
-        }
+        let outcome = match &invocation.result {
+            Ok(output) if output.is_error => "tool_error",
+            Ok(_) => "ok",
+            Err(fault) => fault.outcome(),
+        };
+        let label = match invocation.result {
+            Err(Fault::UnknownTool(_)) => UNKNOWN_TOOL,
+            _ => tool,
+        };
+        let component = invocation.component.as_deref().unwrap_or("");
         self.shared
-            .invoke_tool(loaded, tool, arguments, started)
-            .await
+            .metrics
+            .tool_call(label, component, outcome, &invocation.timings);
+        self.shared.count_trap(component, &invocation.result);
+        invocation
     }
 
     /// Runs the health component's `check()` under its own short deadline.
     pub async fn check_health(&self) -> Invocation<HealthReport> {
         let started = Instant::now();
         let loaded = self.shared.registry.load().health().cloned();
-        let Some(loaded) = loaded else {
-            return Invocation::failed(
+        let invocation = match loaded {
+            None => Invocation::failed(
                 Fault::Unavailable("no health component is loaded".into()),
                 started,
-            );
+            ),
+            Some(loaded) => self.shared.invoke_health(loaded, started).await,
         };
-        self.shared.invoke_health(loaded, started).await
+        let state = match &invocation.result {
+            Ok(report) => match report.state {
+                HealthState::Ok => "ok",
+                HealthState::Degraded => "degraded",
+                HealthState::Down => "down",
+            },
+            Err(_) => "failed",
+        };
+        let component = invocation.component.as_deref().unwrap_or("");
+        self.shared
+            .metrics
+            .health_check(component, state, &invocation.timings);
+        self.shared.count_trap(component, &invocation.result);
+        invocation
+    }
+
+    /// Instantiates every loaded component once (readiness): name and outcome.
+    pub async fn instantiate_all(&self) -> Vec<(String, Result<(), String>)> {
+        let registry = self.shared.registry.load_full();
+        let mut results = Vec::new();
+        for loaded in registry.components() {
+            results.push((
+                loaded.name.to_string(),
+                self.shared.try_instantiate(loaded).await,
+            ));
+        }
+        results
+    }
+
+    /// Waits until no invocation runs, then refuses new ones (shutdown). False if calls
+    /// were still running at `timeout`.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let all = self.shared.limits.max_concurrency;
+        let drained = tokio::time::timeout(timeout, self.shared.slots.acquire_many(all))
+            .await
+            .map(|permits| permits.map(|p| p.forget()))
+            .is_ok();
+        self.shared.slots.close();
+        drained
     }
 }
 
 impl Shared {
+    fn count_trap<T>(&self, component: &str, result: &Result<T, Fault>) {
+        match result {
+            Err(Fault::Trap { kind, .. }) => self.metrics.trap(component, kind.as_str()),
+            Err(Fault::Timeout(_)) => self.metrics.trap(component, "timeout"),
+            _ => {}
+        }
+    }
+
     /// A fresh store whose guest yields to other tasks every epoch tick and traps once
     /// `deadline` has passed.
     fn new_store(&self, component: Arc<str>, deadline: Instant) -> Store<HostState> {
-        let state = HostState::new(component, self.db.clone(), &self.limits);
+        let state = HostState::new(
+            component,
+            self.db.clone(),
+            &self.limits,
+            self.metrics.clone(),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);

@@ -4,6 +4,7 @@
 use super::limits::Limits;
 use super::output::GuestOutput;
 use crate::db::{Db, Session};
+use crate::metrics::Metrics;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -19,10 +20,11 @@ pub struct HostState {
     pub(super) sql_calls: u32,
     pub(super) log_lines: u32,
     pub(super) limits: Limits,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl HostState {
-    pub(super) fn new(component: Arc<str>, db: Db, limits: &Limits) -> Self {
+    pub(super) fn new(component: Arc<str>, db: Db, limits: &Limits, metrics: Arc<Metrics>) -> Self {
         let output = GuestOutput::new(limits.output_bytes);
         // No preopens, env, args or network: the component's only way out is our imports.
         let wasi = WasiCtxBuilder::new()
@@ -45,6 +47,7 @@ impl HostState {
             sql_calls: 0,
             log_lines: 0,
             limits: limits.clone(),
+            metrics,
         }
     }
 }

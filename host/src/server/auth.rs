@@ -1,16 +1,13 @@
-//! Bearer-token authentication: constant-time comparison, the token's name (never the
-//! token) for logs, and the 401 challenge.
+//! Bearer-token authentication: constant-time comparison against every configured
+//! token, and the identity a request carries on (its name, never the token, and its
+//! scopes).
 
+pub use crate::access::Identity;
 use crate::config::Secret;
+use crate::config::tokens::TokenSpec;
 use http::{HeaderMap, header};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
-
-/// Who a request authenticated as.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    /// the token's name, for logs and metrics
-    pub name: String,
-}
 
 /// Why a request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +18,7 @@ pub enum Denied {
 }
 
 impl Denied {
+    /// The `reason` label of `auth_failures_total`.
     pub fn reason(self) -> &'static str {
         match self {
             Denied::Missing => "missing",
@@ -33,11 +31,22 @@ impl Denied {
 /// The configured tokens; `None` means authentication is off.
 #[derive(Clone, Debug)]
 pub struct Auth {
-    tokens: Option<Vec<(String, Secret)>>,
+    tokens: Option<Vec<(Secret, Identity)>>,
 }
 
 impl Auth {
-    pub fn new(tokens: Vec<(String, Secret)>) -> Self {
+    pub fn new(specs: Vec<TokenSpec>) -> Self {
+        let tokens = specs
+            .into_iter()
+            .map(|spec| {
+                let identity = Identity {
+                    name: Arc::from(spec.name),
+                    tools: spec.tools.map(Arc::new),
+                    admin: spec.admin,
+                };
+                (spec.secret, identity)
+            })
+            .collect();
         Self {
             tokens: Some(tokens),
         }
@@ -53,9 +62,7 @@ impl Auth {
 
     pub fn check(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
         let Some(tokens) = &self.tokens else {
-            return Ok(Identity {
-                name: "anonymous".into(),
-            });
+            return Ok(Identity::anonymous());
         };
         let value = headers
             .get(header::AUTHORIZATION)
@@ -67,16 +74,14 @@ impl Auth {
             return Err(Denied::Malformed);
         }
         let presented = presented.trim().as_bytes();
-        // Compare against every token so timing does not reveal which one matched.
+        // Compare with every token so the time taken does not say which one matched.
         let mut found = None;
-        for (name, secret) in tokens {
+        for (secret, identity) in tokens {
             if bool::from(secret.expose().as_bytes().ct_eq(presented)) {
-                found = Some(name);
+                found = Some(identity);
             }
         }
-        found
-            .map(|name| Identity { name: name.clone() })
-            .ok_or(Denied::Invalid)
+        found.cloned().ok_or(Denied::Invalid)
     }
 }
 
@@ -91,16 +96,61 @@ mod tests {
         h
     }
 
+    fn spec(name: &str, secret: &str, tools: Option<&[&str]>, admin: bool) -> TokenSpec {
+        TokenSpec {
+            name: name.into(),
+            secret: Secret::new(secret),
+            tools: tools.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            admin,
+        }
+    }
+
     #[test]
     fn accepts_the_right_token_only() {
-        let auth = Auth::new(vec![("ci".into(), Secret::new("s3cret"))]);
-        assert_eq!(auth.check(&headers("Bearer s3cret")).unwrap().name, "ci");
-        assert_eq!(auth.check(&headers("bearer s3cret")).unwrap().name, "ci");
-        assert_eq!(auth.check(&headers("Bearer s3cre")), Err(Denied::Invalid));
-        assert_eq!(auth.check(&headers("Bearer s3cretx")), Err(Denied::Invalid));
+        let auth = Auth::new(vec![spec("ci", "s3cret-s3cret-s3cret", None, false)]);
+        assert_eq!(
+            &*auth
+                .check(&headers("Bearer s3cret-s3cret-s3cret"))
+                .unwrap()
+                .name,
+            "ci"
+        );
+        assert!(auth.check(&headers("bearer s3cret-s3cret-s3cret")).is_ok());
+        assert_eq!(
+            auth.check(&headers("Bearer s3cret-s3cret-s3cre")),
+            Err(Denied::Invalid)
+        );
+        assert_eq!(
+            auth.check(&headers("Bearer s3cret-s3cret-s3cretx")),
+            Err(Denied::Invalid)
+        );
         assert_eq!(auth.check(&headers("Basic s3cret")), Err(Denied::Malformed));
         assert_eq!(auth.check(&headers("s3cret")), Err(Denied::Malformed));
         assert_eq!(auth.check(&HeaderMap::new()), Err(Denied::Missing));
         assert!(Auth::disabled().check(&HeaderMap::new()).is_ok());
+    }
+
+    #[test]
+    fn identities_carry_their_scopes() {
+        let auth = Auth::new(vec![
+            spec(
+                "reader",
+                "reader-token-0123456789",
+                Some(&["list_tables"]),
+                false,
+            ),
+            spec("ops", "ops-token-0123456789", None, true),
+        ]);
+        let reader = auth
+            .check(&headers("Bearer reader-token-0123456789"))
+            .unwrap();
+        assert!(reader.may_call("list_tables") && !reader.may_call("query_sql"));
+        assert!(!reader.admin);
+        let ops = auth.check(&headers("Bearer ops-token-0123456789")).unwrap();
+        assert!(ops.may_call("query_sql") && ops.admin);
+        assert!(
+            !format!("{auth:?}").contains("reader-token"),
+            "Debug hides secrets"
+        );
     }
 }

@@ -1,43 +1,57 @@
 //! The only code that knows hyper: the accept loop with graceful shutdown, routing,
-//! bearer auth in front of `/mcp`, and the probe endpoints.
+//! bearer auth and Origin checks, the probes, metrics and the admin API.
 
+mod admin;
 mod auth;
 mod health;
+mod origin;
 mod respond;
+mod routes;
+mod wellknown;
 
 pub use auth::{Auth, Denied, Identity};
+pub use origin::Origins;
 
 use crate::mcp::McpHandler;
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use health::HealthCache;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use respond::Body;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_service::Service;
 
-/// In-flight requests get this long to finish after shutdown begins.
+/// Tool calls in flight get this long to finish after shutdown begins.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the last call returns, its result gets this long to be written out.
+const STREAM_FLUSH: Duration = Duration::from_millis(100);
 
-/// How the HTTP side is set up (see `config.rs`).
+/// How the HTTP side is set up (see `config/`).
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub auth: Auth,
     /// Host header allow-list; empty accepts any host
     pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Origins,
     pub session_idle_timeout: Duration,
+    pub public: PublicSettings,
+}
+
+/// What the OAuth protected-resource metadata says about us.
+#[derive(Clone, Debug, Default)]
+pub struct PublicSettings {
+    pub base_url: Option<String>,
+    pub authorization_servers: Vec<String>,
 }
 
 impl Settings {
@@ -55,15 +69,22 @@ impl Settings {
 /// Everything a request handler needs.
 pub struct App {
     runtime: Runtime,
+    metrics: Arc<Metrics>,
     auth: Auth,
+    origins: Origins,
+    public: PublicSettings,
     mcp: StreamableHttpService<McpHandler, LocalSessionManager>,
+    sessions: Arc<LocalSessionManager>,
     /// ends long-lived MCP streams at shutdown
     streams: CancellationToken,
+    health: HealthCache,
     started: Instant,
+    /// set when shutdown begins: `/ready` fails from then on
+    draining: AtomicBool,
 }
 
 impl App {
-    pub fn new(runtime: Runtime, settings: Settings) -> Arc<Self> {
+    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, settings: Settings) -> Arc<Self> {
         let streams = CancellationToken::new();
         let mut config =
             StreamableHttpServerConfig::default().with_cancellation_token(streams.clone());
@@ -74,15 +95,21 @@ impl App {
         };
         let mut sessions = LocalSessionManager::default();
         sessions.session_config.keep_alive = Some(settings.session_idle_timeout);
-        let handler = McpHandler::new(runtime.clone());
-        let mcp =
-            StreamableHttpService::new(move || Ok(handler.clone()), Arc::new(sessions), config);
+        let sessions = Arc::new(sessions);
+        let handler = McpHandler::new(runtime.clone(), metrics.clone());
+        let mcp = StreamableHttpService::new(move || Ok(handler.clone()), sessions.clone(), config);
         Arc::new(Self {
             runtime,
+            metrics,
             auth: settings.auth,
+            origins: settings.allowed_origins,
+            public: settings.public,
             mcp,
+            sessions,
             streams,
+            health: HealthCache::default(),
             started: Instant::now(),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -90,63 +117,57 @@ impl App {
         &self.runtime
     }
 
-    /// Routes one request. Only `/health` is open; everything else needs a token.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
-        let path = request.uri().path();
-        match path {
-            "/health" => match *request.method() {
-                Method::GET | Method::HEAD => health::handle(self).await,
-                _ => method_not_allowed("GET, HEAD"),
-            },
-            "/mcp" => {
-                let identity = match self.auth.check(request.headers()) {
-                    Ok(identity) => identity,
-                    Err(denied) => return unauthorized(denied),
-                };
-                let (mut parts, body) = request.into_parts();
-                parts.extensions.insert(identity);
-                let mut mcp = self.mcp.clone();
-                match mcp.call(Request::from_parts(parts, body)).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                }
-            }
-            _ => respond::error(StatusCode::NOT_FOUND, "not found; MCP is served at /mcp"),
-        }
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
-fn unauthorized(denied: Denied) -> Response<Body> {
-    tracing::info!(reason = denied.reason(), "authentication failed");
-    let mut response = respond::error(
-        StatusCode::UNAUTHORIZED,
-        "a valid bearer token is required (Authorization: Bearer <token>)",
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"mcp-sandbox\""),
-    );
-    response
+/// Which routes a listener serves.
+#[derive(Clone, Copy)]
+enum Port {
+    Main,
+    Metrics,
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut response = respond::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    response
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, ends MCP
-/// streams and gives in-flight requests up to [`DRAIN_TIMEOUT`] to finish.
+/// Serves `app` on `listener` (and `/metrics` alone, without a token, on `metrics` when
+/// given) until `shutdown` resolves. Then: `/ready` fails, accepting stops, tool calls
+/// in flight finish (up to [`DRAIN_TIMEOUT`]; new ones are refused), MCP streams end,
+/// connections drain, and the pool closes.
 pub async fn run(
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let stop = CancellationToken::new();
+    let metrics_task = metrics.map(|listener| {
+        let (app, stop) = (app.clone(), stop.clone());
+        tokio::spawn(async move { serve(listener, app, Port::Metrics, stop).await })
+    });
+    let main = tokio::spawn(serve(listener, app.clone(), Port::Main, stop.clone()));
+    shutdown.await;
+    tracing::info!("shutting down: finishing tool calls in flight");
+    app.draining.store(true, Ordering::Relaxed);
+    stop.cancel();
+    if !app.runtime.drain(DRAIN_TIMEOUT).await {
+        tracing::warn!("tool calls still running after {DRAIN_TIMEOUT:?}; stopping anyway");
+    }
+    // Let the last results reach their streams before the sessions end.
+    tokio::time::sleep(STREAM_FLUSH).await;
+    app.streams.cancel();
+    let _ = main.await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    app.runtime.db().close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One accept loop; on `stop`, stops accepting and drains its connections.
+async fn serve(listener: TcpListener, app: Arc<App>, port: Port, stop: CancellationToken) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
-    let mut shutdown = pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -163,7 +184,12 @@ pub async fn run(
                 let app = app.clone();
                 let service = service_fn(move |request| {
                     let app = app.clone();
-                    async move { Ok::<_, Infallible>(app.handle(request).await) }
+                    async move {
+                        Ok::<_, Infallible>(match port {
+                            Port::Main => app.handle(request).await,
+                            Port::Metrics => app.handle_metrics_port(request).await,
+                        })
+                    }
                 });
                 let connection = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -175,15 +201,12 @@ pub async fn run(
                     }
                 });
             }
-            () = &mut shutdown => break,
+            () = stop.cancelled() => break,
         }
     }
     drop(listener);
-    tracing::info!("shutting down: draining in-flight requests");
-    app.streams.cancel();
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
+        () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain deadline passed"),
     }
-    Ok(())
 }

@@ -21,3 +21,8 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
 }
+
+/// A plain body.
+pub fn text(text: String) -> Body {
+    Full::new(Bytes::from(text)).boxed()
+}

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod db;
+pub mod metrics;
 pub mod server;
 
 pub use client::{Http, Mcp};
@@ -9,6 +10,57 @@ pub use server::TestServer;
 
 use libtest_mimic::Trial;
 use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A built fixture component (`components/fixtures/NAME`).
+pub fn fixture(name: &str) -> PathBuf {
+    let path =
+        Path::new(mcp_sandbox::runtime::BUILD_DIR).join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "fixture {name} was not built: {}",
+        path.display()
+    );
+    path
+}
+
+/// A temporary directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("mcp-sandbox-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("creating a temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Copies a fixture in as `as_name.wasm`.
+    pub fn with_fixture(self, fixture_name: &str, as_name: &str) -> Self {
+        std::fs::copy(
+            fixture(fixture_name),
+            self.0.join(format!("{as_name}.wasm")),
+        )
+        .expect("copying a fixture");
+        self
+    }
+
+    pub fn path_str(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// A trial running `test` on its own multi-threaded tokio runtime, so servers and tasks
 /// a test starts end with it.

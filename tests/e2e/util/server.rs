@@ -3,17 +3,21 @@
 
 use super::client::{Http, Mcp};
 use clap::Parser;
-use mcp_sandbox::config::{Cli, Command, Secret};
+use mcp_sandbox::config::{Cli, Command};
 use mcp_sandbox::server::{self, Auth};
 use std::net::SocketAddr;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 pub const TOKEN: &str = "test-token-0123456789";
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// the unauthenticated metrics listener, with `--metrics-listen`
+    pub metrics_addr: Option<SocketAddr>,
     pub token: Option<String>,
     stop: Option<oneshot::Sender<()>>,
+    done: Option<JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -28,7 +32,7 @@ impl TestServer {
         Self::launch(&url, Some(TOKEN), flags).await
     }
 
-    /// A server on `database_url`, with or without a token.
+    /// A server on `database_url`, with the token or without authentication.
     pub async fn launch(database_url: &str, token: Option<&str>, flags: &[&str]) -> Self {
         let mut args = vec!["mcp-sandbox", "serve", "--listen", "127.0.0.1:0"];
         args.extend(["--database-url", database_url]);
@@ -37,12 +41,17 @@ impl TestServer {
             None => args.push("--insecure-no-auth"),
         }
         args.extend(flags);
+        Self::from_args(&args, token).await
+    }
+
+    /// A server from a full command line (`mcp-sandbox serve ...`).
+    pub async fn from_args(args: &[&str], token: Option<&str>) -> Self {
         let cli = Cli::try_parse_from(args).expect("valid test flags");
         let Command::Serve(serve) = cli.command else {
             unreachable!("parsed a serve command")
         };
-        let auth = match &serve.token {
-            Some(token) => Auth::new(vec![("test".into(), Secret::new(token.expose()))]),
+        let auth = match serve.token_specs().expect("valid tokens") {
+            Some(tokens) => Auth::new(tokens),
             None => Auth::disabled(),
         };
         let app = mcp_sandbox::build_app(
@@ -53,19 +62,28 @@ impl TestServer {
         )
         .await
         .expect("building the app");
-        let listener = mcp_sandbox::bind(serve.listen).await.expect("binding");
+        let (listener, metrics) = mcp_sandbox::bind_all(serve.listen, &serve.common)
+            .await
+            .expect("binding");
         let addr = listener.local_addr().expect("an address");
+        let metrics_addr = metrics
+            .as_ref()
+            .map(|m| m.local_addr().expect("an address"));
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let done = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            server::run(listener, app, shutdown).await.expect("serving");
+            server::run(listener, metrics, app, shutdown)
+                .await
+                .expect("serving");
         });
         Self {
             addr,
+            metrics_addr,
             token: token.map(str::to_owned),
             stop: Some(stop),
+            done: Some(done),
         }
     }
 
@@ -75,7 +93,31 @@ impl TestServer {
 
     /// An initialized MCP session (protocol 2025-06-18) with the server's token.
     pub async fn mcp(&self) -> Mcp {
-        Mcp::connect(self.http(), self.token.clone(), "2025-06-18").await
+        self.mcp_as(self.token.as_deref()).await
+    }
+
+    /// An initialized MCP session with another token.
+    pub async fn mcp_as(&self, token: Option<&str>) -> Mcp {
+        Mcp::connect(self.http(), token.map(str::to_owned), "2025-06-18").await
+    }
+
+    /// `/metrics` text, fetched with the server's token.
+    pub async fn metrics(&self) -> String {
+        let auth = format!("Bearer {}", self.token.as_deref().unwrap_or_default());
+        let response = self
+            .http()
+            .get("/metrics", &[("authorization", &auth)])
+            .await;
+        assert_eq!(response.status, http::StatusCode::OK, "{}", response.text());
+        response.text()
+    }
+
+    /// Begins shutdown; the returned handle finishes when the server has drained.
+    pub fn shutdown(&mut self) -> JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.done.take().unwrap_or_else(|| tokio::spawn(async {}))
     }
 }
 

@@ -1,6 +1,8 @@
 //! Command line and environment: every flag also reads an environment variable; the
 //! defaults are the named constants below. Secrets never appear in `Debug` output.
 
+pub mod tokens;
+
 use crate::db::{Limits as DbLimits, PoolSettings};
 use crate::runtime::Limits;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -8,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+use tokens::TokenSpec;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_CALL_TIMEOUT: &str = "30s";
@@ -20,6 +23,14 @@ pub const DEFAULT_MAX_CONCURRENCY: u32 = 256;
 pub const DEFAULT_POOL_SIZE: u32 = 16;
 pub const DEFAULT_MAX_ROWS: u32 = 1000;
 pub const DEFAULT_MAX_RESULT_MIB: u32 = 8;
+pub const DEFAULT_HEALTH_TIMEOUT: &str = "1s";
+/// Browser origins accepted by default: pages served from this machine.
+pub const DEFAULT_ALLOWED_ORIGINS: &[&str] = &[
+    "http://localhost:*",
+    "http://127.0.0.1:*",
+    "http://[::1]:*",
+    "https://localhost:*",
+];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,18 +73,38 @@ pub struct ServeArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Secret,
 
-    /// Bearer token clients must send (required unless --insecure-no-auth)
+    /// Bearer token clients must send (named "default"; every tool, no admin)
     #[arg(
         long,
         env = "MCP_SANDBOX_TOKEN",
         hide_env_values = true,
-        required_unless_present = "insecure_no_auth"
+        required_unless_present_any = ["insecure_no_auth", "tokens_file"]
     )]
     pub token: Option<Secret>,
 
+    /// Token for the admin API (named "admin")
+    #[arg(long, env = "MCP_SANDBOX_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+
+    /// TOML file of named tokens with scopes (see README)
+    #[arg(long, env = "MCP_SANDBOX_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
     /// Serve without authentication (only for local experiments)
-    #[arg(long, env = "MCP_SANDBOX_INSECURE_NO_AUTH", conflicts_with = "token")]
+    #[arg(
+        long,
+        env = "MCP_SANDBOX_INSECURE_NO_AUTH",
+        conflicts_with_all = ["token", "admin_token", "tokens_file"]
+    )]
     pub insecure_no_auth: bool,
+
+    /// Allow --insecure-no-auth on an address other than loopback
+    #[arg(
+        long,
+        env = "MCP_SANDBOX_INSECURE_ALLOW_PUBLIC",
+        requires = "insecure_no_auth"
+    )]
+    pub insecure_allow_public: bool,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -106,6 +137,36 @@ pub struct CommonArgs {
         value_delimiter = ','
     )]
     pub allowed_hosts: Vec<String>,
+
+    /// Browser origins allowed to call /mcp (scheme://host[:port], `:*` for any port,
+    /// `*` for any origin); requests without an Origin header are not affected
+    #[arg(
+        long = "allowed-origin",
+        env = "MCP_SANDBOX_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Serve /metrics without a token on this extra address (for scrapers)
+    #[arg(long, env = "MCP_SANDBOX_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// The server's public base URL (e.g. https://mcp.example.com), for the OAuth
+    /// protected-resource metadata; defaults to http://<Host header>
+    #[arg(long, env = "MCP_SANDBOX_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// An OAuth authorization server clients may get tokens from (RFC 9728 metadata)
+    #[arg(
+        long = "authorization-server",
+        env = "MCP_SANDBOX_AUTHORIZATION_SERVERS",
+        value_delimiter = ','
+    )]
+    pub authorization_servers: Vec<String>,
+
+    /// Deadline of one health check (e.g. 1s)
+    #[arg(long, env = "MCP_SANDBOX_HEALTH_TIMEOUT", default_value = DEFAULT_HEALTH_TIMEOUT, value_parser = parse_duration)]
+    pub health_timeout: Duration,
 
     /// Deadline of one tool call (e.g. 30s, 500ms)
     #[arg(long, env = "MCP_SANDBOX_CALL_TIMEOUT", default_value = DEFAULT_CALL_TIMEOUT, value_parser = parse_duration)]
@@ -152,6 +213,7 @@ impl CommonArgs {
     pub fn sandbox_limits(&self) -> Limits {
         Limits {
             timeout: self.call_timeout,
+            health_timeout: self.health_timeout,
             memory_bytes: (self.memory_limit_mib as usize) << 20,
             max_concurrency: self.max_concurrency,
             ..Limits::default()
@@ -174,6 +236,44 @@ impl CommonArgs {
             // A transaction left idle this long is a bug on our side; end it.
             idle_in_transaction_timeout: self.call_timeout + Duration::from_secs(5),
         }
+    }
+}
+
+impl ServeArgs {
+    /// The tokens to accept, or `None` when authentication is off. Refuses to serve
+    /// without authentication beyond loopback unless the operator insisted.
+    pub fn token_specs(&self) -> anyhow::Result<Option<Vec<TokenSpec>>> {
+        if self.insecure_no_auth {
+            if !self.listen.ip().is_loopback() && !self.insecure_allow_public {
+                anyhow::bail!(
+                    "refusing to serve {} without authentication: anyone who reaches it could \
+                     query the database. Pass --token, or add --insecure-allow-public",
+                    self.listen
+                );
+            }
+            return Ok(None);
+        }
+        let mut specs = Vec::new();
+        if let Some(token) = &self.token {
+            specs.push(TokenSpec {
+                name: "default".into(),
+                secret: token.clone(),
+                tools: None,
+                admin: false,
+            });
+        }
+        if let Some(token) = &self.admin_token {
+            specs.push(TokenSpec {
+                name: "admin".into(),
+                secret: token.clone(),
+                tools: None,
+                admin: true,
+            });
+        }
+        if let Some(path) = &self.tokens_file {
+            specs.extend(tokens::load(path)?);
+        }
+        tokens::validate(specs).map(Some)
     }
 }
 

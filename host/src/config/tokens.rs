@@ -1,0 +1,158 @@
+//! Bearer tokens and their scopes, from `--token`/`--admin-token` or a TOML tokens file:
+//!
+//! ```toml
+//! [[tokens]]
+//! name = "claude-desktop"        # shown in logs and metrics; the token never is
+//! token = "a-long-random-secret"
+//! tools = ["list_tables", "describe_table"]   # optional: only these tools
+//!
+//! [[tokens]]
+//! name = "ops"
+//! token = "another-secret"
+//! admin = true                   # may use /admin (hot swap)
+//! ```
+
+use super::Secret;
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Tokens shorter than this are refused: they can be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// One token and what it may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSpec {
+    pub name: String,
+    pub secret: Secret,
+    /// `None`: every tool
+    pub tools: Option<BTreeSet<String>>,
+    pub admin: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    tokens: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: String,
+    token: String,
+    #[serde(default)]
+    tools: Option<Vec<String>>,
+    #[serde(default)]
+    admin: bool,
+}
+
+/// Reads and validates a tokens file.
+pub fn load(path: &Path) -> anyhow::Result<Vec<TokenSpec>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the tokens file {}", path.display()))?;
+    parse(&text).with_context(|| format!("in the tokens file {}", path.display()))
+}
+
+fn parse(text: &str) -> anyhow::Result<Vec<TokenSpec>> {
+    // toml's errors quote the offending line, which may hold a token: keep only the
+    // position and the kind of problem.
+    let file: File = toml::from_str(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| format!(" at byte {}", s.start))
+            .unwrap_or_default();
+        anyhow::anyhow!("not a valid tokens file{at}: {}", e.message())
+    })?;
+    let specs = file
+        .tokens
+        .into_iter()
+        .map(|e| TokenSpec {
+            name: e.name,
+            secret: Secret::new(e.token),
+            tools: e.tools.map(|t| t.into_iter().collect()),
+            admin: e.admin,
+        })
+        .collect();
+    validate(specs)
+}
+
+/// Checks names and tokens: present, unique, tokens long enough.
+pub fn validate(specs: Vec<TokenSpec>) -> anyhow::Result<Vec<TokenSpec>> {
+    if specs.is_empty() {
+        bail!("no tokens are defined");
+    }
+    let mut names = BTreeSet::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let valid_name = !spec.name.is_empty()
+            && spec
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid_name {
+            bail!(
+                "token #{}: name {:?} must be A-Z a-z 0-9 _ - .",
+                i + 1,
+                spec.name
+            );
+        }
+        if !names.insert(spec.name.as_str()) {
+            bail!("token name {:?} is used twice", spec.name);
+        }
+        if spec.secret.expose().len() < MIN_TOKEN_LEN {
+            bail!(
+                "token {:?} is shorter than {MIN_TOKEN_LEN} characters",
+                spec.name
+            );
+        }
+        if specs[..i].iter().any(|other| other.secret == spec.secret) {
+            bail!("tokens {:?} and another share the same secret", spec.name);
+        }
+    }
+    Ok(specs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_scopes_and_admin() {
+        let specs = parse(
+            r#"
+            [[tokens]]
+            name = "claude"
+            token = "0123456789abcdef-claude"
+            tools = ["list_tables"]
+
+            [[tokens]]
+            name = "ops"
+            token = "0123456789abcdef-ops"
+            admin = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0].tools, Some(["list_tables".to_owned()].into()));
+        assert!(!specs[0].admin);
+        assert_eq!(specs[1].tools, None);
+        assert!(specs[1].admin);
+    }
+
+    #[test]
+    fn rejects_bad_files_without_echoing_secrets() {
+        let short = "[[tokens]]\nname = \"a\"\ntoken = \"short\"\n";
+        assert!(parse(short).unwrap_err().to_string().contains("shorter"));
+        let dup = "[[tokens]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\n\
+                   [[tokens]]\nname = \"a\"\ntoken = \"0123456789abcdefg\"\n";
+        assert!(parse(dup).unwrap_err().to_string().contains("twice"));
+        let typo = "[[tokens]]\nname = \"a\"\ntoken = \"0123456789abcdef-secret\"\nadmn = true\n";
+        let error = format!("{:#}", parse(typo).unwrap_err());
+        assert!(!error.contains("0123456789abcdef-secret"), "{error}");
+        let broken = "[[tokens]]\nname = \"a\"\ntoken = \"0123456789abcdef-secret\n";
+        let error = format!("{:#}", parse(broken).unwrap_err());
+        assert!(!error.contains("0123456789abcdef-secret"), "{error}");
+        assert!(parse("tokens = []").is_err());
+    }
+}

@@ -1,0 +1,318 @@
+//! Every metric, defined in one place (Prometheus text format at `/metrics`). Names
+//! follow Prometheus conventions: base units, `_seconds`, `_total`. Buckets start at
+//! 5 µs because the sandbox costs microseconds and the database milliseconds.
+
+use crate::db::PoolStatus;
+use crate::runtime::{ComponentInfo, Timings, TrapKind};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Latency buckets from 5 µs to 30 s.
+const BUCKETS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The label a tool call is counted under when the tool does not exist: client-chosen
+/// names must not become label values (unbounded cardinality).
+pub const UNKNOWN_TOOL: &str = "_unknown";
+
+/// Every `outcome` of `mcp_tool_calls_total`.
+pub const OUTCOMES: &[&str] = &[
+    "ok",
+    "tool_error",
+    "protocol_error",
+    "trap",
+    "timeout",
+    "unavailable",
+    "denied",
+];
+const AUTH_FAILURE_REASONS: &[&str] = &[
+    "missing",
+    "malformed",
+    "invalid",
+    "insufficient_scope",
+    "forbidden_origin",
+];
+const HEALTH_STATES: &[&str] = &["ok", "degraded", "down", "failed"];
+
+/// Where the metrics live; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    tool_calls: IntCounterVec,
+    tool_call_duration: HistogramVec,
+    instantiate: HistogramVec,
+    execute: HistogramVec,
+    db_query: HistogramVec,
+    health_checks: IntCounterVec,
+    health_check_duration: HistogramVec,
+    traps: IntCounterVec,
+    pool_connections: IntGaugeVec,
+    pool_waiting: IntGauge,
+    pool_max: IntGauge,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    auth_failures: IntCounterVec,
+    component_info: IntGaugeVec,
+    swaps: IntCounterVec,
+    sessions: IntGauge,
+}
+
+fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("a valid histogram definition")
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("a valid counter definition")
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid gauge definition")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let m = Self {
+            registry: Registry::new(),
+            tool_calls: counter(
+                "mcp_tool_calls_total",
+                "Tool calls by tool, component and outcome (ok, tool_error, protocol_error, trap, timeout, unavailable, denied)",
+                &["tool", "component", "outcome"],
+            ),
+            tool_call_duration: histogram(
+                "mcp_tool_call_duration_seconds",
+                "Tool call latency in the host, from dispatch to result",
+                &["tool", "component"],
+            ),
+            instantiate: histogram(
+                "wasm_instantiate_seconds",
+                "Time to create a fresh component instance",
+                &["component"],
+            ),
+            execute: histogram(
+                "wasm_execute_seconds",
+                "Time executing in the guest, host calls excluded",
+                &["component"],
+            ),
+            db_query: histogram(
+                "db_query_seconds",
+                "Time of one sql.query host call, guard included",
+                &["component"],
+            ),
+            health_checks: counter(
+                "health_checks_total",
+                "Health component invocations by resulting state (ok, degraded, down, failed)",
+                &["component", "state"],
+            ),
+            health_check_duration: histogram(
+                "health_check_duration_seconds",
+                "Health check latency, including the database ping",
+                &["component"],
+            ),
+            traps: counter(
+                "component_traps_total",
+                "Component invocations that trapped, by kind (timeout included)",
+                &["component", "kind"],
+            ),
+            pool_connections: gauge(
+                "db_pool_connections",
+                "Database connections in the pool by state",
+                &["state"],
+            ),
+            pool_waiting: IntGauge::new(
+                "db_pool_waiting",
+                "Callers waiting for a database connection",
+            )
+            .expect("a valid gauge"),
+            pool_max: IntGauge::new(
+                "db_pool_max_connections",
+                "Upper bound of the database pool",
+            )
+            .expect("a valid gauge"),
+            http_requests: counter(
+                "http_requests_total",
+                "HTTP requests by route and status",
+                &["route", "status"],
+            ),
+            http_duration: histogram(
+                "http_request_duration_seconds",
+                "HTTP request latency until the response head (streams excluded)",
+                &["route"],
+            ),
+            auth_failures: counter(
+                "auth_failures_total",
+                "Refused requests by reason (missing, malformed, invalid, insufficient_scope, forbidden_origin)",
+                &["reason"],
+            ),
+            component_info: gauge(
+                "component_info",
+                "Loaded components (value 1), labelled with their SHA-256 digest",
+                &["component", "digest", "world"],
+            ),
+            swaps: counter(
+                "component_swaps_total",
+                "Component swaps by result (applied, rejected, removed)",
+                &["result"],
+            ),
+            sessions: IntGauge::new("mcp_sessions_active", "Open MCP sessions")
+                .expect("a valid gauge"),
+        };
+        let build = gauge("build_info", "Build information (value 1)", &["version"]);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.tool_calls.clone()),
+            Box::new(m.tool_call_duration.clone()),
+            Box::new(m.instantiate.clone()),
+            Box::new(m.execute.clone()),
+            Box::new(m.db_query.clone()),
+            Box::new(m.health_checks.clone()),
+            Box::new(m.health_check_duration.clone()),
+            Box::new(m.traps.clone()),
+            Box::new(m.pool_connections.clone()),
+            Box::new(m.pool_waiting.clone()),
+            Box::new(m.pool_max.clone()),
+            Box::new(m.http_requests.clone()),
+            Box::new(m.http_duration.clone()),
+            Box::new(m.auth_failures.clone()),
+            Box::new(m.component_info.clone()),
+            Box::new(m.swaps.clone()),
+            Box::new(m.sessions.clone()),
+            Box::new(build),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for collector in collectors {
+            m.registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        for result in ["applied", "rejected", "removed"] {
+            m.swaps.with_label_values(&[result]);
+        }
+        for reason in AUTH_FAILURE_REASONS {
+            m.auth_failures.with_label_values(&[reason]);
+        }
+        m
+    }
+
+    /// One tool call; `component` is empty when the tool was unknown.
+    pub fn tool_call(&self, tool: &str, component: &str, outcome: &str, timings: &Timings) {
+        self.tool_calls
+            .with_label_values(&[tool, component, outcome])
+            .inc();
+        self.tool_call_duration
+            .with_label_values(&[tool, component])
+            .observe(timings.total.as_secs_f64());
+        self.phases(component, timings);
+    }
+
+    pub fn health_check(&self, component: &str, state: &str, timings: &Timings) {
+        self.health_checks
+            .with_label_values(&[component, state])
+            .inc();
+        self.health_check_duration
+            .with_label_values(&[component])
+            .observe(timings.total.as_secs_f64());
+        self.phases(component, timings);
+    }
+
+    fn phases(&self, component: &str, timings: &Timings) {
+        if component.is_empty() || timings.instantiate.is_zero() {
+            return; // never reached a component
+        }
+        self.instantiate
+            .with_label_values(&[component])
+            .observe(timings.instantiate.as_secs_f64());
+        self.execute
+            .with_label_values(&[component])
+            .observe(timings.guest.as_secs_f64());
+    }
+
+    pub fn db_query(&self, component: &str, seconds: f64) {
+        self.db_query
+            .with_label_values(&[component])
+            .observe(seconds);
+    }
+
+    pub fn trap(&self, component: &str, kind: &str) {
+        self.traps.with_label_values(&[component, kind]).inc();
+    }
+
+    pub fn http_request(&self, route: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .with_label_values(&[route, &status.to_string()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route])
+            .observe(seconds);
+    }
+
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures.with_label_values(&[reason]).inc();
+    }
+
+    pub fn swap(&self, result: &str) {
+        self.swaps.with_label_values(&[result]).inc();
+    }
+
+    /// Replaces the `component_info` series with the loaded set, and creates every
+    /// counter series the loaded components can produce, at zero: alerts and dashboards
+    /// see 0, not "no data", until the first event.
+    pub fn set_components(&self, components: &[ComponentInfo]) {
+        self.component_info.reset();
+        for c in components {
+            self.component_info
+                .with_label_values(&[c.name.as_str(), c.digest.as_str(), c.world])
+                .set(1);
+            // Every `TrapKind`, and `timeout`.
+            for kind in TrapKind::ALL
+                .map(TrapKind::as_str)
+                .into_iter()
+                .chain(["timeout"])
+            {
+                self.traps.with_label_values(&[c.name.as_str(), kind]);
+            }
+            for tool in &c.tools {
+                for outcome in OUTCOMES {
+                    self.tool_calls
+                        .with_label_values(&[tool.as_str(), c.name.as_str(), outcome]);
+                }
+            }
+            if c.world == "health-component" {
+                for state in HEALTH_STATES {
+                    self.health_checks
+                        .with_label_values(&[c.name.as_str(), state]);
+                }
+            }
+        }
+    }
+
+    /// The text exposition, with the gauges that are read at scrape time refreshed.
+    pub fn render(&self, pool: PoolStatus, sessions: usize) -> String {
+        self.pool_connections
+            .with_label_values(&["idle"])
+            .set(i64::from(pool.idle));
+        self.pool_connections
+            .with_label_values(&["in_use"])
+            .set(i64::from(pool.in_use));
+        self.pool_waiting.set(i64::from(pool.waiting));
+        self.pool_max.set(i64::from(pool.max));
+        self.sessions
+            .set(i64::try_from(sessions).unwrap_or(i64::MAX));
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

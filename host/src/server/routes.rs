@@ -1,0 +1,164 @@
+//! Routing. Open: `/health`, `/ready`, the OAuth metadata. Token required: `/mcp`,
+//! `/metrics`; admin scope: `/admin/...`. Every request is counted by route and status.
+
+use super::respond::{self, Body};
+use super::{App, Denied, Identity, admin, health, wellknown};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use std::time::Instant;
+use tower_service::Service;
+
+/// The `route` label: a fixed set, whatever path a client sends.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/mcp" => "/mcp",
+        "/health" => "/health",
+        "/ready" => "/ready",
+        "/metrics" => "/metrics",
+        p if p.starts_with("/.well-known/") => "/.well-known",
+        p if p.starts_with("/admin/") => "/admin",
+        _ => "other",
+    }
+}
+
+impl App {
+    /// Serves one request on the main port.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let route = route_label(request.uri().path());
+        let response = self.route(request).await;
+        self.metrics.http_request(
+            route,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        response
+    }
+
+    /// Serves one request on the metrics port: `/metrics` only, no token.
+    pub async fn handle_metrics_port(&self, request: Request<Incoming>) -> Response<Body> {
+        match request.uri().path() {
+            "/metrics" => self.metrics_response().await,
+            _ => respond::error(StatusCode::NOT_FOUND, "only /metrics is served here"),
+        }
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path().to_owned();
+        let method = request.method().clone();
+        match path.as_str() {
+            "/health" => match method {
+                Method::GET | Method::HEAD => health::health(self).await,
+                _ => method_not_allowed("GET, HEAD"),
+            },
+            "/ready" => match method {
+                Method::GET | Method::HEAD => health::ready(self).await,
+                _ => method_not_allowed("GET, HEAD"),
+            },
+            wellknown::METADATA_PATH | wellknown::ROOT_METADATA_PATH => match method {
+                Method::GET | Method::HEAD => wellknown::metadata(self, request.headers()),
+                _ => method_not_allowed("GET, HEAD"),
+            },
+            "/metrics" => match self.authenticate(request.headers()) {
+                Err(response) => *response,
+                Ok(_) => self.metrics_response().await,
+            },
+            "/mcp" => {
+                if let Err(response) = self.check_origin(request.headers()) {
+                    return *response;
+                }
+                let identity = match self.authenticate(request.headers()) {
+                    Ok(identity) => identity,
+                    Err(response) => return *response,
+                };
+                let (mut parts, body) = request.into_parts();
+                parts.extensions.insert(identity);
+                let mut mcp = self.mcp.clone();
+                match mcp.call(Request::from_parts(parts, body)).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
+            p if p.starts_with("/admin/") => {
+                let identity = match self.authenticate(request.headers()) {
+                    Ok(identity) => identity,
+                    Err(response) => return *response,
+                };
+                if !identity.admin {
+                    return self.forbidden(request.headers(), "admin");
+                }
+                admin::handle(self, &method, p).await
+            }
+            _ => respond::error(StatusCode::NOT_FOUND, "not found; MCP is served at /mcp"),
+        }
+    }
+
+    async fn metrics_response(&self) -> Response<Body> {
+        let sessions = self.sessions.sessions.read().await.len();
+        let text = self.metrics.render(self.runtime.db().status(), sessions);
+        let mut response = Response::new(respond::text(text));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        response
+    }
+
+    /// The caller's identity, or the 401 to send.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, Box<Response<Body>>> {
+        self.auth.check(headers).map_err(|denied| {
+            self.metrics.auth_failure(denied.reason());
+            tracing::info!(reason = denied.reason(), "authentication failed");
+            let error = (denied == Denied::Invalid).then_some(("invalid_token", ""));
+            let mut response = respond::error(
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token is required (Authorization: Bearer <token>)",
+            );
+            if let Ok(value) = HeaderValue::from_str(&wellknown::challenge(self, headers, error)) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+            Box::new(response)
+        })
+    }
+
+    fn forbidden(&self, headers: &HeaderMap, scope: &str) -> Response<Body> {
+        self.metrics.auth_failure("insufficient_scope");
+        let mut response = respond::error(
+            StatusCode::FORBIDDEN,
+            &format!("this token lacks the `{scope}` scope"),
+        );
+        let challenge = wellknown::challenge(self, headers, Some(("insufficient_scope", scope)));
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or("");
+        if self.origins.allows(origin) {
+            return Ok(());
+        }
+        self.metrics.auth_failure("forbidden_origin");
+        tracing::info!(origin, "refused a request from a foreign origin");
+        Err(Box::new(respond::error(
+            StatusCode::FORBIDDEN,
+            "this Origin is not allowed (see --allowed-origin)",
+        )))
+    }
+}
+
+pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = respond::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
