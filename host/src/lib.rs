@@ -71,6 +71,7 @@ pub async fn build_app(
             allowed_hosts,
             allowed_origins,
             session_idle_timeout: common.session_idle_timeout,
+            max_request_bytes: (common.max_request_kib as usize) << 10,
             public: PublicSettings {
                 base_url: common.public_url.clone(),
                 authorization_servers: common.authorization_servers.clone(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
-crate::trials!(binary: demo_serves_the_sample_and_cleans_up, serve_reads_its_environment_and_stops_on_sigterm, serve_requires_a_token, serve_refuses_public_without_auth);
+crate::trials!(binary: demo_serves_the_sample_and_cleans_up, serve_reads_its_environment_and_stops_on_sigterm, serve_requires_a_token, serve_refuses_public_without_auth, guest_faults_leave_host_memory_flat_and_output_capped);
 
 const STARTUP: Duration = Duration::from_secs(60);
 
@@ -54,21 +54,26 @@ async fn line_after(lines: &mut tokio::io::Lines<BufReader<ChildStdout>>, prefix
         .unwrap_or_else(|_| panic!("no {prefix:?} within {STARTUP:?}"))
 }
 
-/// Waits for a clean exit; what the server wrote to stderr (when piped).
-async fn exits_cleanly(mut child: Child) -> String {
-    let mut stderr = String::new();
-    let mut err = child.stderr.take();
-    let read = async {
-        if let Some(err) = err.as_mut() {
-            let _ = err.read_to_string(&mut stderr).await;
+/// Reads a child's stderr as it is written (a full pipe would block the server's
+/// logging) and hands the text over at the end.
+fn drain_stderr(child: &mut Child) -> tokio::task::JoinHandle<String> {
+    let stderr = child.stderr.take();
+    tokio::spawn(async move {
+        let mut text = String::new();
+        if let Some(mut stderr) = stderr {
+            let _ = stderr.read_to_string(&mut text).await;
         }
-    };
-    let (status, ()) = tokio::time::timeout(Duration::from_secs(30), async {
-        tokio::join!(child.wait(), read)
+        text
     })
-    .await
-    .expect("the server stops within 30s");
-    let status = status.expect("waiting for the server");
+}
+
+/// Waits for a clean exit; what the server wrote to stderr.
+async fn exits_cleanly(mut child: Child, stderr: tokio::task::JoinHandle<String>) -> String {
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the server stops within 30s")
+        .expect("waiting for the server");
+    let stderr = stderr.await.unwrap_or_default();
     assert!(status.success(), "exited with {status}: {stderr}");
     stderr
 }
@@ -101,7 +106,8 @@ async fn demo_serves_the_sample_and_cleans_up() {
     assert_eq!(health.status, StatusCode::OK);
 
     signal(&child, rustix::process::Signal::INT);
-    let _ = exits_cleanly(child).await;
+    let stderr = drain_stderr(&mut child);
+    let _ = exits_cleanly(child, stderr).await;
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .expect("the temp dir")
         .flatten()
@@ -129,6 +135,7 @@ async fn serve_reads_its_environment_and_stops_on_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .expect("starting serve");
+    let stderr = drain_stderr(&mut child);
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let addr = line_after(&mut lines, "listening on http://").await;
     let http = Http::new(addr.parse().expect("an address"));
@@ -143,7 +150,7 @@ async fn serve_reads_its_environment_and_stops_on_sigterm() {
         .await;
 
     signal(&child, rustix::process::Signal::TERM);
-    let logs = exits_cleanly(child).await;
+    let logs = exits_cleanly(child, stderr).await;
     // One structured line per invocation: tool, version, outcome, phases, token name.
     let line = logs
         .lines()
@@ -192,4 +199,72 @@ async fn serve_refuses_public_without_auth() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("refusing to serve"), "{stderr}");
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+async fn guest_faults_leave_host_memory_flat_and_output_capped() {
+    let dir = crate::util::TempDir::new().with_fixture("misbehave", "misbehave");
+    let mut child = Command::new(binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--components-dir",
+            dir.path_str(),
+        ])
+        .env("DATABASE_URL", crate::util::db::reader_url())
+        .env("MCP_SANDBOX_TOKEN", crate::util::server::TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting serve");
+    let stderr = drain_stderr(&mut child);
+    let pid = child.id().expect("a pid");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = line_after(&mut lines, "listening on http://").await;
+    let http = Http::new(addr.parse().expect("an address"));
+    let mut mcp = Mcp::connect(http, Some(crate::util::server::TOKEN.into()), "2025-06-18").await;
+    // Warm up: the pool's slots and the allocator settle first.
+    for _ in 0..3 {
+        mcp.protocol_error("eat_memory", json!({})).await;
+        mcp.structured("list_tables", json!({})).await;
+    }
+    let before = rss_bytes(pid);
+    for _ in 0..20 {
+        let error = mcp.protocol_error("eat_memory", json!({})).await;
+        assert_eq!(error["data"]["kind"], "memory_limit", "{error}");
+    }
+    for _ in 0..3 {
+        mcp.result("flood_output", json!({"mib": 32})).await;
+    }
+    let after = rss_bytes(pid);
+    let grew = after.saturating_sub(before);
+    eprintln!(
+        "host RSS {} MiB -> {} MiB after 20 guests hit their 64 MiB cap and 96 MiB of guest output",
+        before >> 20,
+        after >> 20
+    );
+    assert!(grew < 48 << 20, "host memory grew by {} MiB", grew >> 20);
+    signal(&child, rustix::process::Signal::TERM);
+    let logs = exits_cleanly(child, stderr).await;
+    assert!(
+        logs.len() < 1 << 20,
+        "guest output is capped in the log: {} bytes",
+        logs.len()
+    );
+    assert!(
+        logs.contains("dropped_bytes"),
+        "the log says how much was dropped"
+    );
 }

@@ -9,6 +9,7 @@
 mod util;
 
 mod auth;
+mod bad_input;
 mod binary;
 mod describe_table;
 mod health;
@@ -16,12 +17,15 @@ mod list_tables;
 mod metrics;
 mod protocol;
 mod query_sql;
+mod sandbox;
 mod shutdown;
+mod sql_guard;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let trials: Vec<_> = [
         auth::trials(),
+        bad_input::trials(),
         binary::trials(),
         describe_table::trials(),
         health::trials(),
@@ -29,7 +33,9 @@ fn main() {
         metrics::trials(),
         protocol::trials(),
         query_sql::trials(),
+        sandbox::trials(),
         shutdown::trials(),
+        sql_guard::trials(),
     ]
     .into_iter()
     .flatten()

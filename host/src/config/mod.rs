@@ -24,6 +24,7 @@ pub const DEFAULT_POOL_SIZE: u32 = 16;
 pub const DEFAULT_MAX_ROWS: u32 = 1000;
 pub const DEFAULT_MAX_RESULT_MIB: u32 = 8;
 pub const DEFAULT_HEALTH_TIMEOUT: &str = "1s";
+pub const DEFAULT_MAX_REQUEST_KIB: u32 = 4096;
 /// Browser origins accepted by default: pages served from this machine.
 pub const DEFAULT_ALLOWED_ORIGINS: &[&str] = &[
     "http://localhost:*",
@@ -192,6 +193,15 @@ pub struct CommonArgs {
     #[arg(long, env = "MCP_SANDBOX_MAX_RESULT_MIB", default_value_t = DEFAULT_MAX_RESULT_MIB, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_result_mib: u32,
 
+    /// Run every statement as this role (`SET LOCAL ROLE`): a second, independent
+    /// read-only layer; the connecting user must be a member of it
+    #[arg(long, env = "MCP_SANDBOX_DB_ROLE")]
+    pub db_role: Option<String>,
+
+    /// Largest request body accepted on /mcp, in KiB
+    #[arg(long, env = "MCP_SANDBOX_MAX_REQUEST_KIB", default_value_t = DEFAULT_MAX_REQUEST_KIB, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_request_kib: u32,
+
     /// Database connections in the pool
     #[arg(long, env = "MCP_SANDBOX_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pool_size: u32,
@@ -224,6 +234,7 @@ impl CommonArgs {
         DbLimits {
             max_rows: self.max_rows,
             max_bytes: (self.max_result_mib as usize) << 20,
+            role: self.db_role.clone().filter(|r| !r.trim().is_empty()),
         }
     }
 

@@ -37,6 +37,15 @@ pub struct Limits {
     pub max_rows: u32,
     /// bytes of row data per statement (as Postgres sent them)
     pub max_bytes: usize,
+    /// `SET LOCAL ROLE` to this role in every transaction: a second, independent layer
+    pub role: Option<String>,
+}
+
+/// What one component's sessions may refine (see `runtime/overrides.rs`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionOptions {
+    pub statement_timeout: Option<Duration>,
+    pub max_rows: Option<u32>,
 }
 
 /// What an invocation spent in the database.
@@ -58,6 +67,7 @@ enum Txn {
 /// The database side of one invocation.
 pub struct Session {
     db: Db,
+    options: SessionOptions,
     conn: Option<Object>,
     txn: Txn,
     /// a statement was sent and its answer not yet read (the invocation was abandoned)
@@ -66,9 +76,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Db, options: SessionOptions) -> Self {
         Self {
             db,
+            options,
             conn: None,
             txn: Txn::None,
             in_flight: false,
@@ -107,9 +118,12 @@ impl Session {
     ) -> Result<Rows, QueryError> {
         let path = statement::classify(sql).map_err(QueryError::Refused)?;
         let limits = self.db.limits().clone();
-        let max_rows = max_rows
-            .map_or(limits.max_rows, |m| m.min(limits.max_rows))
-            .max(1);
+        let cap = self
+            .options
+            .max_rows
+            .map_or(limits.max_rows, |m| m.min(limits.max_rows));
+        let max_rows = max_rows.map_or(cap, |m| m.min(cap)).max(1);
+        let max_bytes = limits.max_bytes;
         if self.conn.is_none() {
             let conn = self
                 .db
@@ -123,19 +137,22 @@ impl Session {
             return Err(QueryError::Unavailable("no connection".into()));
         };
         let prelude = match self.txn {
-            Txn::None => "BEGIN READ ONLY",
-            Txn::Open => "",
-            Txn::Failed => "ROLLBACK; BEGIN READ ONLY",
+            Txn::None => begin(limits.role.as_deref(), self.options.statement_timeout),
+            Txn::Open => String::new(),
+            Txn::Failed => format!(
+                "ROLLBACK; {}",
+                begin(limits.role.as_deref(), self.options.statement_timeout)
+            ),
         };
         let caps = Caps {
             rows: max_rows,
-            bytes: limits.max_bytes,
+            bytes: max_bytes,
         };
         self.in_flight = true;
         let client: &Client = conn;
         let result = match path {
-            Path::Cursor => cursor(client, prelude, sql, params, caps).await,
-            Path::Direct => direct(client, prelude, sql, params, caps).await,
+            Path::Cursor => cursor(client, &prelude, sql, params, caps).await,
+            Path::Direct => direct(client, &prelude, sql, params, caps).await,
         };
         self.in_flight = false;
         self.txn = if result.is_ok() {
@@ -176,6 +193,28 @@ impl Drop for Session {
             }
         });
     }
+}
+
+/// Opens the guard's transaction: read-only, as the configured role, with the
+/// component's statement timeout.
+fn begin(role: Option<&str>, statement_timeout: Option<Duration>) -> String {
+    let mut sql = String::from("BEGIN READ ONLY");
+    if let Some(role) = role {
+        sql.push_str("; SET LOCAL ROLE ");
+        sql.push_str(&quote_identifier(role));
+    }
+    if let Some(timeout) = statement_timeout {
+        sql.push_str(&format!(
+            "; SET LOCAL statement_timeout = {}",
+            timeout.as_millis()
+        ));
+    }
+    sql
+}
+
+/// `"name"`, with embedded quotes doubled.
+pub(crate) fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[derive(Clone, Copy)]

@@ -8,6 +8,6 @@ mod statement;
 mod value;
 
 pub use decode::to_json;
-pub use guard::{Limits, Session, SessionStats};
+pub use guard::{Limits, Session, SessionOptions, SessionStats};
 pub use pool::{Db, PoolSettings, PoolStatus};
 pub use value::{Column, DbError, QueryError, Rows, Value};

@@ -13,6 +13,51 @@ pub enum Path {
 }
 
 const CURSOR_KEYWORDS: &[&str] = &["select", "with", "values", "table"];
+
+/// Functions refused by name wherever they are called: they act outside the read-only
+/// transaction (session locks, other backends, server files, notifications) or run SQL
+/// from a string this check cannot see. The database role's privileges remain the real
+/// boundary (SECURITY.md); this layer turns the common cases into a clear refusal.
+const DENIED_FUNCTIONS: &[&str] = &[
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_promote",
+    "pg_switch_wal",
+    "pg_create_restore_point",
+    "pg_notify",
+    "pg_log_backend_memory_contexts",
+    "pg_logical_emit_message",
+    "pg_import_system_collations",
+    "pg_file_write",
+    "pg_file_rename",
+    "pg_file_unlink",
+    "query_to_xml",
+    "query_to_xml_and_xmlschema",
+    "query_to_xmlschema",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    // assign a transaction ID: not data, but state written outside our rollback
+    "txid_current",
+    "pg_current_xact_id",
+];
+/// Function-name prefixes refused the same way (advisory locks, large objects, server
+/// files, dblink, statistics resets, replication slots and origins).
+const DENIED_PREFIXES: &[&str] = &[
+    "pg_advisory_",
+    "pg_try_advisory_",
+    "lo_",
+    "pg_read_",
+    "pg_ls_",
+    "pg_stat_reset",
+    "dblink",
+    "pg_replication_origin_",
+    "pg_create_logical_replication_slot",
+    "pg_create_physical_replication_slot",
+    "pg_drop_replication_slot",
+    "pg_copy_",
+];
 const DIRECT_KEYWORDS: &[&str] = &["explain", "show"];
 
 /// Admits only statements that read; everything else is refused with a reason.
@@ -42,8 +87,10 @@ pub fn classify(sql: &str) -> Result<Path, String> {
         });
     }
     if CURSOR_KEYWORDS.contains(&keyword.as_str()) {
+        check_functions(sql)?;
         Ok(Path::Cursor)
     } else if DIRECT_KEYWORDS.contains(&keyword.as_str()) && !parenthesised {
+        check_functions(sql)?;
         Ok(Path::Direct)
     } else {
         Err(format!(
@@ -51,6 +98,181 @@ pub fn classify(sql: &str) -> Result<Path, String> {
              got {}",
             word.to_ascii_uppercase()
         ))
+    }
+}
+
+/// Refuses calls of [`DENIED_FUNCTIONS`] and [`DENIED_PREFIXES`]: every identifier
+/// followed by `(`, outside strings and comments, quoted or not, schema-qualified or not.
+fn check_functions(sql: &str) -> Result<(), String> {
+    let mut last_identifier: Option<String> = None;
+    for token in Lexer::new(sql) {
+        match token? {
+            Token::Identifier(name) => last_identifier = Some(name),
+            Token::Open => {
+                if let Some(name) = last_identifier.take()
+                    && denied(&name)
+                {
+                    return Err(format!(
+                        "function {name}() is not allowed: it acts outside the read-only \
+                         transaction"
+                    ));
+                }
+            }
+            Token::Dot => {}
+            Token::Other => last_identifier = None,
+        }
+    }
+    Ok(())
+}
+
+fn denied(name: &str) -> bool {
+    DENIED_FUNCTIONS.contains(&name) || DENIED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Token {
+    /// an identifier or keyword: unquoted ones lower-cased, quoted ones as written
+    Identifier(String),
+    Open,
+    Dot,
+    Other,
+}
+
+/// Just enough of Postgres's lexer to find function calls: strings (`'…'`, `E'…'`,
+/// `$tag$…$tag$`), quoted identifiers, comments, words.
+struct Lexer<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(sql: &'a str) -> Self {
+        Self { rest: sql }
+    }
+
+    fn next_token(&mut self) -> Result<Option<Token>, String> {
+        self.rest = skip_blank(self.rest)?;
+        let mut chars = self.rest.chars();
+        let Some(c) = chars.next() else {
+            return Ok(None);
+        };
+        let token = match c {
+            '(' => {
+                self.advance(1);
+                Token::Open
+            }
+            '.' => {
+                self.advance(1);
+                Token::Dot
+            }
+            '\'' => {
+                self.skip_string(false)?;
+                Token::Other
+            }
+            'e' | 'E' if self.rest[1..].starts_with('\'') => {
+                self.advance(1);
+                self.skip_string(true)?;
+                Token::Other
+            }
+            'u' | 'U' if self.rest[1..].starts_with("&\"") => {
+                // U&"\0070g_…" spells any name in escapes; refuse rather than decode.
+                return Err("Unicode-escaped identifiers (U&\"…\") are not allowed".into());
+            }
+            '"' => Token::Identifier(self.quoted_identifier()?),
+            '$' if self.dollar_tag().is_some() => {
+                self.skip_dollar_string()?;
+                Token::Other
+            }
+            c if c.is_alphabetic() || c == '_' => {
+                let end = self
+                    .rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+                    .unwrap_or(self.rest.len());
+                let word = self.rest[..end].to_lowercase();
+                self.advance(end);
+                Token::Identifier(word)
+            }
+            c => {
+                self.advance(c.len_utf8());
+                Token::Other
+            }
+        };
+        Ok(Some(token))
+    }
+
+    fn advance(&mut self, bytes: usize) {
+        self.rest = &self.rest[bytes..];
+    }
+
+    /// At a `'`: skips the string; `''` is a quote, and with `escapes` so is `\'`.
+    fn skip_string(&mut self, escapes: bool) -> Result<(), String> {
+        let bytes = self.rest.as_bytes();
+        let mut i = 1;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' if escapes => i += 2,
+                b'\'' if bytes.get(i + 1) == Some(&b'\'') => i += 2,
+                b'\'' => {
+                    self.advance(i + 1);
+                    return Ok(());
+                }
+                _ => i += 1,
+            }
+        }
+        Err("unterminated string literal".into())
+    }
+
+    fn quoted_identifier(&mut self) -> Result<String, String> {
+        let mut name = String::new();
+        let mut chars = self.rest.char_indices().skip(1).peekable();
+        while let Some((i, c)) = chars.next() {
+            if c == '"' {
+                if chars.peek().map(|(_, n)| *n) == Some('"') {
+                    chars.next();
+                    name.push('"');
+                } else {
+                    self.advance(i + 1);
+                    return Ok(name);
+                }
+            } else {
+                name.push(c);
+            }
+        }
+        Err("unterminated quoted identifier".into())
+    }
+
+    /// `$tag$` at the start of the rest, if it opens a dollar-quoted string.
+    fn dollar_tag(&self) -> Option<&'a str> {
+        let after = &self.rest[1..];
+        let end = after.find('$')?;
+        let tag = &after[..end];
+        let valid = tag
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        valid.then(|| &self.rest[..end + 2])
+    }
+
+    fn skip_dollar_string(&mut self) -> Result<(), String> {
+        let tag = self.dollar_tag().ok_or("bad dollar quote")?;
+        let body = &self.rest[tag.len()..];
+        let close = body.find(tag).ok_or("unterminated dollar-quoted string")?;
+        self.advance(tag.len() + close + tag.len());
+        Ok(())
+    }
+}
+
+impl Iterator for Lexer<'_> {
+    type Item = Result<Token, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_token() {
+            Ok(Some(token)) => Some(Ok(token)),
+            Ok(None) => None,
+            Err(e) => {
+                self.rest = "";
+                Some(Err(e))
+            }
+        }
     }
 }
 
@@ -134,5 +356,59 @@ mod tests {
         check("LISTEN x", Err("got LISTEN"));
         check("/* open", Err("unterminated"));
         check(";SELECT 1", Err("keyword"));
+        check("(DELETE FROM t)", Err("got DELETE"));
+        check("(EXPLAIN SELECT 1)", Err("got EXPLAIN"));
+    }
+
+    #[test]
+    fn refuses_denied_functions_wherever_they_are_called() {
+        check("SELECT pg_advisory_lock(1)", Err("pg_advisory_lock()"));
+        check("SELECT PG_ADVISORY_LOCK (1)", Err("pg_advisory_lock()"));
+        check(
+            "SELECT pg_catalog.pg_try_advisory_lock(1)",
+            Err("pg_try_advisory_lock()"),
+        );
+        check("SELECT \"pg_advisory_lock\"(1)", Err("pg_advisory_lock()"));
+        check(
+            "SELECT x FROM t WHERE pg_terminate_backend(pid)",
+            Err("pg_terminate_backend()"),
+        );
+        check(
+            "WITH a AS (SELECT lo_import('/etc/passwd')) SELECT 1",
+            Err("lo_import()"),
+        );
+        check("EXPLAIN SELECT pg_notify('c', 'x')", Err("pg_notify()"));
+        check(
+            "SELECT query_to_xml('DELETE FROM t', true, false, '')",
+            Err("query_to_xml()"),
+        );
+        check(
+            "SELECT U&\"\\0070g_advisory_lock\"(1)",
+            Err("Unicode-escaped"),
+        );
+        check(
+            "SELECT pg_advisory_lock /* c */ (1)",
+            Err("pg_advisory_lock()"),
+        );
+    }
+
+    #[test]
+    fn function_names_in_strings_and_comments_are_fine() {
+        check("SELECT 'pg_advisory_lock(1)'", Ok(Path::Cursor));
+        check("SELECT E'it\\'s pg_notify(1)'", Ok(Path::Cursor));
+        check("SELECT 'it''s lo_import(1)'", Ok(Path::Cursor));
+        check(
+            "SELECT $$pg_advisory_lock(1)$$, $tag$ lo_x() $tag$",
+            Ok(Path::Cursor),
+        );
+        check("SELECT 1 -- pg_advisory_lock(1)", Ok(Path::Cursor));
+        check("SELECT /* pg_notify(1) */ 1", Ok(Path::Cursor));
+        check(
+            "SELECT lo_col, pg_advisory_lock_count FROM t",
+            Ok(Path::Cursor),
+        );
+        check("SELECT count(*) FROM pg_locks", Ok(Path::Cursor));
+        check("SELECT $1::int", Ok(Path::Cursor));
+        check("SELECT 'open", Err("unterminated string"));
     }
 }

@@ -12,7 +12,7 @@ use rmcp::model::{
     Tool, ToolAnnotations,
 };
 use rmcp::service::{RequestContext, RoleServer};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 /// JSON-RPC code for a call stopped at its deadline (the SDKs' `RequestTimeout`).
@@ -107,7 +107,7 @@ impl ServerHandler for McpHandler {
                 Some(json!({"kind": "denied"})),
             ));
         }
-        let arguments = arguments_json(request.arguments);
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
         let invocation = self.runtime.call_tool(&request.name, &arguments).await;
         log_invocation(&request.name, &caller_name, &invocation);
         to_mcp_result(invocation).map(CallToolResponse::from)
@@ -204,9 +204,4 @@ pub(crate) fn log_invocation(tool: &str, token: &str, invocation: &Invocation<To
         error = invocation.result.as_ref().err().map(|f| f.to_string()),
         "tools/call"
     );
-}
-
-/// Arguments as the component receives them: a JSON object.
-pub(crate) fn arguments_json(arguments: Option<Map<String, Value>>) -> String {
-    Value::Object(arguments.unwrap_or_default()).to_string()
 }

@@ -2,5 +2,6 @@
 //! runtime. No sockets and no wasmtime here; `server/` owns HTTP, `runtime/` owns wasm.
 
 mod handler;
+pub mod validate;
 
 pub use handler::McpHandler;

@@ -13,6 +13,8 @@ use wasmtime::Trap;
 /// After the deadline, a guest blocked in a host call (not executing wasm, so the epoch
 /// cannot stop it) is dropped this much later.
 const HOST_CALL_GRACE: Duration = Duration::from_millis(50);
+/// How much of a trap's description (with its wasm backtrace) goes to the log.
+const MAX_TRAP_LOG: usize = 4096;
 
 /// What a tool call produced, when it produced anything.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,6 +117,13 @@ pub struct Invocation<T> {
 }
 
 impl<T> Invocation<T> {
+    /// Names the component a refused call was addressed to.
+    pub(super) fn served_by(mut self, loaded: &Loaded) -> Self {
+        self.component = Some(loaded.name.clone());
+        self.digest = Some(loaded.digest.clone());
+        self
+    }
+
     pub(super) fn failed(fault: Fault, started: Instant) -> Self {
         Self {
             component: None,
@@ -159,11 +168,11 @@ impl Shared {
         arguments: &str,
         started: Instant,
     ) -> Invocation<ToolOutput> {
-        let deadline = started + self.limits.timeout;
+        let deadline = started + loaded.limits.timeout;
         let Pre::Tool(pre) = &loaded.pre else {
             return Invocation::failed(Fault::UnknownTool(tool.to_owned()), started);
         };
-        let max_result = self.limits.max_result_bytes;
+        let max_result = loaded.limits.max_result_bytes;
         self.run(&loaded, deadline, started, async |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
             let instantiated = Instant::now();
@@ -238,7 +247,7 @@ impl Shared {
                 );
             }
         };
-        let mut store = self.new_store(loaded.name.clone(), deadline);
+        let mut store = self.new_store(loaded.name.clone(), &loaded.limits, deadline);
         let before = Instant::now();
         let outcome =
             tokio::time::timeout_at((deadline + HOST_CALL_GRACE).into(), body(&mut store)).await;
@@ -258,9 +267,9 @@ impl Shared {
             Ok(Ok((instantiated, value))) => (Some(instantiated), Ok(value)),
             Ok(Err(error)) => (
                 None,
-                Err(classify(&error, &output, deadline, self.limits.timeout)),
+                Err(classify(&error, &output, deadline, deadline - started)),
             ),
-            Err(_) => (None, Err(Fault::Timeout(self.limits.timeout))),
+            Err(_) => (None, Err(Fault::Timeout(deadline - started))),
         };
         let instantiate = instantiated.map_or(Duration::ZERO, |i| i - before);
         let timings = Timings {
@@ -292,7 +301,7 @@ impl Shared {
             return Ok(());
         };
         let deadline = Instant::now() + self.limits.health_timeout;
-        let mut store = self.new_store(loaded.name.clone(), deadline);
+        let mut store = self.new_store(loaded.name.clone(), &loaded.limits, deadline);
         let result = match &loaded.pre {
             Pre::Tool(pre) => pre.instantiate_async(&mut store).await.map(drop),
             Pre::Health(pre) => pre.instantiate_async(&mut store).await.map(drop),
@@ -331,7 +340,8 @@ impl<R> InvocationResult<R> {
 }
 
 fn classify(error: &wasmtime::Error, output: &str, deadline: Instant, timeout: Duration) -> Fault {
-    let kind = match error.downcast_ref::<Trap>() {
+    let trap = error.downcast_ref::<Trap>();
+    let kind = match trap {
         Some(Trap::Interrupt) => return Fault::Timeout(timeout),
         Some(Trap::StackOverflow) => TrapKind::StackOverflow,
         Some(Trap::UnreachableCodeReached) if output.contains("panicked at") => TrapKind::Panic,
@@ -349,9 +359,22 @@ fn classify(error: &wasmtime::Error, output: &str, deadline: Instant, timeout: D
         None if Instant::now() >= deadline => return Fault::Timeout(timeout),
         None => TrapKind::Other,
     };
-    let message = match kind {
-        TrapKind::Panic => panic_message(output),
-        _ => error.to_string(),
+    // Clients get what happened; the wasm backtrace goes to the log, bounded.
+    let mut detail = format!("{error:#}");
+    if detail.len() > MAX_TRAP_LOG {
+        let mut end = MAX_TRAP_LOG;
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        detail.truncate(end);
+        detail.push('…');
+    }
+    tracing::warn!(kind = kind.as_str(), "component trapped: {detail}");
+    let message = match (kind, trap) {
+        (TrapKind::Panic, _) => panic_message(output),
+        (TrapKind::MemoryLimit, _) => "it reached its memory limit".to_owned(),
+        (_, Some(trap)) => trap.to_string(),
+        (_, None) => error.root_cause().to_string(),
     };
     Fault::Trap { kind, message }
 }

@@ -22,6 +22,10 @@ pub struct Limits {
     pub max_result_bytes: usize,
     /// invocations running at once; each holds one pooled instance slot
     pub max_concurrency: u32,
+    /// Postgres statement_timeout for this component's queries (None: the pool's)
+    pub statement_timeout: Option<Duration>,
+    /// rows per statement for this component (None: the server's cap)
+    pub max_rows: Option<u32>,
 }
 
 impl Default for Limits {
@@ -36,6 +40,8 @@ impl Default for Limits {
             max_argument_bytes: 1 << 20,
             max_result_bytes: 16 << 20,
             max_concurrency: 256,
+            statement_timeout: None,
+            max_rows: None,
         }
     }
 }

@@ -4,9 +4,12 @@
 
 use super::Shared;
 use super::bindings::{HealthComponentPre, ToolComponentPre, tools_export};
+use super::limits::Limits;
 use super::registry::{Annotations, Loaded, Pre, Source, ToolSpec, World};
+use super::schema::ArgumentSchema;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -29,6 +32,7 @@ pub(super) async fn load(
     name: &str,
     bytes: Arc<[u8]>,
     source: Source,
+    limits: Limits,
 ) -> Result<Loaded, LoadError> {
     let fail = |reason: String| LoadError {
         name: name.to_owned(),
@@ -45,6 +49,7 @@ pub(super) async fn load(
 
     let world = detect_world(shared, &component).map_err(fail)?;
     let name: Arc<str> = Arc::from(name);
+    let limits = Arc::new(limits);
     let (pre, tools) = match world {
         World::Tool => {
             let pre = shared
@@ -52,7 +57,9 @@ pub(super) async fn load(
                 .instantiate_pre(&component)
                 .and_then(ToolComponentPre::new)
                 .map_err(|e| fail(format!("does not fit the tool-component world: {e:#}")))?;
-            let tools = list_tools(shared, &name, &pre).await.map_err(fail)?;
+            let tools = list_tools(shared, &name, &limits, &pre)
+                .await
+                .map_err(fail)?;
             (Pre::Tool(pre), tools)
         }
         World::Health => {
@@ -64,6 +71,14 @@ pub(super) async fn load(
             (Pre::Health(pre), Vec::new())
         }
     };
+    let schemas = tools
+        .iter()
+        .map(|t| {
+            ArgumentSchema::compile(&t.input_schema)
+                .map(|s| (t.name.clone(), s))
+                .map_err(|e| fail(format!("tool `{}` input schema: {e}", t.name)))
+        })
+        .collect::<Result<HashMap<_, _>, _>>()?;
     Ok(Loaded {
         name,
         digest: Arc::from(digest),
@@ -72,6 +87,8 @@ pub(super) async fn load(
         loaded_at: SystemTime::now(),
         world,
         tools,
+        limits,
+        schemas,
         pre,
     })
 }
@@ -104,10 +121,11 @@ fn detect_world(shared: &Shared, component: &Component) -> Result<World, String>
 async fn list_tools(
     shared: &Shared,
     name: &Arc<str>,
+    limits: &Limits,
     pre: &ToolComponentPre<super::state::HostState>,
 ) -> Result<Vec<ToolSpec>, String> {
     let deadline = Instant::now() + shared.limits.health_timeout;
-    let mut store = shared.new_store(name.clone(), deadline);
+    let mut store = shared.new_store(name.clone(), limits, deadline);
     let instance = pre
         .instantiate_async(&mut store)
         .await

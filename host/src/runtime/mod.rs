@@ -10,7 +10,9 @@ mod invoke;
 mod limits;
 mod loader;
 mod output;
+mod overrides;
 mod registry;
+mod schema;
 mod state;
 
 pub use builtin::BUILD_DIR;
@@ -27,6 +29,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use engine::EpochTicker;
 use registry::{Loaded, Registry};
+use serde_json::Value;
 use state::HostState;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,14 +105,20 @@ impl Runtime {
                 sources.push((name, Arc::from(bytes), Source::File(path)));
             }
         }
-        let loads = sources.into_iter().map(|(name, bytes, source)| {
+        let mut loads = Vec::new();
+        for (name, bytes, source) in sources {
+            let limits = match components_dir {
+                Some(dir) => overrides::load(&shared.limits, &dir.join(format!("{name}.toml")))
+                    .map_err(|e| anyhow::anyhow!("limits of component `{name}`: {e}"))?,
+                None => shared.limits.clone(),
+            };
             let shared = shared.clone();
-            async move {
-                loader::load(&shared, &name, bytes, source)
+            loads.push(async move {
+                loader::load(&shared, &name, bytes, source, limits)
                     .await
                     .map(Arc::new)
-            }
-        });
+            });
+        }
         let loaded: Vec<Arc<Loaded>> = futures::future::try_join_all(loads).await?;
         let registry = Registry::new(loaded).map_err(|e| anyhow::anyhow!(e))?;
         shared.registry.store(Arc::new(registry));
@@ -148,27 +157,17 @@ impl Runtime {
         &self.shared.db
     }
 
-    /// Calls `tool` with its arguments (a JSON object as text) in a fresh instance.
-    pub async fn call_tool(&self, tool: &str, arguments: &str) -> Invocation<ToolOutput> {
+    /// Calls `tool` in a fresh instance, after checking `arguments` against the tool's
+    /// input schema (the component never sees arguments that do not match).
+    pub async fn call_tool(&self, tool: &str, arguments: &Value) -> Invocation<ToolOutput> {
         let started = Instant::now();
         let loaded = self.shared.registry.load().tool(tool).cloned();
         let invocation = match loaded {
             None => Invocation::failed(Fault::UnknownTool(tool.to_owned()), started),
-            Some(_) if arguments.len() > self.shared.limits.max_argument_bytes => {
-                Invocation::failed(
-                    Fault::InvalidArguments(format!(
-                        "the arguments are {} bytes; the limit is {}",
-                        arguments.len(),
-                        self.shared.limits.max_argument_bytes
-                    )),
-                    started,
-                )
-            }
-            Some(loaded) => {
-                self.shared
-                    .invoke_tool(loaded, tool, arguments, started)
-                    .await
-            }
+            Some(loaded) => match self.shared.admit(&loaded, tool, arguments) {
+                Err(fault) => Invocation::failed(fault, started).served_by(&loaded),
+                Ok(json) => self.shared.invoke_tool(loaded, tool, &json, started).await,
+            },
         };
         let outcome = match &invocation.result {
             Ok(output) if output.is_error => "tool_error",
@@ -241,6 +240,23 @@ impl Runtime {
 }
 
 impl Shared {
+    /// Checks a call's arguments before any instance exists: their size, then the
+    /// tool's input schema. The arguments as the component will receive them.
+    fn admit(&self, loaded: &Loaded, tool: &str, arguments: &Value) -> Result<String, Fault> {
+        let json = arguments.to_string();
+        let max = loaded.limits.max_argument_bytes;
+        if json.len() > max {
+            return Err(Fault::InvalidArguments(format!(
+                "the arguments are {} bytes; the limit is {max}",
+                json.len()
+            )));
+        }
+        if let Some(schema) = loaded.schemas.get(tool) {
+            schema.check(arguments).map_err(Fault::InvalidArguments)?;
+        }
+        Ok(json)
+    }
+
     fn count_trap<T>(&self, component: &str, result: &Result<T, Fault>) {
         match result {
             Err(Fault::Trap { kind, .. }) => self.metrics.trap(component, kind.as_str()),
@@ -251,13 +267,13 @@ impl Shared {
 
     /// A fresh store whose guest yields to other tasks every epoch tick and traps once
     /// `deadline` has passed.
-    fn new_store(&self, component: Arc<str>, deadline: Instant) -> Store<HostState> {
-        let state = HostState::new(
-            component,
-            self.db.clone(),
-            &self.limits,
-            self.metrics.clone(),
-        );
+    fn new_store(
+        &self,
+        component: Arc<str>,
+        limits: &Limits,
+        deadline: Instant,
+    ) -> Store<HostState> {
+        let state = HostState::new(component, self.db.clone(), limits, self.metrics.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);

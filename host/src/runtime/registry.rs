@@ -3,9 +3,12 @@
 //! `Arc<Loaded>` for as long as it runs.
 
 use super::bindings::{HealthComponentPre, ToolComponentPre};
+use super::limits::Limits;
+use super::schema::ArgumentSchema;
 use super::state::HostState;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -82,6 +85,10 @@ pub struct Loaded {
     pub world: World,
     /// the tools it exports (empty for a health component)
     pub tools: Vec<ToolSpec>,
+    /// the server's limits, refined by the component's own `NAME.toml`
+    pub limits: Arc<Limits>,
+    /// each tool's compiled input schema
+    pub(super) schemas: HashMap<String, ArgumentSchema>,
     pub(super) pre: Pre,
 }
 

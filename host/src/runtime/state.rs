@@ -3,7 +3,7 @@
 
 use super::limits::Limits;
 use super::output::GuestOutput;
-use crate::db::{Db, Session};
+use crate::db::{Db, Session, SessionOptions};
 use crate::metrics::Metrics;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -41,7 +41,13 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             limiter,
-            session: Session::new(db),
+            session: Session::new(
+                db,
+                SessionOptions {
+                    statement_timeout: limits.statement_timeout,
+                    max_rows: limits.max_rows,
+                },
+            ),
             output,
             component,
             sql_calls: 0,

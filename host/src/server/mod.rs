@@ -44,6 +44,7 @@ pub struct Settings {
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Origins,
     pub session_idle_timeout: Duration,
+    pub max_request_bytes: usize,
     pub public: PublicSettings,
 }
 
@@ -81,13 +82,15 @@ pub struct App {
     started: Instant,
     /// set when shutdown begins: `/ready` fails from then on
     draining: AtomicBool,
+    max_request_bytes: usize,
 }
 
 impl App {
     pub fn new(runtime: Runtime, metrics: Arc<Metrics>, settings: Settings) -> Arc<Self> {
         let streams = CancellationToken::new();
-        let mut config =
-            StreamableHttpServerConfig::default().with_cancellation_token(streams.clone());
+        let mut config = StreamableHttpServerConfig::default()
+            .with_cancellation_token(streams.clone())
+            .with_max_request_body_bytes(settings.max_request_bytes);
         config = if settings.allowed_hosts.is_empty() {
             config.disable_allowed_hosts()
         } else {
@@ -110,6 +113,7 @@ impl App {
             health: HealthCache::default(),
             started: Instant::now(),
             draining: AtomicBool::new(false),
+            max_request_bytes: settings.max_request_bytes,
         })
     }
 

@@ -3,7 +3,10 @@
 
 use super::respond::{self, Body};
 use super::{App, Denied, Identity, admin, health, wellknown};
+use crate::mcp::validate;
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use std::time::Instant;
 use tower_service::Service;
@@ -73,8 +76,12 @@ impl App {
                 };
                 let (mut parts, body) = request.into_parts();
                 parts.extensions.insert(identity);
+                let body = match self.read_mcp_body(&parts, body).await {
+                    Ok(body) => body,
+                    Err(response) => return *response,
+                };
                 let mut mcp = self.mcp.clone();
-                match mcp.call(Request::from_parts(parts, body)).await {
+                match mcp.call(Request::from_parts(parts, Full::new(body))).await {
                     Ok(response) => response,
                     Err(never) => match never {},
                 }
@@ -91,6 +98,53 @@ impl App {
             }
             _ => respond::error(StatusCode::NOT_FOUND, "not found; MCP is served at /mcp"),
         }
+    }
+
+    /// Reads an `/mcp` body up to the size limit (413 beyond it) and, for JSON posts,
+    /// rejects malformed JSON-RPC with a 400 and the JSON-RPC error the spec names.
+    async fn read_mcp_body(
+        &self,
+        parts: &http::request::Parts,
+        body: Incoming,
+    ) -> Result<Bytes, Box<Response<Body>>> {
+        let limited = http_body_util::Limited::new(body, self.max_request_bytes);
+        let bytes = match limited.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Err(Box::new(respond::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the request body exceeds {} bytes", self.max_request_bytes),
+                )));
+            }
+            Err(e) => {
+                return Err(Box::new(respond::error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("reading the request body failed: {e}"),
+                )));
+            }
+        };
+        let is_json = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
+        if parts.method == Method::POST
+            && is_json
+            && let Err(rejection) = validate::check(&bytes)
+        {
+            return Err(Box::new(respond::json(
+                StatusCode::BAD_REQUEST,
+                &rejection.to_json(),
+            )));
+        }
+        Ok(bytes)
     }
 
     async fn metrics_response(&self) -> Response<Body> {

@@ -98,6 +98,37 @@ impl Http {
         }
     }
 
+    /// Sends a request and returns once the response head arrives; the body is
+    /// dropped unread (for streams that stay open).
+    pub async fn send_head(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Response {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(body.into()))
+            .expect("a valid request");
+        let response = self
+            .client
+            .request(request)
+            .await
+            .expect("an HTTP response");
+        let (parts, _body) = response.into_parts();
+        Response {
+            status: parts.status,
+            headers: parts.headers,
+            body: Bytes::new(),
+        }
+    }
+
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
         self.send(Method::GET, path, headers, Bytes::new()).await
     }
@@ -179,6 +210,51 @@ impl Mcp {
         let response = self.http.post("/mcp", &headers, &message.to_string()).await;
         let messages = response.messages();
         (response, messages)
+    }
+
+    /// Posts a raw body (any bytes) with this session's headers.
+    pub async fn exchange_raw(&self, body: &str) -> (Response, Vec<Value>) {
+        let headers = self.headers();
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let response = self.http.post("/mcp", &headers, body).await;
+        let messages = if response.status.is_success()
+            || response
+                .header("content-type")
+                .is_some_and(|c| c.contains("json"))
+        {
+            response.messages()
+        } else {
+            Vec::new()
+        };
+        (response, messages)
+    }
+
+    pub fn session_id(&self) -> Option<String> {
+        self.session.clone()
+    }
+
+    pub fn set_session(&mut self, session: &str) {
+        self.session = Some(session.to_owned());
+    }
+
+    pub fn set_protocol_version(&mut self, version: &str) {
+        self.version = version.to_owned();
+    }
+
+    /// `DELETE /mcp`: ends the session.
+    pub async fn delete_session(&self) -> StatusCode {
+        let headers = self.headers();
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        self.http
+            .send(Method::DELETE, "/mcp", &headers, Bytes::new())
+            .await
+            .status
     }
 
     /// Sends a request and returns its JSON-RPC response message.

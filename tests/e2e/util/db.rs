@@ -32,6 +32,20 @@ pub fn reader_url() -> String {
     format!("postgres://{READER_ROLE}@127.0.0.1:{}/postgres", port())
 }
 
+/// The superuser, for setting up and checking data.
+pub fn superuser_url() -> String {
+    format!("postgres://postgres@127.0.0.1:{}/postgres", port())
+}
+
+/// A superuser connection.
+pub async fn superuser() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&superuser_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connecting as superuser");
+    tokio::spawn(connection);
+    client
+}
+
 /// Stops and removes the shared cluster.
 pub fn shutdown() {
     let cluster = CLUSTER

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod db;
+pub mod load;
 pub mod metrics;
 pub mod server;
 

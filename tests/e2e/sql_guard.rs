@@ -1,0 +1,384 @@
+//! The read-only SQL guard under attack: every form of write fails with a clear tool
+//! error and a fingerprint of the data proves nothing changed; nothing leaks between
+//! calls through a pooled connection; timeouts cancel on the server; caps hold.
+
+use crate::util::TestServer;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+crate::trials!(sql_guard: every_form_of_write_is_refused_and_nothing_changes, the_guard_holds_even_for_a_superuser_connection, nothing_leaks_between_calls, statement_timeout_cancels_on_the_server, million_rows_return_quickly_capped, byte_cap_truncates, db_role_is_a_second_layer, exhausted_pool_fails_fast_and_recovers);
+
+/// Writes, DDL, transaction control, writable CTEs, writing functions, DO, COPY,
+/// sequences, EXPLAIN ANALYZE, role changes, locks, LISTEN/NOTIFY, PREPARE, and the
+/// functions that act outside the transaction.
+const ATTACKS: &[&str] = &[
+    "DELETE FROM orders",
+    "UPDATE products SET price = 0",
+    "INSERT INTO customers (email, full_name) VALUES ('x@example.com', 'x')",
+    "MERGE INTO products p USING (SELECT 1 AS id) s ON p.id = s.id WHEN MATCHED THEN DELETE",
+    "DROP TABLE orders",
+    "CREATE TABLE stolen (x int)",
+    "TRUNCATE orders",
+    "ALTER TABLE orders ADD COLUMN x int",
+    "GRANT ALL ON orders TO PUBLIC",
+    "COMMENT ON TABLE orders IS 'pwned'",
+    "SELECT 1; DELETE FROM orders",
+    "COMMIT; DELETE FROM orders",
+    "ROLLBACK; DELETE FROM orders",
+    "END; DELETE FROM orders",
+    "BEGIN; DELETE FROM orders",
+    "SET TRANSACTION READ WRITE; DELETE FROM orders",
+    "SELECT 1; COMMIT",
+    "START TRANSACTION READ WRITE",
+    "WITH gone AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM gone",
+    "WITH cheap AS (UPDATE products SET price = 0 RETURNING *) SELECT count(*) FROM cheap",
+    "SELECT public.bump_price()",
+    "SELECT * FROM orders WHERE public.bump_price() > 0",
+    "DO $$ BEGIN DELETE FROM orders; END $$",
+    "COPY orders TO STDOUT",
+    "COPY orders FROM STDIN",
+    "COPY (SELECT 1) TO '/tmp/mcp-sandbox-copy'",
+    "SELECT nextval('orders_id_seq')",
+    "SELECT setval('orders_id_seq', 1000)",
+    "EXPLAIN ANALYZE DELETE FROM orders",
+    "EXPLAIN ANALYZE SELECT public.bump_price()",
+    "EXPLAIN (ANALYZE) WITH d AS (DELETE FROM orders RETURNING 1) SELECT * FROM d",
+    "SET ROLE postgres",
+    "SET SESSION AUTHORIZATION postgres",
+    "RESET ROLE",
+    "SELECT set_config('role', 'postgres', false)",
+    "SELECT set_config('transaction_read_only', 'off', false)",
+    "SELECT set_config('default_transaction_read_only', 'off', false), nextval('orders_id_seq')",
+    "SELECT * FROM orders FOR UPDATE",
+    "SELECT * FROM orders FOR SHARE",
+    "LOCK TABLE orders",
+    "SELECT pg_advisory_lock(1)",
+    "SELECT pg_try_advisory_lock(1)",
+    "SELECT pg_advisory_xact_lock(1)",
+    "LISTEN ch",
+    "NOTIFY ch",
+    "UNLISTEN *",
+    "SELECT pg_notify('ch', 'x')",
+    "PREPARE p AS DELETE FROM orders",
+    "EXECUTE p",
+    "DEALLOCATE ALL",
+    "DISCARD ALL",
+    "SELECT * INTO stolen FROM orders",
+    "CREATE TEMP TABLE t AS SELECT 1",
+    "VACUUM orders",
+    "ANALYZE orders",
+    "REFRESH MATERIALIZED VIEW product_sales",
+    "CALL nothing()",
+    "CHECKPOINT",
+    "SELECT lo_import('/etc/passwd')",
+    "SELECT lo_create(0)",
+    "SELECT pg_terminate_backend(pg_backend_pid())",
+    "SELECT pg_cancel_backend(pg_backend_pid())",
+    "SELECT pg_reload_conf()",
+    "SELECT pg_read_file('/etc/passwd')",
+    "SELECT query_to_xml('DELETE FROM orders', true, false, '')",
+    "SELECT \"pg_advisory_lock\"(1)",
+    "SELECT U&\"\\0070g_advisory_lock\"(1)",
+    "/* SELECT */ DELETE FROM orders",
+    "(DELETE FROM orders)",
+    "SELECT txid_current()",
+];
+
+/// md5 of every row of every sample table, the sequences, and the catalog's object
+/// counts: any change anywhere shows.
+async fn fingerprint(db: &tokio_postgres::Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in [
+        "customers",
+        "products",
+        "orders",
+        "order_items",
+        "\"ProductReviews\"",
+    ] {
+        let sql = format!(
+            "SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {table} t"
+        );
+        out.push(db.query_one(&sql, &[]).await.unwrap().get::<_, String>(0));
+    }
+    for seq in ["customers_id_seq", "products_id_seq", "orders_id_seq"] {
+        let row = db
+            .query_one(&format!("SELECT last_value, is_called FROM {seq}"), &[])
+            .await
+            .unwrap();
+        out.push(format!(
+            "{seq}={}/{}",
+            row.get::<_, i64>(0),
+            row.get::<_, bool>(1)
+        ));
+    }
+    let catalog = "SELECT (SELECT count(*) FROM pg_class)::text || '/' || \
+                   (SELECT count(*) FROM pg_roles) || '/' || (SELECT count(*) FROM pg_largeobject_metadata) || \
+                   '/' || (SELECT coalesce(string_agg(d.description, ','), '') FROM pg_description d)";
+    out.push(
+        db.query_one(catalog, &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+    );
+    out
+}
+
+async fn every_form_of_write_is_refused_and_nothing_changes() {
+    let report = attack(&crate::util::db::reader_url(), &[]).await;
+    eprintln!("attack report (as mcp_reader):\n{}", report.join("\n"));
+}
+
+/// Connected as the superuser, with no role to fall back on: the guard's own layers
+/// (keyword allowlist, one statement, cursor, read-only transaction, rollback, function
+/// denylist) must stop every attack. A superuser may change its role inside the
+/// transaction; that is rolled back with it.
+async fn the_guard_holds_even_for_a_superuser_connection() {
+    let harmless = ["SELECT set_config('role', 'postgres', false)"];
+    let report = attack(&crate::util::db::superuser_url(), &harmless).await;
+    eprintln!("attack report (as superuser):\n{}", report.join("\n"));
+}
+
+/// Runs every attack through `query_sql` on a server connected to `url`; each must be a
+/// tool error (except `may_succeed`) and the data must not change.
+async fn attack(url: &str, may_succeed: &[&str]) -> Vec<String> {
+    let superuser = crate::util::db::superuser().await;
+    superuser
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION public.bump_price() RETURNS int LANGUAGE sql AS \
+             $$ UPDATE products SET price = price + 1 RETURNING 1 $$",
+        )
+        .await
+        .unwrap();
+    let before = fingerprint(&superuser).await;
+    let server =
+        TestServer::launch(url, Some(crate::util::server::TOKEN), &["--pool-size", "2"]).await;
+    let mut mcp = server.mcp().await;
+    let mut report = Vec::new();
+    for sql in ATTACKS {
+        let result = mcp.result("query_sql", json!({"sql": sql})).await;
+        let text = result["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if !may_succeed.contains(sql) {
+            assert_eq!(result["isError"], true, "{sql} was not refused: {text}");
+            assert!(!text.is_empty(), "{sql}: the error says why");
+        }
+        report.push(format!(
+            "{sql}  =>  {}",
+            text.lines().next().unwrap_or_default()
+        ));
+        assert_eq!(
+            fingerprint(&superuser).await,
+            before,
+            "{sql} changed the data"
+        );
+    }
+    // The session and the pool are still fine afterwards.
+    let out = mcp
+        .structured(
+            "query_sql",
+            json!({"sql": "SELECT count(*) AS n FROM orders"}),
+        )
+        .await;
+    assert_eq!(out["rows"], json!([[6]]));
+    report
+}
+
+async fn nothing_leaks_between_calls() {
+    // One pooled connection: every call reuses it.
+    let server = TestServer::with_flags(&["--pool-size", "1", "--statement-timeout", "5s"]).await;
+    let mut mcp = server.mcp().await;
+    let show = async |mcp: &mut crate::util::Mcp, setting: &str| {
+        let out = mcp
+            .structured("query_sql", json!({"sql": format!("SHOW {setting}")}))
+            .await;
+        out["rows"][0][0].clone()
+    };
+    let defaults = (
+        show(&mut mcp, "application_name").await,
+        show(&mut mcp, "search_path").await,
+        show(&mut mcp, "statement_timeout").await,
+        show(&mut mcp, "work_mem").await,
+    );
+    for sql in [
+        "SELECT set_config('application_name', 'leaked', false)",
+        "SELECT set_config('search_path', 'pg_catalog', false)",
+        "SELECT set_config('statement_timeout', '0', false)",
+        "SELECT set_config('work_mem', '1GB', false)",
+        "SELECT set_config('application_name', 'leaked-local', true)",
+    ] {
+        mcp.structured("query_sql", json!({"sql": sql})).await;
+    }
+    let after = (
+        show(&mut mcp, "application_name").await,
+        show(&mut mcp, "search_path").await,
+        show(&mut mcp, "statement_timeout").await,
+        show(&mut mcp, "work_mem").await,
+    );
+    assert_eq!(after, defaults);
+    assert_eq!(defaults.2, json!("5s"));
+    // No temporary objects, prepared statements or cursors can be left behind.
+    for sql in [
+        "CREATE TEMP TABLE t (x int)",
+        "PREPARE p AS SELECT 1",
+        "DECLARE c CURSOR FOR SELECT 1",
+    ] {
+        mcp.tool_error("query_sql", json!({"sql": sql})).await;
+    }
+    let state = mcp
+        .structured(
+            "query_sql",
+            json!({"sql": "SELECT (SELECT count(*) FROM pg_prepared_statements WHERE from_sql) AS user_prepared, \
+                    (SELECT count(*) FROM pg_cursors WHERE name NOT IN ('mcp_sandbox_cursor', '')) AS cursors, \
+                    (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory') AS advisory"}),
+        )
+        .await;
+    assert_eq!(
+        state["rows"],
+        json!([[0, 0, 0]]),
+        "only the guard's own cursor and portal"
+    );
+}
+
+async fn statement_timeout_cancels_on_the_server() {
+    let server =
+        TestServer::with_flags(&["--statement-timeout", "300ms", "--pool-size", "1"]).await;
+    let mut mcp = server.mcp().await;
+    let started = Instant::now();
+    let text = mcp
+        .tool_error("query_sql", json!({"sql": "SELECT pg_sleep(20)"}))
+        .await;
+    assert_eq!(text, "canceled: the statement ran past its time limit");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let superuser = crate::util::db::superuser().await;
+    let running: i64 = superuser
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(20)%' \
+             AND state = 'active' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(running, 0, "the statement was cancelled on the server");
+    // The pool's only connection came back healthy.
+    let out = mcp
+        .structured("query_sql", json!({"sql": "SELECT 1 AS ok"}))
+        .await;
+    assert_eq!(out["rows"], json!([[1]]));
+    let idle_timeout = mcp
+        .structured(
+            "query_sql",
+            json!({"sql": "SHOW idle_in_transaction_session_timeout"}),
+        )
+        .await;
+    assert_eq!(idle_timeout["rows"], json!([["35s"]]), "call timeout + 5s");
+}
+
+async fn million_rows_return_quickly_capped() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    let started = Instant::now();
+    let out = mcp
+        .structured(
+            "query_sql",
+            json!({"sql": "SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 1000000) g"}),
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(out["row_count"], 1000);
+    assert_eq!(out["truncated"], true);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+async fn byte_cap_truncates() {
+    let server = TestServer::with_flags(&["--max-result-mib", "1"]).await;
+    let mut mcp = server.mcp().await;
+    let out = mcp
+        .structured(
+            "query_sql",
+            json!({"sql": "SELECT g, repeat('x', 100000) AS blob FROM generate_series(1, 100) g"}),
+        )
+        .await;
+    let rows = out["row_count"].as_u64().unwrap();
+    assert!(
+        (9..=11).contains(&rows),
+        "about 1 MiB of 100 kB rows: {rows}"
+    );
+    assert_eq!(out["truncated"], true);
+}
+
+async fn db_role_is_a_second_layer() {
+    let superuser = crate::util::db::superuser().await;
+    superuser
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS vault; \
+             CREATE TABLE IF NOT EXISTS vault.secrets (k text); \
+             GRANT mcp_reader TO postgres",
+        )
+        .await
+        .unwrap();
+    // Connected as the superuser, but every statement runs as mcp_reader.
+    let url = crate::util::db::superuser_url();
+    let server = TestServer::launch(
+        &url,
+        Some(crate::util::server::TOKEN),
+        &["--db-role", "mcp_reader"],
+    )
+    .await;
+    let mut mcp = server.mcp().await;
+    let out = mcp
+        .structured(
+            "query_sql",
+            json!({"sql": "SELECT current_user::text AS who"}),
+        )
+        .await;
+    assert_eq!(out["rows"], json!([["mcp_reader"]]));
+    let text = mcp
+        .tool_error("query_sql", json!({"sql": "SELECT * FROM vault.secrets"}))
+        .await;
+    assert!(
+        text.contains("permission denied") && text.contains("42501"),
+        "{text}"
+    );
+    // Without the role the same superuser connection could read it: the layer is real.
+    let open = TestServer::launch(&url, Some(crate::util::server::TOKEN), &[]).await;
+    open.mcp()
+        .await
+        .structured("query_sql", json!({"sql": "SELECT * FROM vault.secrets"}))
+        .await;
+}
+
+async fn exhausted_pool_fails_fast_and_recovers() {
+    let server = TestServer::with_flags(&["--pool-size", "1", "--pool-timeout", "300ms"]).await;
+    let mut holder = server.mcp().await;
+    let slow = tokio::spawn(async move {
+        holder
+            .structured(
+                "query_sql",
+                json!({"sql": "SELECT 1 AS done FROM pg_sleep(1.5)"}),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut other = server.mcp().await;
+    let started = Instant::now();
+    let text = other
+        .tool_error("query_sql", json!({"sql": "SELECT 1"}))
+        .await;
+    assert!(text.contains("busy"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(slow.await.unwrap()["rows"], json!([[1]]));
+    other
+        .structured("query_sql", json!({"sql": "SELECT 1"}))
+        .await;
+}
