@@ -3,6 +3,7 @@
 //! [`build_app`], [`bind`] and [`server::run`].
 
 pub mod access;
+pub mod component_cmd;
 pub mod config;
 pub mod db;
 pub mod demo;
@@ -42,13 +43,12 @@ pub async fn build_app(
     if let Err(reason) = db.ping(common.connect_timeout).await {
         tracing::warn!("the database does not answer yet: {reason}");
     }
-    let runtime = runtime::Runtime::new(
-        db,
-        common.sandbox_limits(),
-        common.components_dir.as_deref(),
-        metrics.clone(),
-    )
-    .await?;
+    let runtime = runtime::Runtime::new(db, common.runtime_settings(), metrics.clone()).await?;
+    if let Some(dir) = &common.components_dir
+        && !common.no_watch
+    {
+        runtime::watch::spawn(&runtime, dir.clone(), common.watch_interval);
+    }
     for component in runtime.components() {
         tracing::info!(
             component = component.name,
@@ -72,6 +72,7 @@ pub async fn build_app(
             allowed_origins,
             session_idle_timeout: common.session_idle_timeout,
             max_request_bytes: (common.max_request_kib as usize) << 10,
+            max_component_bytes: (common.max_component_mib as usize) << 20,
             public: PublicSettings {
                 base_url: common.public_url.clone(),
                 authorization_servers: common.authorization_servers.clone(),

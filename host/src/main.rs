@@ -20,12 +20,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Demo(args) => mcp_sandbox::demo::run(args).await,
+            Command::Serve(args) => serve(args).await.map(|()| true),
+            Command::Demo(args) => mcp_sandbox::demo::run(args).await.map(|()| true),
+            Command::Component(command) => mcp_sandbox::component_cmd::run(command).await,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

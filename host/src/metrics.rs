@@ -158,7 +158,7 @@ impl Metrics {
             ),
             swaps: counter(
                 "component_swaps_total",
-                "Component swaps by result (applied, rejected, removed)",
+                "Component changes after start-up by result (applied, removed, rejected; rejections at start-up count too)",
                 &["result"],
             ),
             sessions: IntGauge::new("mcp_sessions_active", "Open MCP sessions")

@@ -274,7 +274,7 @@ async fn no_auth_beyond_loopback_needs_consent() {
         args.extend(extra);
         match Cli::try_parse_from(args).unwrap().command {
             Command::Serve(serve) => serve.token_specs(),
-            Command::Demo(_) => unreachable!(),
+            _ => unreachable!("parsed a serve command"),
         }
     };
     let error = parse(&["--listen", "0.0.0.0:8080"])

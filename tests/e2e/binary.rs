@@ -16,7 +16,7 @@ const STARTUP: Duration = Duration::from_secs(60);
 
 /// `target/<profile>/mcp-sandbox`, next to this test's `deps/` directory. `cargo test`
 /// builds it because the host package has an integration test of its own.
-fn binary() -> PathBuf {
+pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable");
     let dir = exe
         .parent()

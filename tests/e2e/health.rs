@@ -1,5 +1,6 @@
 //! `GET /health` (the sandboxed health component) and `GET /ready`.
 
+use crate::util::metrics::count;
 use crate::util::{TempDir, TestServer};
 use http::StatusCode;
 use mcp_sandbox::demo::{READER_ROLE, TempPostgres, load_sample};
@@ -146,9 +147,35 @@ async fn database_stopped_and_restarted() {
     tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
 }
 
+/// Holds a pooled connection for `seconds` (a slow query in its own session) and
+/// returns once it is in use; the fixtures misbehave while it is.
+async fn hold_a_connection(server: &TestServer, seconds: f64) -> tokio::task::JoinHandle<()> {
+    let mut mcp = server.mcp().await;
+    let sql = format!("SELECT pg_sleep({seconds})");
+    let held = tokio::spawn(async move {
+        mcp.structured("query_sql", json!({ "sql": sql })).await;
+    });
+    let started = Instant::now();
+    loop {
+        let text = server.metrics().await;
+        if count(&text, "db_pool_connections", &[("state", "in_use")]) >= 1.0 {
+            return held;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the query never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn trapping_health_component() {
     let dir = TempDir::new().with_fixture("health-trap", "health");
     let server = TestServer::with_flags(&["--components-dir", dir.path_str()]).await;
+    // Idle, the fixture passed the check its loading ran; busy, it panics.
+    let components = server.http().get("/ready", &[]).await.json();
+    assert_eq!(components["ready"], true, "{components}");
+    let held = hold_a_connection(&server, 1.5).await;
     let response = server.http().get("/health", &[]).await;
     assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
     let body = response.json();
@@ -161,6 +188,7 @@ async fn trapping_health_component() {
     // The host keeps serving tools.
     let mut mcp = server.mcp().await;
     mcp.structured("list_tables", json!({})).await;
+    held.await.unwrap();
 }
 
 async fn hanging_health_component() {
@@ -172,6 +200,7 @@ async fn hanging_health_component() {
         "300ms",
     ])
     .await;
+    let held = hold_a_connection(&server, 1.5).await;
     let started = Instant::now();
     let response = server.http().get("/health", &[]).await;
     let took = started.elapsed();
@@ -187,6 +216,7 @@ async fn hanging_health_component() {
     );
     let mut mcp = server.mcp().await;
     mcp.structured("list_tables", json!({})).await;
+    held.await.unwrap();
 }
 
 async fn ready_checks_database_and_components() {

@@ -20,6 +20,7 @@ mod query_sql;
 mod sandbox;
 mod shutdown;
 mod sql_guard;
+mod swap;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -36,6 +37,7 @@ fn main() {
         sandbox::trials(),
         shutdown::trials(),
         sql_guard::trials(),
+        swap::trials(),
     ]
     .into_iter()
     .flatten()

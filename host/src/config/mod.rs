@@ -4,7 +4,7 @@
 pub mod tokens;
 
 use crate::db::{Limits as DbLimits, PoolSettings};
-use crate::runtime::Limits;
+use crate::runtime::{Limits, Settings as RuntimeSettings};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +25,8 @@ pub const DEFAULT_MAX_ROWS: u32 = 1000;
 pub const DEFAULT_MAX_RESULT_MIB: u32 = 8;
 pub const DEFAULT_HEALTH_TIMEOUT: &str = "1s";
 pub const DEFAULT_MAX_REQUEST_KIB: u32 = 4096;
+pub const DEFAULT_WATCH_INTERVAL: &str = "250ms";
+pub const DEFAULT_MAX_COMPONENT_MIB: u32 = 64;
 /// Browser origins accepted by default: pages served from this machine.
 pub const DEFAULT_ALLOWED_ORIGINS: &[&str] = &[
     "http://localhost:*",
@@ -62,6 +64,28 @@ pub enum Command {
     Serve(ServeArgs),
     /// Start a throwaway PostgreSQL with a sample schema and serve it (no setup needed)
     Demo(DemoArgs),
+    /// Check or precompile a component offline
+    #[command(subcommand)]
+    Component(ComponentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ComponentCommand {
+    /// Validate a component against the WIT worlds and list its tools and schemas;
+    /// exits non-zero with the reason if the server would reject it
+    Check(ComponentArgs),
+    /// Validate, then compile into the cache directory, so a server using the same
+    /// cache (and limits) loads it without compiling
+    Compile(ComponentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ComponentArgs {
+    /// The component (.wasm)
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +189,27 @@ pub struct CommonArgs {
     )]
     pub authorization_servers: Vec<String>,
 
+    /// Where compiled components are cached between runs [default:
+    /// $XDG_CACHE_HOME/mcp-sandbox or ~/.cache/mcp-sandbox]
+    #[arg(long, env = "MCP_SANDBOX_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile every component at start instead of using the cache
+    #[arg(long, env = "MCP_SANDBOX_NO_CACHE", conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+
+    /// How often the components directory is checked for changes
+    #[arg(long, env = "MCP_SANDBOX_WATCH_INTERVAL", default_value = DEFAULT_WATCH_INTERVAL, value_parser = parse_duration)]
+    pub watch_interval: Duration,
+
+    /// Load the components directory at start only; do not watch it
+    #[arg(long, env = "MCP_SANDBOX_NO_WATCH")]
+    pub no_watch: bool,
+
+    /// Largest component accepted through the admin API, in MiB
+    #[arg(long, env = "MCP_SANDBOX_MAX_COMPONENT_MIB", default_value_t = DEFAULT_MAX_COMPONENT_MIB, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_component_mib: u32,
+
     /// Deadline of one health check (e.g. 1s)
     #[arg(long, env = "MCP_SANDBOX_HEALTH_TIMEOUT", default_value = DEFAULT_HEALTH_TIMEOUT, value_parser = parse_duration)]
     pub health_timeout: Duration,
@@ -220,6 +265,29 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The cache directory in effect: the flag, else the user's cache directory.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        if let Some(dir) = &self.cache_dir {
+            return Some(dir.clone());
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("mcp-sandbox"))
+    }
+
+    pub fn runtime_settings(&self) -> RuntimeSettings {
+        RuntimeSettings {
+            limits: self.sandbox_limits(),
+            components_dir: self.components_dir.clone(),
+            cache_dir: self.cache_dir(),
+        }
+    }
+
     pub fn sandbox_limits(&self) -> Limits {
         Limits {
             timeout: self.call_timeout,

@@ -11,9 +11,10 @@ use rmcp::model::{
     Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
     Tool, ToolAnnotations,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 
 /// JSON-RPC code for a call stopped at its deadline (the SDKs' `RequestTimeout`).
 const TIMEOUT_CODE: ErrorCode = ErrorCode(-32001);
@@ -30,11 +31,53 @@ and a row cap.";
 pub struct McpHandler {
     runtime: Runtime,
     metrics: Arc<Metrics>,
+    peers: Peers,
 }
 
 impl McpHandler {
+    /// Also starts telling every initialized session when the tool list changes.
     pub fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Self {
-        Self { runtime, metrics }
+        let peers = Peers::default();
+        peers.notify_on_changes(runtime.changes());
+        Self {
+            runtime,
+            metrics,
+            peers,
+        }
+    }
+}
+
+/// The sessions to tell about tool list changes: every one that finished initializing.
+#[derive(Clone, Default)]
+struct Peers(Arc<Mutex<Vec<Peer<RoleServer>>>>);
+
+impl Peers {
+    fn add(&self, peer: Peer<RoleServer>) {
+        let mut peers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        peers.retain(|p| !p.is_transport_closed());
+        peers.push(peer);
+    }
+
+    /// Sends `notifications/tools/list_changed` after every change, until the runtime
+    /// is gone. Closed sessions are dropped; a slow one does not hold up the rest.
+    fn notify_on_changes(&self, mut changes: watch::Receiver<u64>) {
+        let peers = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(peers) = peers.upgrade() else { return };
+                let live: Vec<Peer<RoleServer>> = {
+                    let mut peers = peers.lock().unwrap_or_else(|e| e.into_inner());
+                    peers.retain(|p| !p.is_transport_closed());
+                    peers.clone()
+                };
+                tracing::debug!(sessions = live.len(), "notifying tools/list_changed");
+                for peer in live {
+                    tokio::spawn(async move {
+                        let _ = peer.notify_tool_list_changed().await;
+                    });
+                }
+            }
+        });
     }
 }
 
@@ -61,6 +104,10 @@ impl ServerHandler for McpHandler {
         config.server_info = server_info;
         config.instructions = Some(INSTRUCTIONS.into());
         config
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.peers.add(context.peer);
     }
 
     async fn list_tools(

@@ -3,12 +3,14 @@
 //! epoch interruption driven by one ticker thread.
 
 use super::limits::Limits;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+    Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel,
+    PoolingAllocationConfig,
 };
 
 /// How often the epoch advances: the granularity of deadlines and of a spinning guest
@@ -19,7 +21,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// instance in 6-7 µs, and two threads scale instead of contending on munmap).
 const KEEP_RESIDENT: usize = 2 << 20;
 
-pub fn build(limits: &Limits) -> wasmtime::Result<Engine> {
+/// The engine; with `cache_dir`, compiled components are cached there (keyed by the
+/// bytes and these settings), so a restart or a swap back to a known version skips
+/// compilation.
+pub fn build(limits: &Limits, cache_dir: Option<&Path>) -> wasmtime::Result<Engine> {
     let slots = limits.max_concurrency.max(1);
     let mut pooling = PoolingAllocationConfig::new();
     pooling
@@ -38,6 +43,11 @@ pub fn build(limits: &Limits) -> wasmtime::Result<Engine> {
         .epoch_interruption(true)
         .cranelift_opt_level(OptLevel::Speed)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    if let Some(dir) = cache_dir {
+        let mut cache = CacheConfig::new();
+        cache.with_directory(dir);
+        config.cache(Some(Cache::new(cache)?));
+    }
     Engine::new(&config)
 }
 

@@ -247,6 +247,9 @@ impl Shared {
                 );
             }
         };
+        loaded
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut store = self.new_store(loaded.name.clone(), &loaded.limits, deadline);
         let before = Instant::now();
         let outcome =

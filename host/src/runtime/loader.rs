@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Instant, SystemTime};
 use wasmtime::component::Component;
 
@@ -45,7 +46,12 @@ pub(super) async fn load(
     let component = tokio::task::spawn_blocking(move || Component::new(&engine, &*compile_bytes))
         .await
         .map_err(|e| fail(format!("compiler task failed: {e}")))?
-        .map_err(|e| fail(format!("not a valid component: {e:#}")))?;
+        .map_err(|e| {
+            fail(format!(
+                "not a valid component: {}",
+                one_line(&format!("{e:#}"))
+            ))
+        })?;
 
     let world = detect_world(shared, &component).map_err(fail)?;
     let name: Arc<str> = Arc::from(name);
@@ -89,6 +95,8 @@ pub(super) async fn load(
         tools,
         limits,
         schemas,
+        config: None,
+        calls: AtomicU64::new(0),
         pre,
     })
 }
@@ -107,7 +115,7 @@ fn detect_world(shared: &Shared, component: &Component) -> Result<World, String>
             Err("exports both tools and health; a component is one or the other".into())
         }
         (false, false) => Err(format!(
-            "exports neither `{TOOLS_EXPORT}0.1.0` nor `{HEALTH_EXPORT}0.1.0` (exports: {})",
+            "wrong world: it exports neither `{TOOLS_EXPORT}0.1.0` nor `{HEALTH_EXPORT}0.1.0` (exports: {})",
             if exports.is_empty() {
                 "none".into()
             } else {
@@ -207,4 +215,9 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+/// wasmparser's messages embed multi-line `Debug` output; logs and API errors want one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

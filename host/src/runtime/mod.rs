@@ -4,6 +4,7 @@
 
 mod bindings;
 mod builtin;
+mod catalog;
 mod engine;
 mod imports;
 mod invoke;
@@ -14,14 +15,18 @@ mod overrides;
 mod registry;
 mod schema;
 mod state;
+mod swap;
+pub mod watch;
 
 pub use builtin::BUILD_DIR;
+pub use catalog::Rejected;
 pub use invoke::{
     Fault, HealthCheck, HealthReport, HealthState, Invocation, Timings, ToolOutput, TrapKind,
 };
 pub use limits::Limits;
 pub use loader::{LoadError, hex_sha256};
 pub use registry::{Annotations, ComponentInfo, Source, ToolSpec, World};
+pub use swap::{ComponentView, Inspection, SwapError};
 
 use crate::db::Db;
 use crate::metrics::{Metrics, UNKNOWN_TOOL};
@@ -31,7 +36,7 @@ use engine::EpochTicker;
 use registry::{Loaded, Registry};
 use serde_json::Value;
 use state::HostState;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -48,7 +53,17 @@ pub(crate) struct Shared {
     engine: Engine,
     tool_linker: Linker<HostState>,
     health_linker: Linker<HostState>,
+    /// what calls read, lock-free: replaced whole on every change
     registry: ArcSwap<Registry>,
+    /// what changes edit, one at a time (never taken by a call)
+    catalog: tokio::sync::Mutex<catalog::Catalog<Arc<Loaded>>>,
+    /// the catalog's rejections, readable without waiting for a swap in progress
+    rejected: ArcSwap<std::collections::BTreeMap<String, Rejected>>,
+    /// set once start-up loading is done: later changes count as swaps
+    serving: std::sync::atomic::AtomicBool,
+    /// bumped after every change that alters the live set
+    changes: tokio::sync::watch::Sender<u64>,
+    components_dir: Option<PathBuf>,
     db: Db,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -57,16 +72,70 @@ pub(crate) struct Shared {
     _ticker: EpochTicker,
 }
 
+/// Where components come from and how they are compiled.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    pub limits: Limits,
+    /// `NAME.wasm` (and `NAME.toml`) files that add to or replace the built-ins
+    pub components_dir: Option<PathBuf>,
+    /// where compiled artifacts are cached between runs (None: no cache)
+    pub cache_dir: Option<PathBuf>,
+}
+
 impl Runtime {
-    /// Loads the built-in components, then every `*.wasm` in `components_dir`; a file
-    /// named like a built-in (`query-sql.wasm`) replaces it.
-    pub async fn new(
-        db: Db,
-        limits: Limits,
-        components_dir: Option<&Path>,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
-        let engine = engine::build(&limits).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    /// Loads the built-in components, then every `NAME.wasm` in the components
+    /// directory (a name that matches a built-in replaces it). A built-in that fails to
+    /// load stops the start; a directory file that fails is rejected, logged and shown
+    /// by readiness, and the rest is served.
+    pub async fn new(db: Db, settings: Settings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let components_dir = settings.components_dir.clone();
+        let runtime = Self::bare(db, settings, metrics)?;
+        let shared = runtime.shared.clone();
+        let loads = builtin::DEFAULTS.iter().map(|(name, bytes)| {
+            let shared = shared.clone();
+            async move {
+                // `NAME.toml` in the components directory refines a built-in's limits too.
+                let config = shared.config_text(name).map_err(|e| anyhow::anyhow!(e))?;
+                let limits = shared
+                    .limits_from(config.as_deref())
+                    .map_err(|e| anyhow::anyhow!("{name}.toml: {e}"))?;
+                let mut loaded =
+                    loader::load(&shared, name, Arc::from(*bytes), Source::Builtin, limits).await?;
+                loaded.config = config;
+                anyhow::Ok(Arc::new(loaded))
+            }
+        });
+        let builtins: Vec<Arc<Loaded>> = futures::future::try_join_all(loads).await?;
+        {
+            let mut catalog = shared.catalog.lock().await;
+            let mut next = catalog.clone();
+            for loaded in builtins {
+                next.set_builtin(&loaded.name.clone(), loaded);
+            }
+            shared
+                .commit(&mut catalog, next)
+                .map_err(|e| anyhow::anyhow!("the built-in components: {e}"))?;
+        }
+        if let Some(dir) = &components_dir {
+            runtime.sync_directory(watch::read_entries(dir)).await;
+        }
+        runtime.shared.metrics.set_components(&runtime.components());
+        runtime
+            .shared
+            .serving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(runtime)
+    }
+
+    /// The engine and linkers with no components loaded (for `component check`).
+    pub fn bare(db: Db, settings: Settings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let Settings {
+            limits,
+            components_dir,
+            cache_dir,
+        } = settings;
+        let engine =
+            engine::build(&limits, cache_dir.as_deref()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let ticker = EpochTicker::start(&engine).context("starting the epoch ticker")?;
         let mut tool_linker = Linker::new(&engine);
         let mut health_linker = Linker::new(&engine);
@@ -80,51 +149,33 @@ impl Runtime {
             |s| s,
         )
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        if let Some(dir) = &components_dir {
+            std::fs::read_dir(dir)
+                .with_context(|| format!("reading the components directory {}", dir.display()))?;
+        }
         let slots = Semaphore::new(limits.max_concurrency as usize);
         let shared = Arc::new(Shared {
             engine,
             tool_linker,
             health_linker,
             registry: ArcSwap::from_pointee(Registry::default()),
+            catalog: tokio::sync::Mutex::new(catalog::Catalog::default()),
+            rejected: ArcSwap::default(),
+            serving: std::sync::atomic::AtomicBool::new(false),
+            changes: tokio::sync::watch::Sender::new(0),
+            components_dir: components_dir.clone(),
             db,
             limits,
             metrics,
             slots,
             _ticker: ticker,
         });
+        Ok(Self { shared })
+    }
 
-        let mut sources: Vec<(String, Arc<[u8]>, Source)> = builtin::DEFAULTS
-            .iter()
-            .map(|(name, bytes)| (name.to_string(), Arc::from(*bytes), Source::Builtin))
-            .collect();
-        if let Some(dir) = components_dir {
-            for (name, path) in wasm_files(dir)? {
-                let bytes =
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                sources.retain(|(n, _, _)| *n != name);
-                sources.push((name, Arc::from(bytes), Source::File(path)));
-            }
-        }
-        let mut loads = Vec::new();
-        for (name, bytes, source) in sources {
-            let limits = match components_dir {
-                Some(dir) => overrides::load(&shared.limits, &dir.join(format!("{name}.toml")))
-                    .map_err(|e| anyhow::anyhow!("limits of component `{name}`: {e}"))?,
-                None => shared.limits.clone(),
-            };
-            let shared = shared.clone();
-            loads.push(async move {
-                loader::load(&shared, &name, bytes, source, limits)
-                    .await
-                    .map(Arc::new)
-            });
-        }
-        let loaded: Vec<Arc<Loaded>> = futures::future::try_join_all(loads).await?;
-        let registry = Registry::new(loaded).map_err(|e| anyhow::anyhow!(e))?;
-        shared.registry.store(Arc::new(registry));
-        let runtime = Self { shared };
-        runtime.shared.metrics.set_components(&runtime.components());
-        Ok(runtime)
+    /// A receiver that sees a new value after every change of the live components.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.changes.subscribe()
     }
 
     /// Every tool, ordered by name.
@@ -286,22 +337,4 @@ impl Shared {
         });
         store
     }
-}
-
-/// `(component name, path)` of each `*.wasm` in `dir`, sorted by name.
-fn wasm_files(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
-    let mut files = Vec::new();
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("reading the components directory {}", dir.display()))?;
-    for entry in entries {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "wasm")
-            && path.is_file()
-            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
-        {
-            files.push((stem.to_owned(), path));
-        }
-    }
-    files.sort();
-    Ok(files)
 }

@@ -14,7 +14,6 @@
 use super::limits::Limits;
 use crate::config::parse_duration;
 use serde::Deserialize;
-use std::path::Path;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -34,16 +33,7 @@ struct Section {
     max_rows: Option<u32>,
 }
 
-/// The limits for one component: `global`, refined by `path` when it exists.
-pub fn load(global: &Limits, path: &Path) -> Result<Limits, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => apply(global, &text).map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(global.clone()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
-fn apply(global: &Limits, text: &str) -> Result<Limits, String> {
+pub(super) fn apply(global: &Limits, text: &str) -> Result<Limits, String> {
     let file: File = toml::from_str(text).map_err(|e| e.message().to_owned())?;
     let s = file.limits;
     let mut limits = global.clone();

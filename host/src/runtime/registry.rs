@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 /// Where a component's bytes came from.
@@ -20,6 +21,8 @@ pub enum Source {
     Builtin,
     /// a file in the components directory
     File(PathBuf),
+    /// put through the admin API
+    Admin,
 }
 
 impl std::fmt::Display for Source {
@@ -27,6 +30,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::Builtin => f.write_str("builtin"),
             Source::File(path) => write!(f, "{}", path.display()),
+            Source::Admin => f.write_str("admin"),
         }
     }
 }
@@ -89,6 +93,10 @@ pub struct Loaded {
     pub limits: Arc<Limits>,
     /// each tool's compiled input schema
     pub(super) schemas: HashMap<String, ArgumentSchema>,
+    /// the text of its `NAME.toml`, when it came with one
+    pub config: Option<String>,
+    /// invocations served by this version
+    pub calls: AtomicU64,
     pub(super) pre: Pre,
 }
 
@@ -102,6 +110,8 @@ pub struct ComponentInfo {
     pub size: usize,
     /// when it was loaded, in seconds since the Unix epoch
     pub loaded_at: u64,
+    /// invocations this version has served
+    pub calls: u64,
     pub tools: Vec<String>,
 }
 
@@ -117,6 +127,7 @@ impl Loaded {
                 .loaded_at
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            calls: self.calls.load(Ordering::Relaxed),
             tools: self.tools.iter().map(|t| t.name.clone()).collect(),
         }
     }

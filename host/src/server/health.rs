@@ -6,8 +6,9 @@
 //! result is reused for [`HEALTH_CACHE`], so many probes cost at most a few checks per
 //! second.
 //!
-//! `GET /ready`: 200 only when the database answers and every component instantiates;
-//! 503 with the reasons otherwise, and from the moment shutdown begins.
+//! `GET /ready`: 200 only when the database answers, every component instantiates and
+//! no file in the components directory stands rejected; 503 with the reasons
+//! otherwise, and from the moment shutdown begins.
 
 use super::App;
 use super::respond::{self, Body};
@@ -96,6 +97,17 @@ pub async fn ready(app: &App) -> Response<Body> {
             }
         })
         .collect();
+    // A file in the components directory that failed validation: the old version (or
+    // none) is serving, not what the operator shipped.
+    let rejected: Vec<Value> = app
+        .runtime
+        .rejected_components()
+        .iter()
+        .map(|(name, r)| {
+            reasons.push(format!("component {name} was rejected: {}", r.reason));
+            json!({"name": name, "reason": r.reason})
+        })
+        .collect();
     let ready = reasons.is_empty();
     let status = if ready {
         StatusCode::OK
@@ -109,6 +121,7 @@ pub async fn ready(app: &App) -> Response<Body> {
             "reasons": reasons,
             "database": database,
             "components": components,
+            "rejected": rejected,
         }),
     )
 }

@@ -45,6 +45,8 @@ pub struct Settings {
     pub allowed_origins: Origins,
     pub session_idle_timeout: Duration,
     pub max_request_bytes: usize,
+    /// the largest `.wasm` body `PUT /admin/components/NAME` accepts
+    pub max_component_bytes: usize,
     pub public: PublicSettings,
 }
 
@@ -83,6 +85,7 @@ pub struct App {
     /// set when shutdown begins: `/ready` fails from then on
     draining: AtomicBool,
     max_request_bytes: usize,
+    max_component_bytes: usize,
 }
 
 impl App {
@@ -114,6 +117,7 @@ impl App {
             started: Instant::now(),
             draining: AtomicBool::new(false),
             max_request_bytes: settings.max_request_bytes,
+            max_component_bytes: settings.max_component_bytes,
         })
     }
 

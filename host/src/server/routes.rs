@@ -94,7 +94,7 @@ impl App {
                 if !identity.admin {
                     return self.forbidden(request.headers(), "admin");
                 }
-                admin::handle(self, &method, p).await
+                admin::handle(self, request).await
             }
             _ => respond::error(StatusCode::NOT_FOUND, "not found; MCP is served at /mcp"),
         }

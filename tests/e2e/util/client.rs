@@ -129,6 +129,29 @@ impl Http {
         }
     }
 
+    /// Sends a request and hands back the response with its body unread, for streams
+    /// read as they arrive.
+    pub async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> http::Response<hyper::body::Incoming> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        self.client
+            .request(request)
+            .await
+            .expect("an HTTP response")
+    }
+
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
         self.send(Method::GET, path, headers, Bytes::new()).await
     }
@@ -244,6 +267,23 @@ impl Mcp {
         self.version = version.to_owned();
     }
 
+    /// `GET /mcp`: the session's stream for server-initiated messages, left open.
+    pub async fn open_stream(&self) -> SseStream {
+        let mut headers = self.headers();
+        headers.retain(|(name, _)| name != "content-type" && name != "accept");
+        headers.push(("accept".to_owned(), "text/event-stream".to_owned()));
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let response = self.http.open(Method::GET, "/mcp", &headers).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        SseStream {
+            body: response.into_body(),
+            buffer: String::new(),
+        }
+    }
+
     /// `DELETE /mcp`: ends the session.
     pub async fn delete_session(&self) -> StatusCode {
         let headers = self.headers();
@@ -313,5 +353,41 @@ impl Mcp {
             "expected a JSON-RPC error: {response}"
         );
         response["error"].clone()
+    }
+}
+
+/// An open SSE stream, read message by message.
+pub struct SseStream {
+    body: hyper::body::Incoming,
+    buffer: String,
+}
+
+impl SseStream {
+    /// The next JSON-RPC message on the stream within `timeout`, or None.
+    pub async fn next_message(&mut self, timeout: std::time::Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(str::trim)
+                    .collect();
+                let data = data.join("\n");
+                if !data.is_empty() {
+                    return Some(serde_json::from_str(&data).expect("SSE data is JSON"));
+                }
+            }
+            let frame = tokio::time::timeout_at(deadline, self.body.frame()).await;
+            match frame {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.push_str(&String::from_utf8_lossy(&data));
+                    }
+                }
+                _ => return None,
+            }
+        }
     }
 }

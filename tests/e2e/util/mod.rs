@@ -16,8 +16,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A built fixture component (`components/fixtures/NAME`).
 pub fn fixture(name: &str) -> PathBuf {
-    let path =
-        Path::new(mcp_sandbox::runtime::BUILD_DIR).join(format!("{}.wasm", name.replace('-', "_")));
+    // Libraries' artifacts use underscores; binaries (a WASI command) keep the name.
+    let dir = Path::new(mcp_sandbox::runtime::BUILD_DIR);
+    let library = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    let path = if library.is_file() {
+        library
+    } else {
+        dir.join(format!("{name}.wasm"))
+    };
     assert!(
         path.is_file(),
         "fixture {name} was not built: {}",

@@ -1,0 +1,96 @@
+//! `mcp-sandbox component check|compile FILE`: what the server would say of a component,
+//! offline (no database needed), and compiling it into the cache ahead of time.
+
+use crate::config::{ComponentArgs, ComponentCommand};
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::runtime::{Inspection, Runtime};
+use anyhow::Context;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Runs the subcommand; `Ok(false)` when the component would be rejected.
+pub async fn run(command: ComponentCommand) -> anyhow::Result<bool> {
+    let (args, compile) = match command {
+        ComponentCommand::Check(args) => (args, false),
+        ComponentCommand::Compile(args) => (args, true),
+    };
+    let runtime = offline_runtime(&args, compile)?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let name = args
+        .file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("component")
+        .to_owned();
+    match runtime.inspect(&name, bytes).await {
+        Ok(report) => {
+            println!("{}", serde_json::to_string_pretty(&describe(&report))?);
+            if compile {
+                let dir = args.common.cache_dir().unwrap_or_default();
+                eprintln!(
+                    "compiled into the cache at {} ({:.0} ms); servers using that cache and \
+                     the same limits load it without compiling",
+                    dir.display(),
+                    report.load_ms
+                );
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", args.file.display());
+            Ok(false)
+        }
+    }
+}
+
+/// An engine configured exactly as `serve` would configure it, with no components and a
+/// pool that never connects (validation does not query).
+fn offline_runtime(args: &ComponentArgs, compile: bool) -> anyhow::Result<Runtime> {
+    let common = &args.common;
+    let db = Db::new(
+        "postgres://localhost/unused",
+        common.pool_settings(),
+        common.db_limits(),
+    )?;
+    let mut settings = common.runtime_settings();
+    settings.components_dir = None;
+    if compile && settings.cache_dir.is_none() {
+        anyhow::bail!("compiling needs a cache directory (--cache-dir)");
+    }
+    if !compile {
+        settings.cache_dir = None; // checking must not fill the cache
+    }
+    Runtime::bare(db, settings, Arc::new(Metrics::new()))
+}
+
+fn describe(report: &Inspection) -> serde_json::Value {
+    let tools: Vec<_> = report
+        .tools
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "title": t.title,
+                "description": t.description,
+                "inputSchema": t.input_schema,
+                "outputSchema": t.output_schema,
+                "annotations": {
+                    "readOnlyHint": t.annotations.read_only,
+                    "destructiveHint": t.annotations.destructive,
+                    "idempotentHint": t.annotations.idempotent,
+                    "openWorldHint": t.annotations.open_world,
+                },
+            })
+        })
+        .collect();
+    json!({
+        "name": report.name,
+        "world": report.world,
+        "digest": report.digest,
+        "size": report.size,
+        "load_ms": (report.load_ms * 10.0).round() / 10.0,
+        "tools": tools,
+    })
+}
