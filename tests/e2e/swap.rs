@@ -49,6 +49,16 @@ async fn put(http: &Http, name: &str, fixture_name: &str) -> (StatusCode, Value)
     .await
 }
 
+async fn rollback(http: &Http, name: &str) -> (StatusCode, Value) {
+    let path = format!("/admin/components/{name}/rollback");
+    admin(http, Method::POST, &path, Vec::new()).await
+}
+
+async fn remove(http: &Http, name: &str) -> (StatusCode, Value) {
+    let path = format!("/admin/components/{name}");
+    admin(http, Method::DELETE, &path, Vec::new()).await
+}
+
 /// The admin view of `name` (live version, history), or Null.
 async fn view(http: &Http, name: &str) -> Value {
     let (status, body) = admin(http, Method::GET, "/admin/components", Vec::new()).await;
@@ -132,34 +142,16 @@ async fn admin_api_puts_replaces_rolls_back_and_removes() {
     assert_eq!(swapper["calls"], 1, "{swapper}");
     assert!(swapper["loaded_at"].as_u64().unwrap() > 1_700_000_000);
 
-    let (status, body) = admin(
-        &http,
-        Method::POST,
-        "/admin/components/swapper/rollback",
-        Vec::new(),
-    )
-    .await;
+    let (status, body) = rollback(&http, "swapper").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["component"]["digest"], v1.as_str());
     assert_eq!(serving_version(&server).await.as_deref(), Some("v1"));
     // Rolling back again swaps back.
-    let (status, _) = admin(
-        &http,
-        Method::POST,
-        "/admin/components/swapper/rollback",
-        Vec::new(),
-    )
-    .await;
+    let (status, _) = rollback(&http, "swapper").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(serving_version(&server).await.as_deref(), Some("v2"));
 
-    let (status, body) = admin(
-        &http,
-        Method::DELETE,
-        "/admin/components/swapper",
-        Vec::new(),
-    )
-    .await;
+    let (status, body) = remove(&http, "swapper").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(!tool_names(&server).await.contains(&"which_version".into()));
     let mut mcp = server.mcp().await;
@@ -168,42 +160,18 @@ async fn admin_api_puts_replaces_rolls_back_and_removes() {
         gone.get("error").is_some() || gone["result"]["isError"] == true,
         "{gone}"
     );
-    let (status, _) = admin(
-        &http,
-        Method::DELETE,
-        "/admin/components/swapper",
-        Vec::new(),
-    )
-    .await;
+    let (status, _) = remove(&http, "swapper").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // A removal is undone by a rollback too.
-    let (status, _) = admin(
-        &http,
-        Method::POST,
-        "/admin/components/swapper/rollback",
-        Vec::new(),
-    )
-    .await;
+    let (status, _) = rollback(&http, "swapper").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(serving_version(&server).await.as_deref(), Some("v2"));
 
     // Built-ins can be removed and restored the same way.
-    let (status, _) = admin(
-        &http,
-        Method::DELETE,
-        "/admin/components/list-tables",
-        Vec::new(),
-    )
-    .await;
+    let (status, _) = remove(&http, "list-tables").await;
     assert_eq!(status, StatusCode::OK);
     assert!(!tool_names(&server).await.contains(&"list_tables".into()));
-    let (status, _) = admin(
-        &http,
-        Method::POST,
-        "/admin/components/list-tables/rollback",
-        Vec::new(),
-    )
-    .await;
+    let (status, _) = rollback(&http, "list-tables").await;
     assert_eq!(status, StatusCode::OK);
     assert!(tool_names(&server).await.contains(&"list_tables".into()));
 
@@ -258,13 +226,7 @@ async fn admin_api_refuses_bad_requests() {
             .contains("--max-component-mib"),
         "{body}"
     );
-    let (status, body) = admin(
-        &http,
-        Method::POST,
-        "/admin/components/nothing/rollback",
-        Vec::new(),
-    )
-    .await;
+    let (status, body) = rollback(&http, "nothing").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let (status, _) = admin(&http, Method::POST, "/admin/components/x", Vec::new()).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
@@ -617,13 +579,7 @@ async fn sessions_are_told_when_the_tools_change() {
         "{message}"
     );
     assert!(message.get("id").is_none());
-    admin(
-        &http,
-        Method::DELETE,
-        "/admin/components/swapper",
-        Vec::new(),
-    )
-    .await;
+    remove(&http, "swapper").await;
     let message = stream
         .next_message(Duration::from_secs(5))
         .await

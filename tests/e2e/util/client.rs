@@ -75,21 +75,7 @@ impl Http {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Response {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .body(Full::new(body.into()))
-            .expect("a valid request");
-        let response = self
-            .client
-            .request(request)
-            .await
-            .expect("an HTTP response");
-        let (parts, body) = response.into_parts();
+        let (parts, body) = self.open(method, path, headers, body).await.into_parts();
         let body = body.collect().await.expect("a body").to_bytes();
         Response {
             status: parts.status,
@@ -107,21 +93,7 @@ impl Http {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Response {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .body(Full::new(body.into()))
-            .expect("a valid request");
-        let response = self
-            .client
-            .request(request)
-            .await
-            .expect("an HTTP response");
-        let (parts, _body) = response.into_parts();
+        let (parts, _body) = self.open(method, path, headers, body).await.into_parts();
         Response {
             status: parts.status,
             headers: parts.headers,
@@ -136,6 +108,7 @@ impl Http {
         method: Method,
         path: &str,
         headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
     ) -> http::Response<hyper::body::Incoming> {
         let mut request = Request::builder()
             .method(method)
@@ -144,7 +117,7 @@ impl Http {
             request = request.header(*name, *value);
         }
         let request = request
-            .body(Full::new(Bytes::new()))
+            .body(Full::new(body.into()))
             .expect("a valid request");
         self.client
             .request(request)
@@ -276,7 +249,10 @@ impl Mcp {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        let response = self.http.open(Method::GET, "/mcp", &headers).await;
+        let response = self
+            .http
+            .open(Method::GET, "/mcp", &headers, Bytes::new())
+            .await;
         assert_eq!(response.status(), StatusCode::OK);
         SseStream {
             body: response.into_body(),
