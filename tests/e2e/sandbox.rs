@@ -28,7 +28,7 @@ fn assert_trap(error: &Value, kind: &str) {
 async fn spinning_guest_stops_at_its_deadline() {
     // Bounds loose enough for a busy machine: what is checked is that spinning stops at
     // the deadline and does not starve anyone.
-    let (server, _dir) = misbehave("[limits]\ntimeout = \"1s\"\n", &[]).await;
+    let (server, _dir) = misbehave("[limits]\ntimeout = \"3s\"\n", &[]).await;
     let load = Load::start(&server, 2).await;
     let mut mcp = server.mcp().await;
     let started = Instant::now();
@@ -40,17 +40,17 @@ async fn spinning_guest_stops_at_its_deadline() {
         error["message"]
             .as_str()
             .unwrap()
-            .contains("1000 ms deadline"),
+            .contains("3000 ms deadline"),
         "{error}"
     );
-    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(took >= Duration::from_secs(3), "{took:?}");
     assert!(
-        took < Duration::from_secs(3),
+        took < Duration::from_secs(5),
         "deadline + tick (+ HTTP): {took:?}"
     );
     // Four at once on two cores: each still stops at its deadline, and a client calling
     // meanwhile keeps being served (spinners that held their threads would leave it
-    // nothing for the whole second).
+    // nothing for all three seconds).
     let during = Load::start(&server, 1).await;
     let spins = (0..4).map(|_| {
         let server = &server;
@@ -63,7 +63,7 @@ async fn spinning_guest_stops_at_its_deadline() {
     });
     for (kind, took) in futures::future::join_all(spins).await {
         assert_eq!(kind, "timeout");
-        assert!(took < Duration::from_secs(4), "{took:?}");
+        assert!(took < Duration::from_secs(6), "{took:?}");
     }
     let during = during.finish().await;
     assert!(during.failures.is_empty(), "{:?}", during.failures);
