@@ -28,6 +28,7 @@ pub const OUTCOMES: &[&str] = &[
     "timeout",
     "unavailable",
     "denied",
+    "cancelled",
 ];
 const AUTH_FAILURE_REASONS: &[&str] = &[
     "missing",
@@ -83,7 +84,7 @@ impl Metrics {
             registry: Registry::new(),
             tool_calls: counter(
                 "mcp_tool_calls_total",
-                "Tool calls by tool, component and outcome (ok, tool_error, protocol_error, trap, timeout, unavailable, denied)",
+                "Tool calls by tool, component and outcome (ok, tool_error, protocol_error, trap, timeout, unavailable, denied, cancelled)",
                 &["tool", "component", "outcome"],
             ),
             tool_call_duration: histogram(

@@ -11,8 +11,11 @@ mod util;
 mod auth;
 mod bad_input;
 mod binary;
+mod cancellation;
 mod describe_table;
 mod health;
+mod interop;
+mod legacy_sse;
 mod list_tables;
 mod metrics;
 mod protocol;
@@ -20,6 +23,7 @@ mod query_sql;
 mod sandbox;
 mod shutdown;
 mod sql_guard;
+mod stateless;
 mod swap;
 
 fn main() {
@@ -28,8 +32,11 @@ fn main() {
         auth::trials(),
         bad_input::trials(),
         binary::trials(),
+        cancellation::trials(),
         describe_table::trials(),
         health::trials(),
+        interop::trials(),
+        legacy_sse::trials(),
         list_tables::trials(),
         metrics::trials(),
         protocol::trials(),
@@ -37,6 +44,7 @@ fn main() {
         sandbox::trials(),
         shutdown::trials(),
         sql_guard::trials(),
+        stateless::trials(),
         swap::trials(),
     ]
     .into_iter()

@@ -1,9 +1,10 @@
 //! MCP protocol behaviour on the tools: listing, annotations, unknown tools.
 
-use crate::util::TestServer;
+use crate::util::{Mcp, TOKEN_AUTH, TestServer};
+use http::StatusCode;
 use serde_json::json;
 
-crate::trials!(protocol: tools_are_listed_in_order_with_schemas_and_annotations, unknown_tool_is_invalid_params);
+crate::trials!(protocol: tools_are_listed_in_order_with_schemas_and_annotations, unknown_tool_is_invalid_params, handshake_revisions_are_negotiated);
 
 async fn tools_are_listed_in_order_with_schemas_and_annotations() {
     let server = TestServer::start().await;
@@ -40,4 +41,50 @@ async fn unknown_tool_is_invalid_params() {
         "{error}"
     );
     mcp.structured("list_tables", json!({})).await;
+}
+
+async fn handshake_revisions_are_negotiated() {
+    let server = TestServer::start().await;
+    // Each handshake revision is answered in kind (`connect` asserts the echo), and the
+    // session works in it.
+    for version in ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"] {
+        let mut mcp = Mcp::connect(server.http(), server.token.clone(), version).await;
+        let pong = mcp.request("ping", json!({})).await;
+        assert_eq!(pong["result"], json!({}), "{version}: {pong}");
+        let one = mcp
+            .structured("query_sql", json!({"sql": "SELECT 1 AS one"}))
+            .await;
+        assert_eq!(one["rows"], json!([[1]]), "{version}");
+        assert_eq!(
+            mcp.delete_session().await,
+            StatusCode::NO_CONTENT,
+            "{version}"
+        );
+    }
+    // A revision we do not know gets the newest handshake revision we serve.
+    let init = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2099-01-01", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}
+    });
+    let response = server
+        .http()
+        .post(
+            "/mcp",
+            &[
+                ("authorization", TOKEN_AUTH),
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+            ],
+            &init.to_string(),
+        )
+        .await;
+    let answer = response
+        .messages()
+        .into_iter()
+        .find(|m| m["id"] == 1)
+        .unwrap();
+    assert_eq!(
+        answer["result"]["protocolVersion"], "2025-11-25",
+        "{answer}"
+    );
 }

@@ -18,6 +18,7 @@ pub const DEFAULT_STATEMENT_TIMEOUT: &str = "5s";
 pub const DEFAULT_POOL_TIMEOUT: &str = "2s";
 pub const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
 pub const DEFAULT_SESSION_IDLE_TIMEOUT: &str = "10m";
+pub const DEFAULT_SSE_KEEP_ALIVE: &str = "15s";
 pub const DEFAULT_MEMORY_LIMIT_MIB: u32 = 64;
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 256;
 pub const DEFAULT_POOL_SIZE: u32 = 16;
@@ -262,6 +263,11 @@ pub struct CommonArgs {
     /// MCP sessions idle this long are closed
     #[arg(long, env = "MCP_SANDBOX_SESSION_IDLE_TIMEOUT", default_value = DEFAULT_SESSION_IDLE_TIMEOUT, value_parser = parse_duration)]
     pub session_idle_timeout: Duration,
+
+    /// How often a quiet SSE stream (legacy /sse, or a Streamable HTTP stream) gets a
+    /// keep-alive, so proxies do not close it as idle
+    #[arg(long, env = "MCP_SANDBOX_SSE_KEEP_ALIVE", default_value = DEFAULT_SSE_KEEP_ALIVE, value_parser = parse_duration)]
+    pub sse_keep_alive: Duration,
 }
 
 impl CommonArgs {

@@ -9,9 +9,9 @@ use rmcp::ServerHandler;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, ErrorData,
     Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
-    Tool, ToolAnnotations,
+    SubscriptionFilter, Tool, ToolAnnotations,
 };
-use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
+use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer, SubscriptionContext};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -20,6 +20,9 @@ use tokio::sync::watch;
 const TIMEOUT_CODE: ErrorCode = ErrorCode(-32001);
 /// JSON-RPC code for a tool the caller's token may not use (implementation-defined).
 const DENIED_CODE: ErrorCode = ErrorCode(-32003);
+/// JSON-RPC code for a call the client cancelled (LSP's `RequestCancelled`). The spec
+/// says a cancelled request gets no response, and rmcp drops it; the code is for logs.
+const CANCELLED_CODE: ErrorCode = ErrorCode(-32800);
 
 const INSTRUCTIONS: &str = "Read-only access to a PostgreSQL database. Start with \
 list_tables, then describe_table for the columns you need, then query_sql for one \
@@ -110,6 +113,39 @@ impl ServerHandler for McpHandler {
         self.peers.add(context.peer);
     }
 
+    /// `subscriptions/listen` (2026-07-28): the tool list is the only thing that changes.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut accepted = SubscriptionFilter::default();
+        accepted.tools_list_changed = requested.tools_list_changed.filter(|&wanted| wanted);
+        Some(accepted)
+    }
+
+    /// Sends `notifications/tools/list_changed` on the listen stream after every change,
+    /// until the client cancels the request or closes the stream.
+    async fn listen(&self, subscription: SubscriptionContext) -> Result<(), ErrorData> {
+        let mut changes = self.runtime.changes();
+        changes.mark_unchanged();
+        let wants_tools = subscription.accepted().tools_list_changed == Some(true);
+        loop {
+            tokio::select! {
+                () = subscription.cancelled() => return Ok(()),
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Ok(()); // the runtime is gone: the server is stopping
+                    }
+                    if wants_tools
+                        && subscription.sink().notify_tool_list_changed().await.is_err()
+                    {
+                        return Ok(()); // the stream is closed
+                    }
+                }
+            }
+        }
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -155,7 +191,10 @@ impl ServerHandler for McpHandler {
             ));
         }
         let arguments = Value::Object(request.arguments.unwrap_or_default());
-        let invocation = self.runtime.call_tool(&request.name, &arguments).await;
+        let invocation = self
+            .runtime
+            .call_tool(&request.name, &arguments, &context.ct)
+            .await;
         log_invocation(&request.name, &caller_name, &invocation);
         to_mcp_result(invocation).map(CallToolResponse::from)
     }
@@ -219,6 +258,11 @@ pub(crate) fn to_mcp_result(
         Err(Fault::Trap { kind, message }) => Err(ErrorData::internal_error(
             format!("the `{component}` component trapped ({kind}): {message}"),
             Some(json!({"kind": kind.as_str(), "component": component})),
+        )),
+        Err(fault @ Fault::Cancelled) => Err(ErrorData::new(
+            CANCELLED_CODE,
+            fault.to_string(),
+            Some(json!({"kind": "cancelled", "component": component})),
         )),
         Err(fault @ Fault::BadOutput(_)) => Err(ErrorData::internal_error(
             fault.to_string(),

@@ -2,6 +2,7 @@
 //! runtime. No sockets and no wasmtime here; `server/` owns HTTP, `runtime/` owns wasm.
 
 mod handler;
+pub mod legacy_sse;
 pub mod validate;
 
 pub use handler::McpHandler;

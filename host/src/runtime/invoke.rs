@@ -8,6 +8,7 @@ use super::registry::{Loaded, Pre};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 use wasmtime::Trap;
 
 /// After the deadline, a guest blocked in a host call (not executing wasm, so the epoch
@@ -41,6 +42,8 @@ pub enum Fault {
     Unavailable(String),
     #[error("the component returned an invalid result: {0}")]
     BadOutput(String),
+    #[error("the client cancelled the call")]
+    Cancelled,
 }
 
 impl Fault {
@@ -51,6 +54,7 @@ impl Fault {
             Fault::Trap { .. } | Fault::BadOutput(_) => "trap",
             Fault::Timeout(_) => "timeout",
             Fault::Unavailable(_) => "unavailable",
+            Fault::Cancelled => "cancelled",
         }
     }
 }
@@ -167,13 +171,14 @@ impl Shared {
         tool: &str,
         arguments: &str,
         started: Instant,
+        cancel: &CancellationToken,
     ) -> Invocation<ToolOutput> {
         let deadline = started + loaded.limits.timeout;
         let Pre::Tool(pre) = &loaded.pre else {
             return Invocation::failed(Fault::UnknownTool(tool.to_owned()), started);
         };
         let max_result = loaded.limits.max_result_bytes;
-        self.run(&loaded, deadline, started, async |store| {
+        self.run(&loaded, deadline, started, cancel, async |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
             let instantiated = Instant::now();
             let result = instance
@@ -209,7 +214,9 @@ impl Shared {
                 started,
             );
         };
-        self.run(&loaded, deadline, started, async |store| {
+        // A probe is never cancelled: it is short and its answer is shared.
+        let never = CancellationToken::new();
+        self.run(&loaded, deadline, started, &never, async |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
             let instantiated = Instant::now();
             let report = instance
@@ -223,12 +230,15 @@ impl Shared {
     }
 
     /// Runs `body` in a fresh store under `deadline`, classifying traps and timing the
-    /// phases. `body` returns when instantiation finished along with its result.
+    /// phases. `body` returns when instantiation finished along with its result. When
+    /// `cancel` fires first, `body` is dropped: the instance stops at once and a
+    /// statement in flight is cancelled on the server (the database session's `Drop`).
     async fn run<R>(
         &self,
         loaded: &Loaded,
         deadline: Instant,
         started: Instant,
+        cancel: &CancellationToken,
         body: impl AsyncFnOnce(
             &mut wasmtime::Store<super::state::HostState>,
         ) -> wasmtime::Result<(Instant, R)>,
@@ -252,8 +262,13 @@ impl Shared {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut store = self.new_store(loaded.name.clone(), &loaded.limits, deadline);
         let before = Instant::now();
-        let outcome =
-            tokio::time::timeout_at((deadline + HOST_CALL_GRACE).into(), body(&mut store)).await;
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout_at(
+                (deadline + HOST_CALL_GRACE).into(),
+                body(&mut store),
+            ) => Some(outcome),
+            () = cancel.cancelled() => None,
+        };
         let finished = Instant::now();
         let stats = store.data().session.stats();
         let (output, dropped) = store.data().output.take();
@@ -267,12 +282,13 @@ impl Shared {
         }
         drop(store); // returns the instance slot; the database session cleans up
         let (instantiated, result) = match outcome {
-            Ok(Ok((instantiated, value))) => (Some(instantiated), Ok(value)),
-            Ok(Err(error)) => (
+            Some(Ok(Ok((instantiated, value)))) => (Some(instantiated), Ok(value)),
+            Some(Ok(Err(error))) => (
                 None,
                 Err(classify(&error, &output, deadline, deadline - started)),
             ),
-            Err(_) => (None, Err(Fault::Timeout(deadline - started))),
+            Some(Err(_)) => (None, Err(Fault::Timeout(deadline - started))),
+            None => (None, Err(Fault::Cancelled)),
         };
         let instantiate = instantiated.map_or(Duration::ZERO, |i| i - before);
         let timings = Timings {

@@ -40,6 +40,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
@@ -209,15 +210,25 @@ impl Runtime {
     }
 
     /// Calls `tool` in a fresh instance, after checking `arguments` against the tool's
-    /// input schema (the component never sees arguments that do not match).
-    pub async fn call_tool(&self, tool: &str, arguments: &Value) -> Invocation<ToolOutput> {
+    /// input schema (the component never sees arguments that do not match). `cancel`
+    /// stops it early: the client cancelled the request or went away.
+    pub async fn call_tool(
+        &self,
+        tool: &str,
+        arguments: &Value,
+        cancel: &CancellationToken,
+    ) -> Invocation<ToolOutput> {
         let started = Instant::now();
         let loaded = self.shared.registry.load().tool(tool).cloned();
         let invocation = match loaded {
             None => Invocation::failed(Fault::UnknownTool(tool.to_owned()), started),
             Some(loaded) => match self.shared.admit(&loaded, tool, arguments) {
                 Err(fault) => Invocation::failed(fault, started).served_by(&loaded),
-                Ok(json) => self.shared.invoke_tool(loaded, tool, &json, started).await,
+                Ok(json) => {
+                    self.shared
+                        .invoke_tool(loaded, tool, &json, started, cancel)
+                        .await
+                }
             },
         };
         let outcome = match &invocation.result {

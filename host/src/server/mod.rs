@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod health;
+mod legacy;
 mod origin;
 mod respond;
 mod routes;
@@ -13,6 +14,7 @@ pub use auth::{Auth, Denied, Identity};
 pub use origin::Origins;
 
 use crate::mcp::McpHandler;
+use crate::mcp::legacy_sse::LegacySessions;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use health::HealthCache;
@@ -44,6 +46,8 @@ pub struct Settings {
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Origins,
     pub session_idle_timeout: Duration,
+    /// how often a quiet SSE stream gets a keep-alive comment
+    pub sse_keep_alive: Duration,
     pub max_request_bytes: usize,
     /// the largest `.wasm` body `PUT /admin/components/NAME` accepts
     pub max_component_bytes: usize,
@@ -78,6 +82,10 @@ pub struct App {
     public: PublicSettings,
     mcp: StreamableHttpService<McpHandler, LocalSessionManager>,
     sessions: Arc<LocalSessionManager>,
+    /// the handler behind every session, also for the legacy SSE transport
+    handler: McpHandler,
+    legacy: LegacySessions,
+    sse_keep_alive: Duration,
     /// ends long-lived MCP streams at shutdown
     streams: CancellationToken,
     health: HealthCache,
@@ -93,7 +101,8 @@ impl App {
         let streams = CancellationToken::new();
         let mut config = StreamableHttpServerConfig::default()
             .with_cancellation_token(streams.clone())
-            .with_max_request_body_bytes(settings.max_request_bytes);
+            .with_max_request_body_bytes(settings.max_request_bytes)
+            .with_sse_keep_alive(Some(settings.sse_keep_alive));
         config = if settings.allowed_hosts.is_empty() {
             config.disable_allowed_hosts()
         } else {
@@ -103,7 +112,8 @@ impl App {
         sessions.session_config.keep_alive = Some(settings.session_idle_timeout);
         let sessions = Arc::new(sessions);
         let handler = McpHandler::new(runtime.clone(), metrics.clone());
-        let mcp = StreamableHttpService::new(move || Ok(handler.clone()), sessions.clone(), config);
+        let factory = handler.clone();
+        let mcp = StreamableHttpService::new(move || Ok(factory.clone()), sessions.clone(), config);
         Arc::new(Self {
             runtime,
             metrics,
@@ -112,6 +122,9 @@ impl App {
             public: settings.public,
             mcp,
             sessions,
+            handler,
+            legacy: LegacySessions::default(),
+            sse_keep_alive: settings.sse_keep_alive,
             streams,
             health: HealthCache::default(),
             started: Instant::now(),

@@ -26,3 +26,8 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
 pub fn text(text: String) -> Body {
     Full::new(Bytes::from(text)).boxed()
 }
+
+/// No body at all (204 and the like).
+pub fn empty() -> Body {
+    http_body_util::Empty::new().boxed()
+}

@@ -2,7 +2,7 @@
 //! `/metrics`; admin scope: `/admin/...`. Every request is counted by route and status.
 
 use super::respond::{self, Body};
-use super::{App, Denied, Identity, admin, health, wellknown};
+use super::{App, Denied, Identity, admin, health, legacy, wellknown};
 use crate::mcp::validate;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -15,6 +15,8 @@ use tower_service::Service;
 fn route_label(path: &str) -> &'static str {
     match path {
         "/mcp" => "/mcp",
+        "/sse" => "/sse",
+        "/messages" | legacy::MESSAGES_PATH => "/messages",
         "/health" => "/health",
         "/ready" => "/ready",
         "/metrics" => "/metrics",
@@ -67,10 +69,7 @@ impl App {
                 Ok(_) => self.metrics_response().await,
             },
             "/mcp" => {
-                if let Err(response) = self.check_origin(request.headers()) {
-                    return *response;
-                }
-                let identity = match self.authenticate(request.headers()) {
+                let identity = match self.mcp_caller(request.headers()) {
                     Ok(identity) => identity,
                     Err(response) => return *response,
                 };
@@ -80,10 +79,39 @@ impl App {
                     Ok(body) => body,
                     Err(response) => return *response,
                 };
+                let deleting = parts.method == Method::DELETE;
                 let mut mcp = self.mcp.clone();
-                match mcp.call(Request::from_parts(parts, Full::new(body))).await {
+                let response = match mcp.call(Request::from_parts(parts, Full::new(body))).await {
                     Ok(response) => response,
                     Err(never) => match never {},
+                };
+                if deleting && response.status() == StatusCode::ACCEPTED {
+                    // rmcp answers a session's DELETE with 202; there is nothing left to
+                    // accept, and the Python SDK logs anything but 200/204 as a failure.
+                    let mut ended = Response::new(respond::empty());
+                    *ended.status_mut() = StatusCode::NO_CONTENT;
+                    return ended;
+                }
+                response
+            }
+            "/sse" => {
+                let identity = match self.mcp_caller(request.headers()) {
+                    Ok(identity) => identity,
+                    Err(response) => return *response,
+                };
+                match method {
+                    Method::GET => self.open_legacy_stream(&identity),
+                    _ => method_not_allowed("GET"),
+                }
+            }
+            "/messages" | legacy::MESSAGES_PATH => {
+                let identity = match self.mcp_caller(request.headers()) {
+                    Ok(identity) => identity,
+                    Err(response) => return *response,
+                };
+                match method {
+                    Method::POST => self.post_legacy_message(identity, request).await,
+                    _ => method_not_allowed("POST"),
                 }
             }
             p if p.starts_with("/admin/") => {
@@ -96,13 +124,22 @@ impl App {
                 }
                 admin::handle(self, request).await
             }
-            _ => respond::error(StatusCode::NOT_FOUND, "not found; MCP is served at /mcp"),
+            _ => respond::error(
+                StatusCode::NOT_FOUND,
+                "not found; MCP is served at /mcp (and the legacy SSE transport at /sse)",
+            ),
         }
+    }
+
+    /// The rules of every MCP route: an allowed Origin (when sent), then a valid token.
+    fn mcp_caller(&self, headers: &HeaderMap) -> Result<Identity, Box<Response<Body>>> {
+        self.check_origin(headers)?;
+        self.authenticate(headers)
     }
 
     /// Reads an `/mcp` body up to the size limit (413 beyond it) and, for JSON posts,
     /// rejects malformed JSON-RPC with a 400 and the JSON-RPC error the spec names.
-    async fn read_mcp_body(
+    pub(super) async fn read_mcp_body(
         &self,
         parts: &http::request::Parts,
         body: Incoming,
@@ -148,7 +185,7 @@ impl App {
     }
 
     async fn metrics_response(&self) -> Response<Body> {
-        let sessions = self.sessions.sessions.read().await.len();
+        let sessions = self.sessions.sessions.read().await.len() + self.legacy.len();
         let text = self.metrics.render(self.runtime.db().status(), sessions);
         let mut response = Response::new(respond::text(text));
         response.headers_mut().insert(

@@ -254,10 +254,7 @@ impl Mcp {
             .open(Method::GET, "/mcp", &headers, Bytes::new())
             .await;
         assert_eq!(response.status(), StatusCode::OK);
-        SseStream {
-            body: response.into_body(),
-            buffer: String::new(),
-        }
+        SseStream::new(response)
     }
 
     /// `DELETE /mcp`: ends the session.
@@ -332,28 +329,51 @@ impl Mcp {
     }
 }
 
-/// An open SSE stream, read message by message.
+/// One SSE event: its `event:` name, its `data:` lines joined, and whether it was only
+/// a comment (a keep-alive).
+#[derive(Debug, Default)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
+    pub comment: bool,
+}
+
+/// An open SSE stream, read event by event.
 pub struct SseStream {
     body: hyper::body::Incoming,
     buffer: String,
 }
 
 impl SseStream {
-    /// The next JSON-RPC message on the stream within `timeout`, or None.
-    pub async fn next_message(&mut self, timeout: std::time::Duration) -> Option<Value> {
+    pub fn new(response: http::Response<hyper::body::Incoming>) -> Self {
+        Self {
+            body: response.into_body(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (comments included) within `timeout`; None at a timeout or the
+    /// end of the stream.
+    pub async fn next_event(&mut self, timeout: std::time::Duration) -> Option<SseEvent> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let event: String = self.buffer.drain(..end + 2).collect();
-                let data: Vec<&str> = event
-                    .lines()
-                    .filter_map(|line| line.strip_prefix("data:"))
-                    .map(str::trim)
-                    .collect();
-                let data = data.join("\n");
-                if !data.is_empty() {
-                    return Some(serde_json::from_str(&data).expect("SSE data is JSON"));
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent::default();
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(name) = line.strip_prefix("event:") {
+                        event.event = Some(name.trim().to_owned());
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push(value.trim().to_owned());
+                    }
                 }
+                event.data = data.join("\n");
+                event.comment = block
+                    .lines()
+                    .filter(|line| !line.is_empty())
+                    .all(|line| line.starts_with(':'));
+                return Some(event);
             }
             let frame = tokio::time::timeout_at(deadline, self.body.frame()).await;
             match frame {
@@ -363,6 +383,18 @@ impl SseStream {
                     }
                 }
                 _ => return None,
+            }
+        }
+    }
+
+    /// The next JSON-RPC message on the stream within `timeout`, or None.
+    pub async fn next_message(&mut self, timeout: std::time::Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let event = self.next_event(left).await?;
+            if !event.data.is_empty() {
+                return Some(serde_json::from_str(&event.data).expect("SSE data is JSON"));
             }
         }
     }

@@ -7,7 +7,7 @@ pub mod metrics;
 pub mod server;
 
 pub use client::{Http, Mcp};
-pub use server::TestServer;
+pub use server::{TOKEN_AUTH, TestServer};
 
 use libtest_mimic::Trial;
 use std::future::Future;

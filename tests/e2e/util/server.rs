@@ -10,6 +10,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const TOKEN: &str = "test-token-0123456789";
+/// The `Authorization` header for [`TOKEN`].
+pub const TOKEN_AUTH: &str = "Bearer test-token-0123456789";
 
 pub struct TestServer {
     pub addr: SocketAddr,

@@ -1,0 +1,91 @@
+"""Drives mcp-sandbox with the official MCP Python SDK (`mcp` on PyPI).
+
+Usage: client.py MODE URL TOKEN, MODE one of
+  streamable-legacy  Streamable HTTP, initialize handshake (2025-era sessions)
+  streamable-auto    Streamable HTTP, server/discover probe (2026-07-28, stateless)
+  sse                the legacy HTTP+SSE transport (2024-11-05); URL ends in /sse
+
+Connects, lists the tools, calls each database tool, provokes a tool error and
+disconnects. Prints one JSON line of what it saw; exits non-zero on any surprise.
+"""
+
+import asyncio
+import json
+import sys
+
+from mcp.client import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+EXPECTED_TOOLS = {"describe_table", "list_tables", "query_sql"}
+
+
+def check(condition, what):
+    if not condition:
+        raise AssertionError(what)
+
+
+async def run(mode, url, token):
+    headers = {"Authorization": f"Bearer {token}"}
+    if mode == "sse":
+        transport = sse_client(url, headers=headers)
+        connect_mode = "legacy"
+    else:
+        http = create_mcp_http_client(headers=headers)
+        transport = streamable_http_client(url, http_client=http)
+        connect_mode = "legacy" if mode == "streamable-legacy" else "auto"
+
+    seen = {"mode": mode}
+    async with Client(transport, mode=connect_mode) as client:
+        seen["protocol_version"] = client.session.protocol_version
+        tools = (await client.list_tools()).tools
+        names = {tool.name for tool in tools}
+        check(EXPECTED_TOOLS <= names, f"tools listed: {sorted(names)}")
+        for tool in tools:
+            if tool.name in EXPECTED_TOOLS:
+                check(tool.annotations is not None, f"{tool.name} has annotations")
+                check(tool.annotations.read_only_hint is True, f"{tool.name} readOnlyHint")
+                check(tool.annotations.destructive_hint is False, f"{tool.name} destructiveHint")
+                check(tool.output_schema is not None, f"{tool.name} has an outputSchema")
+        seen["tools"] = sorted(names)
+
+        listed = await client.call_tool("list_tables", {})
+        check(not listed.is_error, f"list_tables failed: {listed}")
+        tables = [t["name"] for t in listed.structured_content["tables"]]
+        check("customers" in tables, f"list_tables: {tables}")
+
+        described = await client.call_tool("describe_table", {"table": "customers"})
+        check(not described.is_error, f"describe_table failed: {described}")
+        columns = [c["name"] for c in described.structured_content["columns"]]
+        check(
+            columns == ["id", "email", "full_name", "country", "created_at"],
+            f"describe_table columns: {columns}",
+        )
+
+        queried = await client.call_tool(
+            "query_sql", {"sql": "SELECT full_name FROM customers WHERE email = 'grace@example.com'"}
+        )
+        check(not queried.is_error, f"query_sql failed: {queried}")
+        check(queried.structured_content["rows"] == [["Grace Hopper"]], f"query_sql rows: {queried}")
+        # The text rendering carries the same result as the structured content.
+        check(
+            json.loads(queried.content[0].text) == queried.structured_content,
+            "text == structuredContent",
+        )
+
+        refused = await client.call_tool("query_sql", {"sql": "DELETE FROM customers"})
+        check(refused.is_error, f"a write must be a tool error: {refused}")
+        seen["tool_error"] = refused.content[0].text[:120]
+    seen["disconnected"] = True
+    return seen
+
+
+def main():
+    mode, url, token = sys.argv[1:4]
+    seen = asyncio.run(run(mode, url, token))
+    print(json.dumps(seen))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+// Drives mcp-sandbox with the official MCP TypeScript SDK (@modelcontextprotocol/sdk).
+//
+// Usage: node client.mjs MODE URL TOKEN, MODE one of
+//   streamable  Streamable HTTP with a session (initialize handshake)
+//   sse         the legacy HTTP+SSE transport (2024-11-05); URL ends in /sse
+//
+// Connects, lists the tools, calls each database tool, provokes a tool error and
+// disconnects. Prints one JSON line of what it saw; exits non-zero on any surprise.
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+
+const EXPECTED_TOOLS = ["describe_table", "list_tables", "query_sql"];
+
+function check(condition, what) {
+  if (!condition) throw new Error(`check failed: ${what}`);
+}
+
+async function run(mode, url, token) {
+  const headers = { Authorization: `Bearer ${token}` };
+  let transport;
+  if (mode === "sse") {
+    // The SSE transport's GET goes through eventSourceInit's fetch; its POSTs use requestInit.
+    transport = new SSEClientTransport(new URL(url), {
+      requestInit: { headers },
+      eventSourceInit: {
+        fetch: (input, init) => fetch(input, { ...init, headers: { ...init?.headers, ...headers } }),
+      },
+    });
+  } else if (mode === "streamable") {
+    transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } });
+  } else {
+    throw new Error(`unknown mode ${mode}`);
+  }
+  const client = new Client({ name: "mcp-sandbox-interop", version: "1.0.0" });
+  await client.connect(transport);
+  const seen = { mode, server: client.getServerVersion()?.name };
+  if (mode === "streamable") {
+    seen.session = Boolean(transport.sessionId);
+    seen.protocol_version = transport.protocolVersion;
+  }
+
+  const { tools } = await client.listTools();
+  const names = tools.map((t) => t.name).sort();
+  for (const name of EXPECTED_TOOLS) check(names.includes(name), `tool ${name} listed: ${names}`);
+  for (const tool of tools.filter((t) => EXPECTED_TOOLS.includes(t.name))) {
+    check(tool.annotations?.readOnlyHint === true, `${tool.name} readOnlyHint`);
+    check(tool.annotations?.destructiveHint === false, `${tool.name} destructiveHint`);
+    check(tool.outputSchema !== undefined, `${tool.name} has an outputSchema`);
+  }
+  seen.tools = names;
+
+  // The SDK validates structuredContent against each tool's outputSchema.
+  const listed = await client.callTool({ name: "list_tables", arguments: {} });
+  check(!listed.isError, `list_tables: ${JSON.stringify(listed)}`);
+  const tables = listed.structuredContent.tables.map((t) => t.name);
+  check(tables.includes("customers"), `list_tables: ${tables}`);
+
+  const described = await client.callTool({ name: "describe_table", arguments: { table: "customers" } });
+  check(!described.isError, `describe_table: ${JSON.stringify(described)}`);
+  const columns = described.structuredContent.columns.map((c) => c.name);
+  check(JSON.stringify(columns) === JSON.stringify(["id", "email", "full_name", "country", "created_at"]), `columns: ${columns}`);
+
+  const queried = await client.callTool({
+    name: "query_sql",
+    arguments: { sql: "SELECT full_name FROM customers WHERE email = 'grace@example.com'" },
+  });
+  check(!queried.isError, `query_sql: ${JSON.stringify(queried)}`);
+  check(JSON.stringify(queried.structuredContent.rows) === JSON.stringify([["Grace Hopper"]]), "query_sql rows");
+  check(
+    JSON.stringify(JSON.parse(queried.content[0].text)) === JSON.stringify(queried.structuredContent),
+    "text == structuredContent",
+  );
+
+  const refused = await client.callTool({ name: "query_sql", arguments: { sql: "DELETE FROM customers" } });
+  check(refused.isError === true, `a write must be a tool error: ${JSON.stringify(refused)}`);
+  seen.tool_error = refused.content[0].text.slice(0, 120);
+
+  if (mode === "streamable") await transport.terminateSession();
+  await client.close();
+  seen.disconnected = true;
+  return seen;
+}
+
+const [mode, url, token] = process.argv.slice(2);
+run(mode, url, token).then(
+  (seen) => console.log(JSON.stringify(seen)),
+  (error) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
