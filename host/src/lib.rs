@@ -72,6 +72,7 @@ pub async fn build_app(
             allowed_origins,
             session_idle_timeout: common.session_idle_timeout,
             sse_keep_alive: common.sse_keep_alive,
+            shutdown_delay: common.shutdown_delay,
             max_request_bytes: (common.max_request_kib as usize) << 10,
             max_component_bytes: (common.max_component_mib as usize) << 20,
             public: PublicSettings {

@@ -1,6 +1,7 @@
 //! Cancellation: a client's `notifications/cancelled`, a closed stateless request, or a
 //! closed legacy SSE stream stops the invocation and cancels its statement on the server.
 
+use crate::util::client::{STATELESS, stateless_request};
 use crate::util::db;
 use crate::util::metrics::count;
 use crate::util::{TOKEN_AUTH, TestServer};
@@ -103,31 +104,26 @@ async fn notifications_cancelled_stops_the_call_and_its_query() {
 
 async fn a_closed_stateless_request_stops_its_call() {
     let server = server("cancel-stateless").await;
-    let meta = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"}
-    });
-    let call = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "query_sql", "arguments": {"sql": "SELECT pg_sleep(102)"}, "_meta": meta}
-    });
+    let arguments = json!({"name": "query_sql", "arguments": {"sql": "SELECT pg_sleep(102)"}});
+    let (headers, body) = stateless_request(
+        TOKEN_AUTH,
+        STATELESS,
+        "tools/call",
+        Some("query_sql"),
+        arguments,
+    );
+    let headers: Vec<(String, String)> = headers
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
     let http = server.http();
     let request = tokio::spawn(async move {
-        http.open(
-            Method::POST,
-            "/mcp",
-            &[
-                ("authorization", TOKEN_AUTH),
-                ("content-type", "application/json"),
-                ("accept", "application/json, text/event-stream"),
-                ("mcp-protocol-version", "2026-07-28"),
-                ("mcp-method", "tools/call"),
-                ("mcp-name", "query_sql"),
-            ],
-            Bytes::from(call.to_string()),
-        )
-        .await
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        http.open(Method::POST, "/mcp", &headers, Bytes::from(body))
+            .await
     });
     wait_for("cancel-stateless", true).await;
     request.abort(); // drops the connection

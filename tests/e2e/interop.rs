@@ -1,5 +1,5 @@
 //! Interoperability: the official MCP SDKs, which nobody on this project wrote, drive the
-//! server in every era it serves. The clients live in `interop/`; `scripts/setup-interop`
+//! server in every era it serves. The clients live in `interop/`; `scripts/setup-test-tools`
 //! (run by `.ci/run`) installs the SDKs. Each connects, lists the tools, calls each one,
 //! sees a tool error and disconnects; the server must then hold no session.
 
@@ -23,7 +23,7 @@ fn python() -> PathBuf {
     let python = repo().join("target/interop/venv/bin/python");
     assert!(
         python.exists(),
-        "the MCP Python SDK is not installed: run scripts/setup-interop (.ci/run does)"
+        "the MCP Python SDK is not installed: run scripts/setup-test-tools (.ci/run does)"
     );
     python
 }
@@ -32,7 +32,7 @@ fn typescript_client() -> PathBuf {
     let dir = repo().join("interop/typescript");
     assert!(
         dir.join("node_modules/@modelcontextprotocol/sdk").exists(),
-        "the MCP TypeScript SDK is not installed: run scripts/setup-interop (.ci/run does)"
+        "the MCP TypeScript SDK is not installed: run scripts/setup-test-tools (.ci/run does)"
     );
     dir.join("client.mjs")
 }

@@ -12,6 +12,7 @@ mod auth;
 mod bad_input;
 mod binary;
 mod cancellation;
+mod deploy;
 mod describe_table;
 mod health;
 mod interop;
@@ -20,6 +21,7 @@ mod list_tables;
 mod metrics;
 mod protocol;
 mod query_sql;
+mod replicas;
 mod sandbox;
 mod shutdown;
 mod sql_guard;
@@ -33,6 +35,7 @@ fn main() {
         bad_input::trials(),
         binary::trials(),
         cancellation::trials(),
+        deploy::trials(),
         describe_table::trials(),
         health::trials(),
         interop::trials(),
@@ -41,6 +44,7 @@ fn main() {
         metrics::trials(),
         protocol::trials(),
         query_sql::trials(),
+        replicas::trials(),
         sandbox::trials(),
         shutdown::trials(),
         sql_guard::trials(),

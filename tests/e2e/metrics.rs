@@ -285,4 +285,9 @@ async fn deploy_files_use_exported_names() {
     }
     let rules = files[0].to_str().unwrap();
     run_promtool(&["check", "rules", rules], "").unwrap_or_else(|e| panic!("promtool: {e}"));
+    // (Debian's promtool is built without Kubernetes discovery, so kubernetes-scrape.yml
+    // is checked as YAML by the deploy tests instead.)
+    let scrape = deploy.join("prometheus/scrape.yml");
+    run_promtool(&["check", "config", scrape.to_str().unwrap()], "")
+        .unwrap_or_else(|e| panic!("promtool on scrape.yml: {e}"));
 }

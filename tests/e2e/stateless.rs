@@ -2,7 +2,7 @@
 //! `Mcp-Method` / `Mcp-Name` headers checked against the body, `ttlMs` / `cacheScope`,
 //! `subscriptions/listen`, and what probing clients get. No session is ever created.
 
-use crate::util::client::{Response, SseStream};
+use crate::util::client::{Response, STATELESS, SseStream, stateless_request};
 use crate::util::{Http, TOKEN_AUTH, TestServer};
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -11,22 +11,13 @@ use std::time::Duration;
 
 crate::trials!(stateless: discover_describes_the_server, tools_are_listed_and_called_without_a_session, headers_that_contradict_the_body_are_refused, probing_clients_get_the_answers_the_spec_prescribes, listen_streams_tool_list_changes);
 
-const V2026: &str = "2026-07-28";
+const V2026: &str = STATELESS;
 const HEADER_MISMATCH: i64 = -32020;
 const UNSUPPORTED_VERSION: i64 = -32022;
 
-fn meta(version: &str) -> Value {
-    json!({
-        "io.modelcontextprotocol/protocolVersion": version,
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "e2e-stateless", "version": "1"}
-    })
-}
-
 /// The body of a 2026-07-28 request: `params` with the required `_meta`.
-fn body(method: &str, mut params: Value, version: &str) -> String {
-    params["_meta"] = meta(version);
-    json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string()
+fn body(method: &str, params: Value, version: &str) -> String {
+    stateless_request(TOKEN_AUTH, version, method, None, params).1
 }
 
 /// The headers a 2026-07-28 client sends for `method` (and `name` for tools/call).
@@ -35,38 +26,19 @@ fn headers<'a>(
     method: &'a str,
     name: Option<&'a str>,
 ) -> Vec<(&'a str, &'a str)> {
-    let mut headers = vec![
-        ("authorization", TOKEN_AUTH),
-        ("content-type", "application/json"),
-        ("accept", "application/json, text/event-stream"),
-        ("mcp-protocol-version", version),
-        ("mcp-method", method),
-    ];
-    if let Some(name) = name {
-        headers.push(("mcp-name", name));
-    }
-    headers
+    stateless_request(TOKEN_AUTH, version, method, name, json!({})).0
 }
 
 /// One well-formed 2026-07-28 request; its response and its one JSON-RPC message.
 async fn send(http: &Http, method: &str, name: Option<&str>, params: Value) -> (Response, Value) {
-    let response = http
-        .post(
-            "/mcp",
-            &headers(V2026, method, name),
-            &body(method, params, V2026),
-        )
-        .await;
-    let message = response
-        .messages()
-        .into_iter()
-        .find(|m| m["id"] == 1)
-        .unwrap_or_else(|| panic!("no answer: {} {}", response.status, response.text()));
+    let (response, answer) = http.stateless(TOKEN_AUTH, method, name, params).await;
+    let answer =
+        answer.unwrap_or_else(|| panic!("no answer: {} {}", response.status, response.text()));
     assert!(
         response.header("mcp-session-id").is_none(),
         "no sessions in 2026-07-28"
     );
-    (response, message)
+    (response, answer)
 }
 
 async fn discover_describes_the_server() {

@@ -19,6 +19,7 @@ pub const DEFAULT_POOL_TIMEOUT: &str = "2s";
 pub const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
 pub const DEFAULT_SESSION_IDLE_TIMEOUT: &str = "10m";
 pub const DEFAULT_SSE_KEEP_ALIVE: &str = "15s";
+pub const DEFAULT_SHUTDOWN_DELAY: &str = "0s";
 pub const DEFAULT_MEMORY_LIMIT_MIB: u32 = 64;
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 256;
 pub const DEFAULT_POOL_SIZE: u32 = 16;
@@ -268,6 +269,11 @@ pub struct CommonArgs {
     /// keep-alive, so proxies do not close it as idle
     #[arg(long, env = "MCP_SANDBOX_SSE_KEEP_ALIVE", default_value = DEFAULT_SSE_KEEP_ALIVE, value_parser = parse_duration)]
     pub sse_keep_alive: Duration,
+
+    /// On SIGTERM, keep serving this long with /ready failing before closing the
+    /// listener, so a load balancer stops routing here first (e.g. 5s under Kubernetes)
+    #[arg(long, env = "MCP_SANDBOX_SHUTDOWN_DELAY", default_value = DEFAULT_SHUTDOWN_DELAY, value_parser = parse_delay)]
+    pub shutdown_delay: Duration,
 }
 
 impl CommonArgs {
@@ -419,9 +425,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
 }
 
+/// Like [`parse_duration`], and zero (`0s`) turns the delay off.
+pub fn parse_delay(text: &str) -> Result<Duration, String> {
+    let zero = text.trim().trim_end_matches(['m', 's', 'h']).trim();
+    if !zero.is_empty() && zero.chars().all(|c| c == '0' || c == '.') {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delays_may_be_zero() {
+        assert_eq!(parse_delay("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_delay("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_delay("0ms"), Ok(Duration::ZERO));
+        assert_eq!(parse_delay("5s"), Ok(Duration::from_secs(5)));
+        assert!(parse_delay("-1s").is_err());
+        assert!(parse_delay("soon").is_err());
+    }
 
     #[test]
     fn durations_parse_with_units() {

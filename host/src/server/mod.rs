@@ -48,6 +48,9 @@ pub struct Settings {
     pub session_idle_timeout: Duration,
     /// how often a quiet SSE stream gets a keep-alive comment
     pub sse_keep_alive: Duration,
+    /// after the shutdown signal, how long to keep serving with `/ready` failing, so
+    /// load balancers stop sending traffic before the listener closes
+    pub shutdown_delay: Duration,
     pub max_request_bytes: usize,
     /// the largest `.wasm` body `PUT /admin/components/NAME` accepts
     pub max_component_bytes: usize,
@@ -94,6 +97,7 @@ pub struct App {
     draining: AtomicBool,
     max_request_bytes: usize,
     max_component_bytes: usize,
+    shutdown_delay: Duration,
 }
 
 impl App {
@@ -131,6 +135,7 @@ impl App {
             draining: AtomicBool::new(false),
             max_request_bytes: settings.max_request_bytes,
             max_component_bytes: settings.max_component_bytes,
+            shutdown_delay: settings.shutdown_delay,
         })
     }
 
@@ -151,7 +156,8 @@ enum Port {
 }
 
 /// Serves `app` on `listener` (and `/metrics` alone, without a token, on `metrics` when
-/// given) until `shutdown` resolves. Then: `/ready` fails, accepting stops, tool calls
+/// given) until `shutdown` resolves. Then: `/ready` fails, serving goes on for the
+/// shutdown delay (load balancers take a moment to notice), accepting stops, tool calls
 /// in flight finish (up to [`DRAIN_TIMEOUT`]; new ones are refused), MCP streams end,
 /// connections drain, and the pool closes.
 pub async fn run(
@@ -167,8 +173,15 @@ pub async fn run(
     });
     let main = tokio::spawn(serve(listener, app.clone(), Port::Main, stop.clone()));
     shutdown.await;
-    tracing::info!("shutting down: finishing tool calls in flight");
     app.draining.store(true, Ordering::Relaxed);
+    if !app.shutdown_delay.is_zero() {
+        tracing::info!(
+            delay_ms = app.shutdown_delay.as_millis() as u64,
+            "shutting down: /ready fails; serving on while load balancers catch up"
+        );
+        tokio::time::sleep(app.shutdown_delay).await;
+    }
+    tracing::info!("shutting down: finishing tool calls in flight");
     stop.cancel();
     if !app.runtime.drain(DRAIN_TIMEOUT).await {
         tracing::warn!("tool calls still running after {DRAIN_TIMEOUT:?}; stopping anyway");

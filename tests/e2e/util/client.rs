@@ -399,3 +399,59 @@ impl SseStream {
         }
     }
 }
+
+/// The protocol revision without sessions.
+pub const STATELESS: &str = "2026-07-28";
+
+/// The required `_meta` of a request at protocol `version` (2026-07-28 and later).
+pub fn request_meta(version: &str) -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": version,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "e2e-stateless", "version": "1"}
+    })
+}
+
+/// A request as a 2026-07-28 client sends it: the body (id 1, `params` with `_meta`)
+/// and the headers (`Mcp-Method`, and `Mcp-Name` for a `name`d tool) with `auth`.
+pub fn stateless_request<'a>(
+    auth: &'a str,
+    version: &'a str,
+    method: &'a str,
+    name: Option<&'a str>,
+    mut params: Value,
+) -> (Vec<(&'a str, &'a str)>, String) {
+    params["_meta"] = request_meta(version);
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let mut headers = vec![
+        ("authorization", auth),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", version),
+        ("mcp-method", method),
+    ];
+    if let Some(name) = name {
+        headers.push(("mcp-name", name));
+    }
+    (headers, body.to_string())
+}
+
+impl Http {
+    /// One 2026-07-28 request; the response and its answer (None when it has none).
+    pub async fn stateless(
+        &self,
+        auth: &str,
+        method: &str,
+        name: Option<&str>,
+        params: Value,
+    ) -> (Response, Option<Value>) {
+        let (headers, body) = stateless_request(auth, STATELESS, method, name, params);
+        let response = self.post("/mcp", &headers, &body).await;
+        let answer = response
+            .header("content-type")
+            .is_some_and(|c| c.contains("json") || c.contains("event-stream"))
+            .then(|| response.messages().into_iter().find(|m| m["id"] == 1))
+            .flatten();
+        (response, answer)
+    }
+}
