@@ -1,0 +1,178 @@
+//! Cold start and memory (BENCHMARKS.md): the real binary from process start to `/ready`
+//! answering 200, with and without the compiled-component cache; resident memory idle
+//! and with 1,000 open MCP sessions. A throwaway PostgreSQL is started for it. Run with
+//! `cargo bench -p mcp-sandbox --bench startup`.
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mcp_sandbox::demo::{READER_ROLE, TempPostgres, load_sample};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 5;
+const SESSIONS: usize = 1_000;
+const TOKEN: &str = "bench-token-0123456789";
+
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    probe.local_addr().expect("its address").port()
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(database_url: &str, cache: Option<&Path>) -> Server {
+    let port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-sandbox"));
+    command
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--token",
+            TOKEN,
+        ])
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    match cache {
+        Some(dir) => command.arg("--cache-dir").arg(dir),
+        None => command.arg("--no-cache"),
+    };
+    Server {
+        child: command.spawn().expect("starting the server"),
+        port,
+    }
+}
+
+async fn get_status(http: &Http, port: u16, path: &str) -> Option<StatusCode> {
+    let request = Request::get(format!("http://127.0.0.1:{port}{path}"))
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let response = http.request(request).await.ok()?;
+    Some(response.status())
+}
+
+/// Starts a server and returns it with the time from spawn to `/ready` = 200.
+async fn start_until_ready(
+    http: &Http,
+    database_url: &str,
+    cache: Option<&Path>,
+) -> (Server, Duration) {
+    let started = Instant::now();
+    let server = spawn(database_url, cache);
+    loop {
+        if get_status(http, server.port, "/ready").await == Some(StatusCode::OK) {
+            return (server, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not ready in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn open_session(http: &Http, port: u16) {
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#;
+    let request = Request::post(format!("http://127.0.0.1:{port}/mcp"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(Full::new(Bytes::from_static(init.as_bytes())))
+        .expect("a request");
+    let response = http.request(request).await.expect("initialize");
+    assert_eq!(response.status(), StatusCode::OK);
+    let session = response.headers()["mcp-session-id"].clone();
+    let _ = response.into_body().collect().await;
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let request = Request::post(format!("http://127.0.0.1:{port}/mcp"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("mcp-session-id", session)
+        .body(Full::new(Bytes::from_static(initialized.as_bytes())))
+        .expect("a request");
+    let response = http.request(request).await.expect("initialized");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let pg = TempPostgres::start()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        load_sample(&pg.url("postgres", "postgres")).await?;
+        let database_url = pg.url(READER_ROLE, "postgres");
+        let http: Http = Client::builder(TokioExecutor::new()).build_http();
+        let cache = std::env::temp_dir().join(format!("mcp-sandbox-bench-cache-{}", std::process::id()));
+
+        let mut cold = Vec::new();
+        for _ in 0..RUNS {
+            cold.push(start_until_ready(&http, &database_url, None).await.1);
+        }
+        drop(start_until_ready(&http, &database_url, Some(&cache)).await); // fills the cache
+        let mut warm = Vec::new();
+        for _ in 0..RUNS {
+            warm.push(start_until_ready(&http, &database_url, Some(&cache)).await.1);
+        }
+
+        let (server, _) = start_until_ready(&http, &database_url, Some(&cache)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let pid = server.child.id();
+        let idle = rss_mib(pid);
+        for _ in 0..SESSIONS {
+            open_session(&http, server.port).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let with_sessions = rss_mib(pid);
+        drop(server);
+        let _ = std::fs::remove_dir_all(&cache);
+
+        println!("| case | result |");
+        println!("|---|---|");
+        println!("| start to /ready, no cache (median of {RUNS}) | {:.0} ms |", median(cold).as_secs_f64() * 1e3);
+        println!("| start to /ready, with cache (median of {RUNS}) | {:.0} ms |", median(warm).as_secs_f64() * 1e3);
+        println!("| resident memory, idle after start | {idle:.1} MiB |");
+        println!(
+            "| resident memory, {SESSIONS} open sessions | {with_sessions:.1} MiB ({:.1} KiB per session) |",
+            (with_sessions - idle) * 1024.0 / SESSIONS as f64
+        );
+        Ok(())
+    })
+}
