@@ -31,6 +31,13 @@ struct Stats {
     median: Duration,
     p99: Duration,
     per_second: f64,
+    /// the runtime's own phase timings (sandboxed runs only): instantiate, guest
+    phases: Option<(Duration, Duration)>,
+}
+
+fn median_of(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
 }
 
 fn stats(mut samples: Vec<Duration>, wall: Duration, calls: usize) -> Stats {
@@ -39,6 +46,7 @@ fn stats(mut samples: Vec<Duration>, wall: Duration, calls: usize) -> Stats {
         median: samples[samples.len() / 2],
         p99: samples[samples.len() * 99 / 100],
         per_second: calls as f64 / wall.as_secs_f64(),
+        phases: None,
     }
 }
 
@@ -51,21 +59,30 @@ async fn sandboxed(runtime: &Runtime, threads: usize) -> Stats {
                 let never = CancellationToken::new();
                 let arguments = json!({});
                 let mut samples = Vec::with_capacity(CALLS);
+                let mut phases = Vec::with_capacity(CALLS);
                 for _ in 0..CALLS {
                     let t = Instant::now();
                     let invocation = runtime.call_tool("which_version", &arguments, &never).await;
                     samples.push(t.elapsed());
                     assert!(invocation.result.is_ok(), "{:?}", invocation.result);
+                    phases.push((invocation.timings.instantiate, invocation.timings.guest));
                 }
-                samples
+                (samples, phases)
             })
         })
         .collect();
-    let mut samples = Vec::new();
+    let (mut samples, mut phases) = (Vec::new(), Vec::new());
     for task in tasks {
-        samples.extend(task.await.expect("a bench task"));
+        let (s, p) = task.await.expect("a bench task");
+        samples.extend(s);
+        phases.extend(p);
     }
-    stats(samples, started.elapsed(), CALLS * threads)
+    let mut stats = stats(samples, started.elapsed(), CALLS * threads);
+    stats.phases = Some((
+        median_of(phases.iter().map(|p| p.0).collect()),
+        median_of(phases.iter().map(|p| p.1).collect()),
+    ));
+    stats
 }
 
 async fn native(threads: usize) -> Stats {
@@ -92,8 +109,15 @@ async fn native(threads: usize) -> Stats {
 }
 
 fn row(case: &str, s: &Stats) {
+    let phases = s.phases.map_or("".into(), |(instantiate, guest)| {
+        format!(
+            "{:.1} µs / {:.1} µs",
+            instantiate.as_secs_f64() * 1e6,
+            guest.as_secs_f64() * 1e6
+        )
+    });
     println!(
-        "| {case} | {:.1} µs | {:.1} µs | {:.0} |",
+        "| {case} | {:.1} µs | {:.1} µs | {:.0} | {phases} |",
         s.median.as_secs_f64() * 1e6,
         s.p99.as_secs_f64() * 1e6,
         s.per_second
@@ -140,8 +164,8 @@ fn main() -> anyhow::Result<()> {
         let native_1 = native(1).await;
         let native_2 = native(2).await;
 
-        println!("| case | median | p99 | calls/s |");
-        println!("|---|---|---|---|");
+        println!("| case | median | p99 | calls/s | instantiate / guest (medians) |");
+        println!("|---|---|---|---|---|");
         row("sandboxed, 1 thread", &sandbox_1);
         row("sandboxed, 2 threads", &sandbox_2);
         row("native baseline, 1 thread", &native_1);
