@@ -3,15 +3,16 @@
 //! and with 1,000 open MCP sessions. A throwaway PostgreSQL is started for it. Run with
 //! `cargo bench -p mcp-sandbox --bench startup`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mcp_sandbox::demo::{READER_ROLE, TempPostgres, load_sample};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 5;
@@ -19,11 +20,6 @@ const SESSIONS: usize = 1_000;
 const TOKEN: &str = "bench-token-0123456789";
 
 type Http = Client<HttpConnector, Full<Bytes>>;
-
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    probe.local_addr().expect("its address").port()
-}
 
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -36,38 +32,19 @@ fn rss_mib(pid: u32) -> f64 {
 }
 
 struct Server {
-    child: Child,
+    child: common::Server,
     port: u16,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spawn(database_url: &str, cache: Option<&Path>) -> Server {
-    let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-sandbox"));
-    command
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--token",
-            TOKEN,
-        ])
-        .env("DATABASE_URL", database_url)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let port = common::free_port();
+    let mut command = common::serve_command(port, TOKEN, database_url);
     match cache {
         Some(dir) => command.arg("--cache-dir").arg(dir),
         None => command.arg("--no-cache"),
     };
     Server {
-        child: command.spawn().expect("starting the server"),
+        child: common::Server(command.spawn().expect("starting the server")),
         port,
     }
 }
@@ -131,16 +108,10 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 fn main() -> anyhow::Result<()> {
-    let pg = TempPostgres::start()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        load_sample(&pg.url("postgres", "postgres")).await?;
-        let database_url = pg.url(READER_ROLE, "postgres");
+    common::with_sample_database(|database_url| async move {
         let http: Http = Client::builder(TokioExecutor::new()).build_http();
-        let cache = std::env::temp_dir().join(format!("mcp-sandbox-bench-cache-{}", std::process::id()));
+        let cache =
+            std::env::temp_dir().join(format!("mcp-sandbox-bench-cache-{}", std::process::id()));
 
         let mut cold = Vec::new();
         for _ in 0..RUNS {
@@ -149,12 +120,16 @@ fn main() -> anyhow::Result<()> {
         drop(start_until_ready(&http, &database_url, Some(&cache)).await); // fills the cache
         let mut warm = Vec::new();
         for _ in 0..RUNS {
-            warm.push(start_until_ready(&http, &database_url, Some(&cache)).await.1);
+            warm.push(
+                start_until_ready(&http, &database_url, Some(&cache))
+                    .await
+                    .1,
+            );
         }
 
         let (server, _) = start_until_ready(&http, &database_url, Some(&cache)).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let pid = server.child.id();
+        let pid = server.child.0.id();
         let idle = rss_mib(pid);
         for _ in 0..SESSIONS {
             open_session(&http, server.port).await;
@@ -166,8 +141,14 @@ fn main() -> anyhow::Result<()> {
 
         println!("| case | result |");
         println!("|---|---|");
-        println!("| start to /ready, no cache (median of {RUNS}) | {:.0} ms |", median(cold).as_secs_f64() * 1e3);
-        println!("| start to /ready, with cache (median of {RUNS}) | {:.0} ms |", median(warm).as_secs_f64() * 1e3);
+        println!(
+            "| start to /ready, no cache (median of {RUNS}) | {:.0} ms |",
+            median(cold).as_secs_f64() * 1e3
+        );
+        println!(
+            "| start to /ready, with cache (median of {RUNS}) | {:.0} ms |",
+            median(warm).as_secs_f64() * 1e3
+        );
         println!("| resident memory, idle after start | {idle:.1} MiB |");
         println!(
             "| resident memory, {SESSIONS} open sessions | {with_sessions:.1} MiB ({:.1} KiB per session) |",

@@ -1,0 +1,363 @@
+//! End-to-end load (BENCHMARKS.md): the real server on a throwaway PostgreSQL with the
+//! sample schema, driven by a load generator in this file (stateless 2026-07-28 requests:
+//! one POST per call, no session) at 1, 16 and 64 concurrent clients; and, in the same
+//! run, the same SQL statements sent straight through tokio-postgres (prepared, a pool
+//! as large as the server's) at the same concurrency: the database's own limit here.
+//! Run with `cargo bench -p mcp-sandbox --bench load`.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use bytes::Bytes;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::NoTls;
+
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+const WARMUP: Duration = Duration::from_millis(300);
+const MEASURE: Duration = Duration::from_secs(2);
+const POOL_SIZE: usize = 16;
+const TOKEN: &str = "bench-token-0123456789";
+const ADMIN: &str = "bench-admin-0123456789";
+/// Clients calling during the swap benchmark, and how often the component changes.
+const SWAP_CLIENTS: usize = 16;
+const SWAP_EVERY: Duration = Duration::from_secs(1);
+const SWAP_MEASURE: Duration = Duration::from_secs(5);
+const LOOKUP: &str = "SELECT full_name FROM customers WHERE email = 'grace@example.com'";
+
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+/// The statement the list_tables component runs, read from its source so the baseline
+/// is the same text.
+fn list_tables_sql() -> String {
+    let source = include_str!("../../components/list-tables/src/lib.rs");
+    let opening = "const LIST: &str = \"\\\n";
+    let start = source.find(opening).expect("the LIST constant") + opening.len();
+    let end = start + source[start..].find("\";").expect("its end");
+    // Undo the string continuations: a backslash-newline and the next line's indent.
+    source[start..end]
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[derive(Default)]
+struct Outcome {
+    latencies: Vec<Duration>,
+    errors: u64,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn quantile(&mut self, q: f64) -> Duration {
+        self.latencies.sort_unstable();
+        let i = ((self.latencies.len() as f64 - 1.0) * q) as usize;
+        self.latencies.get(i).copied().unwrap_or_default()
+    }
+}
+
+/// Runs `clients` copies of `call` back to back for the warm-up, then for `MEASURE`.
+async fn drive<F, Fut>(clients: usize, call: F) -> Outcome
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    drive_for(clients, MEASURE, call).await
+}
+
+async fn drive_for<F, Fut>(clients: usize, measure: Duration, call: F) -> Outcome
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
+    let started = Instant::now();
+    let measure_from = started + WARMUP;
+    let until = measure_from + measure;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut outcome = Outcome::default();
+                loop {
+                    let t = Instant::now();
+                    if t >= until {
+                        break;
+                    }
+                    let ok = call().await;
+                    if t >= measure_from {
+                        if ok {
+                            outcome.latencies.push(t.elapsed());
+                        } else {
+                            outcome.errors += 1;
+                        }
+                    }
+                }
+                outcome
+            })
+        })
+        .collect();
+    let mut total = Outcome {
+        elapsed: measure,
+        ..Outcome::default()
+    };
+    for task in tasks {
+        let outcome = task.await.expect("a load client");
+        total.latencies.extend(outcome.latencies);
+        total.errors += outcome.errors;
+    }
+    total
+}
+
+async fn tool_call(http: &Http, port: u16, tool: &str, arguments: &Value) -> bool {
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {
+            "name": tool, "arguments": arguments,
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"}
+            }
+        }
+    });
+    let Ok(request) = Request::post(format!("http://127.0.0.1:{port}/mcp"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .body(Full::new(Bytes::from(body.to_string())))
+    else {
+        return false;
+    };
+    let Ok(response) = http.request(request).await else {
+        return false;
+    };
+    if response.status() != StatusCode::OK {
+        return false;
+    }
+    let Ok(body) = response.into_body().collect().await else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+    text.contains("\"isError\":false")
+}
+
+async fn health(http: &Http, port: u16) -> bool {
+    let Ok(request) =
+        Request::get(format!("http://127.0.0.1:{port}/health")).body(Full::new(Bytes::new()))
+    else {
+        return false;
+    };
+    match http.request(request).await {
+        Ok(response) => {
+            let ok = response.status() == StatusCode::OK;
+            ok && response.into_body().collect().await.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// `PUT /admin/components/swapper` with the `fixture` build of the which_version tool.
+async fn put_swapper(http: &Http, port: u16, fixture: &str) -> bool {
+    let path = std::path::Path::new(mcp_sandbox::runtime::BUILD_DIR).join(fixture);
+    let Ok(wasm) = std::fs::read(path) else {
+        return false;
+    };
+    let Ok(request) = Request::put(format!("http://127.0.0.1:{port}/admin/components/swapper"))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Full::new(Bytes::from(wasm)))
+    else {
+        return false;
+    };
+    match http.request(request).await {
+        Ok(response) => response.status() == StatusCode::OK,
+        Err(_) => false,
+    }
+}
+
+/// `which_version` at `SWAP_CLIENTS` clients for `SWAP_MEASURE`, with the component
+/// replaced every `SWAP_EVERY` (alternating two builds) or left alone.
+async fn swap_case(http: &Http, port: u16, swapping: bool) -> (Outcome, usize) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (http, stop) = (http.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut swaps = 0;
+            let mut ticker = tokio::time::interval(SWAP_EVERY);
+            ticker.tick().await;
+            while swapping && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                ticker.tick().await;
+                let fixture = if swaps % 2 == 0 {
+                    "swap_v2.wasm"
+                } else {
+                    "swap_v1.wasm"
+                };
+                if put_swapper(&http, port, fixture).await {
+                    swaps += 1;
+                }
+            }
+            swaps
+        })
+    };
+    let h = http.clone();
+    let outcome = drive_for(SWAP_CLIENTS, SWAP_MEASURE, move || {
+        let h = h.clone();
+        async move { tool_call(&h, port, "which_version", &json!({})).await }
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.await.unwrap_or(0);
+    (outcome, swaps)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() -> anyhow::Result<()> {
+    common::with_sample_database(|database_url| async move {
+        let port = common::free_port();
+        let _server = common::Server(
+            common::serve_command(port, TOKEN, &database_url)
+                .args(["--pool-size", &POOL_SIZE.to_string()])
+                .args(["--admin-token", ADMIN])
+                .spawn()?,
+        );
+        let http: Http = Client::builder(TokioExecutor::new()).build_http();
+        let started = Instant::now();
+        while !health(&http, port).await {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "server not up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let config: tokio_postgres::Config = database_url.parse()?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager).max_size(POOL_SIZE).build()?;
+        let list_sql = Arc::new(list_tables_sql());
+
+        println!(
+            "| case | clients | server calls/s | p50 | p99 | errors | driver calls/s | p50 | p99 | server / driver |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for clients in CONCURRENCY {
+            let cases: [(&str, Value, Option<String>); 3] = [
+                ("list_tables", json!({}), Some(list_sql.to_string())),
+                ("query_sql", json!({"sql": LOOKUP}), Some(LOOKUP.to_owned())),
+                ("describe_table", json!({"table": "orders"}), None),
+            ];
+            for (tool, arguments, baseline_sql) in cases {
+                let (h, args) = (http.clone(), Arc::new(arguments));
+                let mut server = drive(clients, move || {
+                    let (h, args) = (h.clone(), args.clone());
+                    async move { tool_call(&h, port, tool, &args).await }
+                })
+                .await;
+                let driver = match baseline_sql {
+                    Some(sql) => {
+                        let (pool, sql) = (pool.clone(), Arc::new(sql));
+                        let with_param = tool == "list_tables";
+                        Some(
+                            drive(clients, move || {
+                                let (pool, sql) = (pool.clone(), sql.clone());
+                                async move {
+                                    let Ok(client) = pool.get().await else {
+                                        return false;
+                                    };
+                                    let Ok(statement) = client.prepare_cached(&sql).await else {
+                                        return false;
+                                    };
+                                    let rows = if with_param {
+                                        client.query(&statement, &[&"public"]).await
+                                    } else {
+                                        client.query(&statement, &[]).await
+                                    };
+                                    rows.is_ok()
+                                }
+                            })
+                            .await,
+                        )
+                    }
+                    None => None,
+                };
+                let (s50, s99) = (server.quantile(0.5), server.quantile(0.99));
+                let driver_cells = match driver {
+                    Some(mut d) => format!(
+                        "{:.0} | {} | {} | {:.0}%",
+                        d.per_second(),
+                        ms(d.quantile(0.5)),
+                        ms(d.quantile(0.99)),
+                        100.0 * server.per_second() / d.per_second().max(1e-9)
+                    ),
+                    None => "n/a | | | ".to_owned(),
+                };
+                println!(
+                    "| {tool} | {clients} | {:.0} | {} | {} | {} | {driver_cells} |",
+                    server.per_second(),
+                    ms(s50),
+                    ms(s99),
+                    server.errors
+                );
+            }
+            let h = http.clone();
+            let mut probes = drive(clients, move || {
+                let h = h.clone();
+                async move { health(&h, port).await }
+            })
+            .await;
+            println!(
+                "| GET /health | {clients} | {:.0} | {} | {} | {} | n/a | | | |",
+                probes.per_second(),
+                ms(probes.quantile(0.5)),
+                ms(probes.quantile(0.99)),
+                probes.errors
+            );
+        }
+
+        anyhow::ensure!(
+            put_swapper(&http, port, "swap_v1.wasm").await,
+            "loading the fixture"
+        );
+        println!();
+        println!(
+            "| which_version, {SWAP_CLIENTS} clients | calls/s | p50 | p99 | errors | swaps |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for swapping in [false, true] {
+            let (mut outcome, swaps) = swap_case(&http, port, swapping).await;
+            println!(
+                "| {} | {:.0} | {} | {} | {} | {swaps} |",
+                if swapping {
+                    "replaced every second"
+                } else {
+                    "no swaps (baseline)"
+                },
+                outcome.per_second(),
+                ms(outcome.quantile(0.5)),
+                ms(outcome.quantile(0.99)),
+                outcome.errors
+            );
+        }
+        Ok(())
+    })
+}
