@@ -36,6 +36,7 @@ const AUTH_FAILURE_REASONS: &[&str] = &[
     "invalid",
     "insufficient_scope",
     "forbidden_origin",
+    "forbidden_host",
 ];
 const HEALTH_STATES: &[&str] = &["ok", "degraded", "down", "failed"];
 
@@ -149,7 +150,7 @@ impl Metrics {
             ),
             auth_failures: counter(
                 "auth_failures_total",
-                "Refused requests by reason (missing, malformed, invalid, insufficient_scope, forbidden_origin)",
+                "Refused requests by reason (missing, malformed, invalid, insufficient_scope, forbidden_origin, forbidden_host)",
                 &["reason"],
             ),
             component_info: gauge(

@@ -182,6 +182,19 @@ async fn tokens_origins_and_bad_posts_are_refused() {
         )
         .await;
     assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    // DNS rebinding: a browser tricked into calling a loopback server sends its own Host.
+    let rebinding = http
+        .send_head(
+            Method::GET,
+            "/sse",
+            &[
+                ("authorization", &legacy.auth),
+                ("host", "evil.example.com"),
+            ],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(rebinding.status, StatusCode::FORBIDDEN);
     let allowed = http
         .send_head(
             Method::GET,

@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod health;
+mod hosts;
 mod legacy;
 mod origin;
 mod respond;
@@ -89,6 +90,8 @@ pub struct App {
     handler: McpHandler,
     legacy: LegacySessions,
     sse_keep_alive: Duration,
+    /// the Host allow-list for the routes rmcp does not check
+    hosts: hosts::AllowedHosts,
     /// ends long-lived MCP streams at shutdown
     streams: CancellationToken,
     health: HealthCache,
@@ -128,6 +131,7 @@ impl App {
             sessions,
             handler,
             legacy: LegacySessions::default(),
+            hosts: hosts::AllowedHosts::new(&settings.allowed_hosts),
             sse_keep_alive: settings.sse_keep_alive,
             streams,
             health: HealthCache::default(),

@@ -131,8 +131,20 @@ impl App {
         }
     }
 
-    /// The rules of every MCP route: an allowed Origin (when sent), then a valid token.
+    /// The rules of every MCP route: an allowed Host and Origin (when sent), then a
+    /// valid token. (rmcp checks the Host of `/mcp` requests again.)
     fn mcp_caller(&self, headers: &HeaderMap) -> Result<Identity, Box<Response<Body>>> {
+        let host = headers
+            .get(header::HOST)
+            .map(|h| h.to_str().unwrap_or("\u{0}"));
+        if !self.hosts.allows(host) {
+            self.metrics.auth_failure("forbidden_host");
+            tracing::info!(host, "refused a request for a foreign Host");
+            return Err(Box::new(respond::error(
+                StatusCode::FORBIDDEN,
+                "this Host is not allowed (see --allowed-host)",
+            )));
+        }
         self.check_origin(headers)?;
         self.authenticate(headers)
     }
