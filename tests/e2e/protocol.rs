@@ -62,27 +62,7 @@ async fn handshake_revisions_are_negotiated() {
         );
     }
     // A revision we do not know gets the newest handshake revision we serve.
-    let init = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2099-01-01", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}
-    });
-    let response = server
-        .http()
-        .post(
-            "/mcp",
-            &[
-                ("authorization", TOKEN_AUTH),
-                ("content-type", "application/json"),
-                ("accept", "application/json, text/event-stream"),
-            ],
-            &init.to_string(),
-        )
-        .await;
-    let answer = response
-        .messages()
-        .into_iter()
-        .find(|m| m["id"] == 1)
-        .unwrap();
+    let (_, answer) = server.http().initialize(TOKEN_AUTH, "2099-01-01").await;
     assert_eq!(
         answer["result"]["protocolVersion"], "2025-11-25",
         "{answer}"

@@ -183,27 +183,8 @@ async fn probing_clients_get_the_answers_the_spec_prescribes() {
     );
     // One that falls back to the handshake, naming the new revision there, gets a
     // session on the newest handshake revision.
-    let init = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": V2026, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}
-    });
-    let response = http
-        .post(
-            "/mcp",
-            &[
-                ("authorization", TOKEN_AUTH),
-                ("content-type", "application/json"),
-                ("accept", "application/json, text/event-stream"),
-            ],
-            &init.to_string(),
-        )
-        .await;
+    let (response, answer) = http.initialize(TOKEN_AUTH, V2026).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
-    let answer = response
-        .messages()
-        .into_iter()
-        .find(|m| m["id"] == 1)
-        .unwrap();
     assert_eq!(
         answer["result"]["protocolVersion"], "2025-11-25",
         "{answer}"

@@ -125,6 +125,27 @@ impl Http {
             .expect("an HTTP response")
     }
 
+    /// A bare `initialize` at `version` with `auth`, outside any [`Mcp`] session (which
+    /// would assert the echo); the response and the answer to it.
+    pub async fn initialize(&self, auth: &str, version: &str) -> (Response, Value) {
+        let init = json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}
+        });
+        let headers = [
+            ("authorization", auth),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ];
+        let response = self.post("/mcp", &headers, &init.to_string()).await;
+        let answer = response
+            .messages()
+            .into_iter()
+            .find(|m| m["id"] == 1)
+            .unwrap_or_else(|| panic!("no answer: {} {}", response.status, response.text()));
+        (response, answer)
+    }
+
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
         self.send(Method::GET, path, headers, Bytes::new()).await
     }
