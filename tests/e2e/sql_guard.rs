@@ -141,14 +141,8 @@ async fn the_guard_holds_even_for_a_superuser_connection() {
 /// Runs every attack through `query_sql` on a server connected to `url`; each must be a
 /// tool error (except `may_succeed`) and the data must not change.
 async fn attack(url: &str, may_succeed: &[&str]) -> Vec<String> {
+    // `public.bump_price()`, a function that writes, is created with the test database.
     let superuser = crate::util::db::superuser().await;
-    superuser
-        .batch_execute(
-            "CREATE OR REPLACE FUNCTION public.bump_price() RETURNS int LANGUAGE sql AS \
-             $$ UPDATE products SET price = price + 1 RETURNING 1 $$",
-        )
-        .await
-        .unwrap();
     let before = fingerprint(&superuser).await;
     let server =
         TestServer::launch(url, Some(crate::util::server::TOKEN), &["--pool-size", "2"]).await;

@@ -16,7 +16,12 @@ fn port() -> u16 {
                 .enable_all()
                 .build()
                 .expect("a runtime")
-                .block_on(load_sample(&pg.url("postgres", "postgres")))
+                .block_on(async {
+                    let url = pg.url("postgres", "postgres");
+                    load_sample(&url).await?;
+                    install_test_objects(&url).await?;
+                    anyhow::Ok(())
+                })
                 .expect("loading the sample schema");
             let port = pg.port();
             *CLUSTER.lock().unwrap_or_else(PoisonError::into_inner) = Some(pg);
@@ -25,6 +30,20 @@ fn port() -> u16 {
         .join()
         .expect("the database thread")
     })
+}
+
+/// Objects only the tests use, created once here: concurrent `CREATE OR REPLACE` of one
+/// function from two tests races in the catalog (a unique-index violation).
+async fn install_test_objects(url: &str) -> Result<(), tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    // A function that writes, for the SQL guard's attacks to call.
+    client
+        .batch_execute(
+            "CREATE FUNCTION public.bump_price() RETURNS int LANGUAGE sql AS \
+             $$ UPDATE products SET price = price + 1 RETURNING 1 $$",
+        )
+        .await
 }
 
 /// The read-only role the server connects as.
