@@ -3,7 +3,7 @@
 use crate::util::TestServer;
 use serde_json::{Value, json};
 
-crate::trials!(query_sql: values_keep_their_postgres_types, row_cap_sets_truncated, server_row_cap_applies, invalid_sql_is_a_tool_error_and_the_session_continues, writes_are_refused_and_change_nothing, limit_must_be_positive);
+crate::trials!(query_sql: values_keep_their_postgres_types, row_cap_sets_truncated, server_row_cap_applies, invalid_sql_is_a_tool_error_and_the_session_continues, writes_are_refused_and_change_nothing, limit_must_be_positive, statement_forms_keep_their_meaning, a_changed_table_is_prepared_afresh, prepared_statements_stay_bounded);
 
 const TYPES: &str = r#"SELECT NULL::int AS n, true AS b, 42::int2 AS i2, 9007199254740993::int8 AS big,
   -9007199254740991::int8 AS safe, 1.5::float8 AS f, 'NaN'::float8 AS nan,
@@ -153,4 +153,101 @@ async fn limit_must_be_positive() {
     assert_eq!(error["code"], -32602, "{error}");
     let error = mcp.protocol_error("query_sql", json!({"limit": 5})).await;
     assert_eq!(error["code"], -32602, "{error}");
+}
+
+/// The guard wraps row-returning queries (`SELECT * FROM (…) LIMIT`); none of these may
+/// notice.
+async fn statement_forms_keep_their_meaning() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    for (sql, rows) in [
+        ("SELECT 1 AS x;", json!([[1]])),
+        ("SELECT 1 AS x ; ;\n", json!([[1]])),
+        ("SELECT 1 AS x -- a trailing comment", json!([[1]])),
+        ("SELECT 1 AS x /* a trailing block */", json!([[1]])),
+        ("SELECT 1 AS a, 2 AS a", json!([[1, 2]])),
+        ("VALUES (2), (1) ORDER BY 1 DESC", json!([[2], [1]])),
+        (
+            "(SELECT 1) UNION ALL (SELECT 2) ORDER BY 1 DESC",
+            json!([[2], [1]]),
+        ),
+        (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3) \
+             SELECT i FROM n ORDER BY i DESC",
+            json!([[3], [2], [1]]),
+        ),
+        ("TABLE products ORDER BY id DESC LIMIT 1", json!(null)),
+    ] {
+        let out = mcp.structured("query_sql", json!({"sql": sql})).await;
+        match rows {
+            Value::Null => assert_eq!(out["row_count"], 1, "{sql}: {out}"),
+            rows => assert_eq!(out["rows"], rows, "{sql}"),
+        }
+    }
+    let out = mcp
+        .structured("query_sql", json!({"sql": "SELECT 1 AS a, 2 AS a"}))
+        .await;
+    assert_eq!(out["columns"][0]["name"], "a", "{out}");
+    assert_eq!(out["columns"][1]["name"], "a", "{out}");
+    // The cap still applies to the caller's order.
+    let out = mcp
+        .structured(
+            "query_sql",
+            json!({"sql": "SELECT id FROM orders ORDER BY id DESC", "limit": 2}),
+        )
+        .await;
+    assert_eq!(out["rows"], json!([[6], [5]]));
+    assert_eq!(out["truncated"], true);
+    // Nothing the caller writes at the end can swallow what the guard appends.
+    let text = mcp
+        .tool_error("query_sql", json!({"sql": "SELECT 1 /* unterminated"}))
+        .await;
+    assert!(text.starts_with("refused: unterminated"), "{text}");
+    // Closing the guard's parenthesis early still leaves one query, capped: `LIMIT`
+    // can only end the outermost one.
+    let out = mcp
+        .structured(
+            "query_sql",
+            json!({"sql": "SELECT g FROM generate_series(1, 5) g) AS t, (SELECT 1", "limit": 2}),
+        )
+        .await;
+    assert_eq!(out["rows"], json!([[1, 1], [2, 1]]));
+    assert_eq!(out["truncated"], true);
+}
+
+/// Statements are prepared once per pooled connection; a table altered since then must
+/// still answer, with its new columns, not "cached plan must not change result type".
+async fn a_changed_table_is_prepared_afresh() {
+    let server = TestServer::with_flags(&["--pool-size", "1"]).await;
+    let mut mcp = server.mcp().await;
+    let sql = json!({"sql": "SELECT * FROM test_objects.prepared_afresh"});
+    for _ in 0..2 {
+        let out = mcp.structured("query_sql", sql.clone()).await;
+        assert_eq!(out["rows"], json!([[1]]), "{out}");
+    }
+    crate::util::db::superuser()
+        .await
+        .batch_execute("ALTER TABLE test_objects.prepared_afresh ADD COLUMN b int DEFAULT 2")
+        .await
+        .unwrap();
+    let out = mcp.structured("query_sql", sql).await;
+    assert_eq!(out["rows"], json!([[1, 2]]), "{out}");
+    assert_eq!(out["columns"][1]["name"], "b", "{out}");
+}
+
+/// Each pooled connection keeps the statements it prepared, up to a bound: ad-hoc SQL
+/// must not grow a backend's memory without end.
+async fn prepared_statements_stay_bounded() {
+    let server = TestServer::with_flags(&["--pool-size", "1"]).await;
+    let mut mcp = server.mcp().await;
+    let count = json!({"sql": "SELECT count(*) FROM pg_prepared_statements"});
+    let first = mcp.structured("query_sql", count.clone()).await;
+    assert_eq!(first["rows"], json!([[1]]), "the count's own statement");
+    for i in 0..300 {
+        mcp.structured("query_sql", json!({"sql": format!("SELECT {i} AS i")}))
+            .await;
+    }
+    let out = mcp.structured("query_sql", count).await;
+    let held = out["rows"][0][0].as_i64().unwrap();
+    assert!((1..=257).contains(&held), "{held} prepared statements held");
 }

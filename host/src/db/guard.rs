@@ -1,11 +1,13 @@
 //! The read-only SQL guard: one pooled connection per invocation, checked out on the
 //! first query, every statement inside a `READ ONLY` transaction that is always rolled
-//! back, row-returning queries fetched through a cursor so the row cap stops Postgres
-//! itself, and the connection cleaned before it goes back to the pool.
+//! back, row-returning queries wrapped in a `LIMIT` so the row cap stops Postgres itself,
+//! statements prepared once per connection, and the connection cleaned before it goes back
+//! to the pool.
 //!
 //! Layers, outermost first: the keyword allowlist (`statement.rs`); the extended
 //! protocol (one statement per string: `SELECT 1; DELETE …` cannot parse);
-//! `DECLARE … CURSOR FOR` (Postgres accepts only a single row-returning query there);
+//! `SELECT * FROM (…)` (Postgres accepts only a single query there, and no
+//! data-modifying `WITH`);
 //! `BEGIN READ ONLY` (writes, `nextval`, DDL fail); `default_transaction_read_only` on
 //! the session (`pool.rs`); `ROLLBACK` plus `pg_advisory_unlock_all()` after every
 //! invocation.
@@ -14,18 +16,19 @@ use super::decode::decode;
 use super::pool::Db;
 use super::statement::{self, Path};
 use super::value::{Column, DbError, QueryError, Rows, Value};
-use deadpool_postgres::{Object, PoolError};
+use deadpool_postgres::{ClientWrapper, Object, PoolError};
 use futures::future::maybe_done;
 use futures::{StreamExt, poll};
 use std::pin::pin;
 use std::time::{Duration, Instant};
 use tokio_postgres::error::{ErrorPosition, SqlState};
 use tokio_postgres::types::{FromSql, ToSql, Type};
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{NoTls, Row, Statement};
 
-const CURSOR: &str = "mcp_sandbox_cursor";
-const DECLARE_PREFIX: &str = "DECLARE mcp_sandbox_cursor NO SCROLL CURSOR FOR ";
-const CLOSE: &str = "CLOSE mcp_sandbox_cursor";
+/// What the guard puts before a row-returning query (see [`limited`]).
+const LIMITED_PREFIX: &str = "SELECT * FROM (\n";
+/// Prepared statements kept per pooled connection before the cache starts over.
+const MAX_CACHED_STATEMENTS: usize = 256;
 /// Run after every invocation that touched the database; session-level advisory locks
 /// are the one piece of session state a read-only transaction can leave behind.
 const CLEANUP: &str = "ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()";
@@ -136,31 +139,38 @@ impl Session {
         let Some(conn) = self.conn.as_ref() else {
             return Err(QueryError::Unavailable("no connection".into()));
         };
-        let prelude = match self.txn {
-            Txn::None => begin(limits.role.as_deref(), self.options.statement_timeout),
-            Txn::Open => String::new(),
-            Txn::Failed => format!(
-                "ROLLBACK; {}",
-                begin(limits.role.as_deref(), self.options.statement_timeout)
-            ),
-        };
         let caps = Caps {
             rows: max_rows,
             bytes: max_bytes,
         };
-        self.in_flight = true;
-        let client: &Client = conn;
-        let result = match path {
-            Path::Cursor => cursor(client, &prelude, sql, params, caps).await,
-            Path::Direct => direct(client, &prelude, sql, params, caps).await,
-        };
-        self.in_flight = false;
-        self.txn = if result.is_ok() {
-            Txn::Open
-        } else {
-            Txn::Failed
-        };
-        result
+        // A second attempt only after a cached statement went stale (see `STALE_PLAN`).
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let prelude = match self.txn {
+                Txn::None => begin(limits.role.as_deref(), self.options.statement_timeout),
+                Txn::Open => String::new(),
+                Txn::Failed => format!(
+                    "ROLLBACK; {}",
+                    begin(limits.role.as_deref(), self.options.statement_timeout)
+                ),
+            };
+            self.in_flight = true;
+            let result = match path {
+                Path::Limited => limited(conn, &prelude, sql, params, caps).await,
+                Path::Direct => prepared(conn, &prelude, sql, 0, params, caps).await,
+            };
+            self.in_flight = false;
+            self.txn = if result.is_ok() {
+                Txn::Open
+            } else {
+                Txn::Failed
+            };
+            match result {
+                Err(QueryError::Database(e)) if attempts == 1 && is_stale_plan(&e) => continue,
+                result => return result,
+            }
+        }
     }
 }
 
@@ -223,105 +233,101 @@ struct Caps {
     bytes: usize,
 }
 
-/// Row-returning queries: `DECLARE` a cursor over the statement and `FETCH` one row
-/// more than the cap, so Postgres stops producing rows at the cap.
-///
-/// Two flights: [BEGIN, DECLARE, prepare FETCH] then [FETCH, CLOSE]. The FETCH is
-/// prepared, not typed, so tokio-postgres resolves unknown types (enums, domains) while
-/// no rows are in flight; resolving them mid-result can stall its bounded channels.
-async fn cursor(
-    client: &Client,
+/// Row-returning queries run as `SELECT * FROM (<query>) LIMIT cap + 1`: Postgres stops
+/// producing rows one past the cap, accepts only a single query inside the parentheses,
+/// and refuses a data-modifying `WITH` there ("must be at the top level").
+async fn limited(
+    conn: &ClientWrapper,
     prelude: &str,
     sql: &str,
     params: &[Value],
     caps: Caps,
 ) -> Result<Rows, QueryError> {
-    let declare_sql = format!("{DECLARE_PREFIX}{sql}");
-    let fetch_sql = format!("FETCH FORWARD {} FROM {CURSOR}", u64::from(caps.rows) + 1);
-    let typed = typed_params(params);
-
-    let mut begin = pin!(maybe_done(batch(client, prelude)));
-    let mut declare = pin!(maybe_done(client.execute_typed(&declare_sql, &typed)));
-    let mut prepare = pin!(maybe_done(client.prepare(&fetch_sql)));
-    // One poll each writes every request before the first answer is awaited.
-    let _ = poll!(begin.as_mut());
-    let _ = poll!(declare.as_mut());
-    let _ = poll!(prepare.as_mut());
-    begin.as_mut().await;
-    declare.as_mut().await;
-    prepare.as_mut().await;
-    let taken = (
-        begin.as_mut().take_output(),
-        declare.as_mut().take_output(),
-        prepare.as_mut().take_output(),
+    // After a newline, so a trailing `-- comment` cannot swallow the closing parenthesis.
+    let wrapped = format!(
+        "{LIMITED_PREFIX}{}\n) AS mcp_sandbox_rows LIMIT {}",
+        strip_trailing_semicolons(sql),
+        u64::from(caps.rows) + 1
     );
-    let fetch = match taken {
-        (Some(Ok(())), Some(Ok(_)), Some(Ok(fetch))) => fetch,
-        (Some(Err(e)), _, _) => return Err(map_error(&e, 0)),
-        (_, Some(Err(e)), _) => return Err(map_error(&e, DECLARE_PREFIX.len())),
-        (_, _, Some(Err(e))) => return Err(map_error(&e, 0)),
-        _ => return Err(QueryError::Unavailable("lost a response".into())),
-    };
-
-    let no_params: [&(dyn ToSql + Sync); 0] = [];
-    let mut rows = pin!(maybe_done(client.query_raw(&fetch, no_params)));
-    let mut close = pin!(maybe_done(client.batch_execute(CLOSE)));
-    let _ = poll!(rows.as_mut());
-    let _ = poll!(close.as_mut());
-    rows.as_mut().await;
-    let stream = match rows.as_mut().take_output() {
-        Some(Ok(stream)) => stream,
-        Some(Err(e)) => return Err(map_error(&e, 0)),
-        None => return Err(QueryError::Unavailable("lost a response".into())),
-    };
-    let result = collect(&fetch, stream, caps).await?;
-    close.as_mut().await;
-    if let Some(Err(e)) = close.as_mut().take_output() {
-        return Err(map_error(&e, 0));
-    }
-    Ok(result)
+    prepared(conn, prelude, &wrapped, LIMITED_PREFIX.len(), params, caps).await
 }
 
-/// `EXPLAIN` and `SHOW`: prepared (types resolve before rows flow), then executed.
-async fn direct(
-    client: &Client,
+/// `SELECT 1;` is one statement to Postgres, but not inside parentheses.
+fn strip_trailing_semicolons(sql: &str) -> &str {
+    let mut sql = sql.trim_end();
+    while let Some(rest) = sql.strip_suffix(';') {
+        sql = rest.trim_end();
+    }
+    sql
+}
+
+/// One statement through the connection's cache of prepared statements, so Postgres
+/// parses and plans a repeated statement once per connection. A hit is one round trip,
+/// pipelined behind the transaction's prelude; a miss adds the `Parse`. Preparing also
+/// resolves unknown result types (enums, domains) before any row is in flight; resolving
+/// them mid-result can stall the driver's bounded channels.
+async fn prepared(
+    conn: &ClientWrapper,
     prelude: &str,
     sql: &str,
+    shift: usize,
     params: &[Value],
     caps: Caps,
 ) -> Result<Rows, QueryError> {
     let types: Vec<Type> = params.iter().map(Value::param_type).collect();
-    let mut begin = pin!(maybe_done(batch(client, prelude)));
-    let mut prepare = pin!(maybe_done(client.prepare_typed(sql, &types)));
+    let mut begin = pin!(maybe_done(batch(conn, prelude)));
+    // The first poll writes the prelude before anything else is sent.
     let _ = poll!(begin.as_mut());
-    let _ = poll!(prepare.as_mut());
-    begin.as_mut().await;
-    prepare.as_mut().await;
-    let statement = match (begin.as_mut().take_output(), prepare.as_mut().take_output()) {
-        (Some(Ok(())), Some(Ok(statement))) => statement,
-        (Some(Err(e)), _) | (_, Some(Err(e))) => return Err(map_error(&e, 0)),
-        _ => return Err(QueryError::Unavailable("lost a response".into())),
+    let statement = match conn.prepare_typed_cached(sql, &types).await {
+        Ok(statement) => statement,
+        Err(e) => {
+            // A failed prelude (an unknown role, say) is the error worth reporting.
+            begin.as_mut().await;
+            if let Some(Err(begin_error)) = begin.as_mut().take_output() {
+                return Err(map_error(&begin_error, 0));
+            }
+            return Err(map_error(&e, shift));
+        }
     };
+    if conn.statement_cache.size() > MAX_CACHED_STATEMENTS {
+        // Ad-hoc SQL would grow it without bound; the statement in hand stays valid.
+        conn.statement_cache.clear();
+    }
     let args: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    let stream = client
-        .query_raw(&statement, args)
-        .await
-        .map_err(|e| map_error(&e, 0))?;
+    let mut rows = pin!(maybe_done(conn.query_raw(&statement, args)));
+    let _ = poll!(rows.as_mut());
+    begin.as_mut().await;
+    if let Some(Err(e)) = begin.as_mut().take_output() {
+        return Err(map_error(&e, 0));
+    }
+    rows.as_mut().await;
+    let stream = match rows.as_mut().take_output() {
+        Some(Ok(stream)) => stream,
+        Some(Err(e)) => {
+            if e.code() == Some(&STALE_PLAN) {
+                // Other errors of that class only cost a fresh `Parse` next time.
+                conn.statement_cache.remove(sql, &types);
+            }
+            return Err(map_error(&e, shift));
+        }
+        None => return Err(QueryError::Unavailable("lost a response".into())),
+    };
     collect(&statement, stream, caps).await
 }
 
-async fn batch(client: &Client, sql: &str) -> Result<(), tokio_postgres::Error> {
+/// Postgres refuses to run a cached statement whose result columns changed (a table
+/// altered since it was prepared); the guard forgets it and prepares it afresh.
+const STALE_PLAN: SqlState = SqlState::FEATURE_NOT_SUPPORTED;
+
+fn is_stale_plan(e: &DbError) -> bool {
+    e.sqlstate == STALE_PLAN.code() && e.message.starts_with("cached plan must not change")
+}
+
+async fn batch(client: &tokio_postgres::Client, sql: &str) -> Result<(), tokio_postgres::Error> {
     if sql.is_empty() {
         return Ok(());
     }
     client.batch_execute(sql).await
-}
-
-fn typed_params(params: &[Value]) -> Vec<(&(dyn ToSql + Sync), Type)> {
-    params
-        .iter()
-        .map(|p| (p as &(dyn ToSql + Sync), p.param_type()))
-        .collect()
 }
 
 /// Reads rows up to the caps; stopping early drops the stream, and the connection

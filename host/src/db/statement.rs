@@ -1,18 +1,18 @@
 //! Classifies a statement by its leading keyword before it reaches Postgres: the first
-//! layer of the read-only guard, and the router between the cursor path (row-returning
+//! layer of the read-only guard, and the router between the limited path (row-returning
 //! queries, fetched with a row cap) and the direct path (EXPLAIN, SHOW).
 
 /// How the guard runs an admitted statement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
-    /// `SELECT`, `WITH`, `VALUES`, `TABLE`, `(`: wrapped in `DECLARE … CURSOR FOR`, which
+    /// `SELECT`, `WITH`, `VALUES`, `TABLE`, `(`: wrapped in `SELECT * FROM (…) LIMIT`, which
     /// Postgres only accepts for a single row-returning query.
-    Cursor,
+    Limited,
     /// `EXPLAIN`, `SHOW`: run as they are; their output is small.
     Direct,
 }
 
-const CURSOR_KEYWORDS: &[&str] = &["select", "with", "values", "table"];
+const LIMITED_KEYWORDS: &[&str] = &["select", "with", "values", "table"];
 
 /// Functions refused by name wherever they are called: they act outside the read-only
 /// transaction (session locks, other backends, server files, notifications) or run SQL
@@ -86,9 +86,9 @@ pub fn classify(sql: &str) -> Result<Path, String> {
             "the statement does not start with a keyword".into()
         });
     }
-    if CURSOR_KEYWORDS.contains(&keyword.as_str()) {
+    if LIMITED_KEYWORDS.contains(&keyword.as_str()) {
         check_functions(sql)?;
-        Ok(Path::Cursor)
+        Ok(Path::Limited)
     } else if DIRECT_KEYWORDS.contains(&keyword.as_str()) && !parenthesised {
         check_functions(sql)?;
         Ok(Path::Direct)
@@ -329,14 +329,14 @@ mod tests {
 
     #[test]
     fn admits_reads() {
-        check("SELECT 1", Ok(Path::Cursor));
-        check("  select * from t", Ok(Path::Cursor));
-        check("WITH x AS (SELECT 1) SELECT * FROM x", Ok(Path::Cursor));
-        check("VALUES (1), (2)", Ok(Path::Cursor));
-        check("TABLE users", Ok(Path::Cursor));
-        check("(SELECT 1) UNION (SELECT 2)", Ok(Path::Cursor));
-        check("-- a comment\nSELECT 1", Ok(Path::Cursor));
-        check("/* outer /* nested */ still */ SELECT 1", Ok(Path::Cursor));
+        check("SELECT 1", Ok(Path::Limited));
+        check("  select * from t", Ok(Path::Limited));
+        check("WITH x AS (SELECT 1) SELECT * FROM x", Ok(Path::Limited));
+        check("VALUES (1), (2)", Ok(Path::Limited));
+        check("TABLE users", Ok(Path::Limited));
+        check("(SELECT 1) UNION (SELECT 2)", Ok(Path::Limited));
+        check("-- a comment\nSELECT 1", Ok(Path::Limited));
+        check("/* outer /* nested */ still */ SELECT 1", Ok(Path::Limited));
         check("EXPLAIN SELECT 1", Ok(Path::Direct));
         check("show search_path", Ok(Path::Direct));
     }
@@ -394,21 +394,21 @@ mod tests {
 
     #[test]
     fn function_names_in_strings_and_comments_are_fine() {
-        check("SELECT 'pg_advisory_lock(1)'", Ok(Path::Cursor));
-        check("SELECT E'it\\'s pg_notify(1)'", Ok(Path::Cursor));
-        check("SELECT 'it''s lo_import(1)'", Ok(Path::Cursor));
+        check("SELECT 'pg_advisory_lock(1)'", Ok(Path::Limited));
+        check("SELECT E'it\\'s pg_notify(1)'", Ok(Path::Limited));
+        check("SELECT 'it''s lo_import(1)'", Ok(Path::Limited));
         check(
             "SELECT $$pg_advisory_lock(1)$$, $tag$ lo_x() $tag$",
-            Ok(Path::Cursor),
+            Ok(Path::Limited),
         );
-        check("SELECT 1 -- pg_advisory_lock(1)", Ok(Path::Cursor));
-        check("SELECT /* pg_notify(1) */ 1", Ok(Path::Cursor));
+        check("SELECT 1 -- pg_advisory_lock(1)", Ok(Path::Limited));
+        check("SELECT /* pg_notify(1) */ 1", Ok(Path::Limited));
         check(
             "SELECT lo_col, pg_advisory_lock_count FROM t",
-            Ok(Path::Cursor),
+            Ok(Path::Limited),
         );
-        check("SELECT count(*) FROM pg_locks", Ok(Path::Cursor));
-        check("SELECT $1::int", Ok(Path::Cursor));
+        check("SELECT count(*) FROM pg_locks", Ok(Path::Limited));
+        check("SELECT $1::int", Ok(Path::Limited));
         check("SELECT 'open", Err("unterminated string"));
     }
 }

@@ -37,11 +37,16 @@ fn port() -> u16 {
 async fn install_test_objects(url: &str) -> Result<(), tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
-    // A function that writes, for the SQL guard's attacks to call.
+    // A function that writes, for the SQL guard's attacks to call; a table (outside
+    // `public`, whose listing tests compare whole) that `query_sql::a_changed_table_is_prepared_afresh` alters.
     client
         .batch_execute(
             "CREATE FUNCTION public.bump_price() RETURNS int LANGUAGE sql AS \
-             $$ UPDATE products SET price = price + 1 RETURNING 1 $$",
+             $$ UPDATE products SET price = price + 1 RETURNING 1 $$; \
+             CREATE SCHEMA test_objects; GRANT USAGE ON SCHEMA test_objects TO PUBLIC; \
+             CREATE TABLE test_objects.prepared_afresh (a int); \
+             INSERT INTO test_objects.prepared_afresh VALUES (1); \
+             GRANT SELECT ON test_objects.prepared_afresh TO PUBLIC",
         )
         .await
 }
