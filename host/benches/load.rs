@@ -3,7 +3,9 @@
 //! one POST per call, no session) at 1, 16 and 64 concurrent clients; and, in the same
 //! run, the same SQL statements sent straight through tokio-postgres (prepared, a pool
 //! as large as the server's) at the same concurrency: the database's own limit here.
-//! Run with `cargo bench -p mcp-sandbox --bench load`.
+//! Run with `cargo bench -p mcp-sandbox --bench load`; `MCP_SANDBOX_BENCH_ONLY=query_sql/16`
+//! (any part of `case/clients`, or `swap`) runs only the matching cases, e.g. under a
+//! profiler attached to the server's pid, which goes to stderr.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -19,6 +21,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
 
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const WARMUP: Duration = Duration::from_millis(300);
@@ -34,19 +37,21 @@ const LOOKUP: &str = "SELECT full_name FROM customers WHERE email = 'grace@examp
 
 type Http = Client<HttpConnector, Full<Bytes>>;
 
-/// The statement the list_tables component runs, read from its source so the baseline
-/// is the same text.
-fn list_tables_sql() -> String {
-    let source = include_str!("../../components/list-tables/src/lib.rs");
-    let opening = "const LIST: &str = \"\\\n";
-    let start = source.find(opening).expect("the LIST constant") + opening.len();
+/// The statement a built-in component runs (the string constant `name` in its source),
+/// so the baseline is the same text.
+fn component_sql(source: &str, name: &str) -> String {
+    let opening = format!("const {name}: &str = \"\\\n");
+    let start = source.find(&opening).expect("the SQL constant") + opening.len();
     let end = start + source[start..].find("\";").expect("its end");
-    // Undo the string continuations: a backslash-newline and the next line's indent.
-    source[start..end]
-        .lines()
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join(" ")
+    let text = &source[start..end];
+    // Verbatim only while the literal has no escapes (its first line starts unindented).
+    assert!(!text.contains('\\'), "{name} has escapes to undo");
+    text.to_owned()
+}
+
+/// Whether `MCP_SANDBOX_BENCH_ONLY` (unset: everything) selects this case.
+fn selected(case: &str) -> bool {
+    std::env::var("MCP_SANDBOX_BENCH_ONLY").map_or(true, |only| case.contains(&only))
 }
 
 #[derive(Default)]
@@ -54,11 +59,79 @@ struct Outcome {
     latencies: Vec<Duration>,
     errors: u64,
     elapsed: Duration,
+    /// CPU time spent while measuring, by whom
+    cpu: Cpu,
+}
+
+/// CPU seconds (user + system) of the server process, every `postgres` process, and
+/// this load generator: where each call's cost goes on the shared cores.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    server: f64,
+    postgres: f64,
+    load: f64,
+}
+
+/// The server's pid, once it runs (for [`Cpu`]).
+static SERVER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+impl Cpu {
+    fn now() -> Self {
+        let mut postgres = 0.0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            if let Some((comm, seconds)) = process_cpu(&entry.path().join("stat"))
+                && comm == "postgres"
+            {
+                postgres += seconds;
+            }
+        }
+        let of = |pid: Option<&u32>| {
+            pid.and_then(|p| process_cpu(std::path::Path::new(&format!("/proc/{p}/stat"))))
+                .map_or(0.0, |(_, seconds)| seconds)
+        };
+        Self {
+            server: of(SERVER_PID.get()),
+            postgres,
+            load: of(Some(&std::process::id())),
+        }
+    }
+
+    fn since(self, start: Self) -> Self {
+        Self {
+            server: self.server - start.server,
+            postgres: self.postgres - start.postgres,
+            load: self.load - start.load,
+        }
+    }
+}
+
+/// A process's name and CPU seconds from `/proc/PID/stat` (utime and stime are in
+/// USER_HZ ticks, 100 per second on Linux).
+fn process_cpu(stat: &std::path::Path) -> Option<(String, f64)> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    let (open, close) = (text.find('(')?, text.rfind(')')?);
+    let comm = text[open + 1..close].to_owned();
+    let fields: Vec<&str> = text[close + 2..].split(' ').collect();
+    // After the name: state is field 3 of the line, utime 14 and stime 15.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((comm, ticks as f64 / 100.0))
 }
 
 impl Outcome {
     fn per_second(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// CPU microseconds per successful call: server, postgres, load generator.
+    fn cpu_per_call(&self) -> String {
+        let calls = self.latencies.len().max(1) as f64;
+        let us = |seconds: f64| seconds * 1e6 / calls;
+        format!(
+            "{:.0} | {:.0} | {:.0}",
+            us(self.cpu.server),
+            us(self.cpu.postgres),
+            us(self.cpu.load)
+        )
     }
 
     fn quantile(&mut self, q: f64) -> Duration {
@@ -86,6 +159,12 @@ where
     let started = Instant::now();
     let measure_from = started + WARMUP;
     let until = measure_from + measure;
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let start = Cpu::now();
+        tokio::time::sleep_until(until.into()).await;
+        Cpu::now().since(start)
+    });
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
             let call = call.clone();
@@ -113,6 +192,7 @@ where
         elapsed: measure,
         ..Outcome::default()
     };
+    total.cpu = cpu.await.expect("the CPU sampler");
     for task in tasks {
         let outcome = task.await.expect("a load client");
         total.latencies.extend(outcome.latencies);
@@ -232,12 +312,15 @@ fn ms(d: Duration) -> String {
 fn main() -> anyhow::Result<()> {
     common::with_sample_database(|database_url| async move {
         let port = common::free_port();
-        let _server = common::Server(
+        let server = common::Server(
             common::serve_command(port, TOKEN, &database_url)
                 .args(["--pool-size", &POOL_SIZE.to_string()])
                 .args(["--admin-token", ADMIN])
                 .spawn()?,
         );
+        eprintln!("server pid {}", server.0.id());
+        let _ = SERVER_PID.set(server.0.id());
+        let mut cpu_rows = Vec::new();
         let http: Http = Client::builder(TokioExecutor::new()).build_http();
         let started = Instant::now();
         while !health(&http, port).await {
@@ -254,7 +337,14 @@ fn main() -> anyhow::Result<()> {
             },
         );
         let pool = Pool::builder(manager).max_size(POOL_SIZE).build()?;
-        let list_sql = Arc::new(list_tables_sql());
+        let list_sql = component_sql(
+            include_str!("../../components/list-tables/src/lib.rs"),
+            "LIST",
+        );
+        let describe_sql = component_sql(
+            include_str!("../../components/describe-table/src/lib.rs"),
+            "DESCRIBE",
+        );
 
         println!(
             "| case | clients | server calls/s | p50 | p99 | errors | driver calls/s | p50 | p99 | server / driver |"
@@ -262,11 +352,18 @@ fn main() -> anyhow::Result<()> {
         println!("|---|---|---|---|---|---|---|---|---|---|");
         for clients in CONCURRENCY {
             let cases: [(&str, Value, Option<String>); 3] = [
-                ("list_tables", json!({}), Some(list_sql.to_string())),
+                ("list_tables", json!({}), Some(list_sql.clone())),
                 ("query_sql", json!({"sql": LOOKUP}), Some(LOOKUP.to_owned())),
-                ("describe_table", json!({"table": "orders"}), None),
+                (
+                    "describe_table",
+                    json!({"table": "orders"}),
+                    Some(describe_sql.clone()),
+                ),
             ];
             for (tool, arguments, baseline_sql) in cases {
+                if !selected(&format!("{tool}/{clients}")) {
+                    continue;
+                }
                 let (h, args) = (http.clone(), Arc::new(arguments));
                 let mut server = drive(clients, move || {
                     let (h, args) = (h.clone(), args.clone());
@@ -276,7 +373,7 @@ fn main() -> anyhow::Result<()> {
                 let driver = match baseline_sql {
                     Some(sql) => {
                         let (pool, sql) = (pool.clone(), Arc::new(sql));
-                        let with_param = tool == "list_tables";
+
                         Some(
                             drive(clients, move || {
                                 let (pool, sql) = (pool.clone(), sql.clone());
@@ -287,10 +384,17 @@ fn main() -> anyhow::Result<()> {
                                     let Ok(statement) = client.prepare_cached(&sql).await else {
                                         return false;
                                     };
-                                    let rows = if with_param {
-                                        client.query(&statement, &[&"public"]).await
-                                    } else {
-                                        client.query(&statement, &[]).await
+                                    // The parameters the component sends for these arguments.
+                                    let rows = match tool {
+                                        "list_tables" => {
+                                            client.query(&statement, &[&"public"]).await
+                                        }
+                                        "describe_table" => {
+                                            let params: [&(dyn ToSql + Sync); 4] =
+                                                [&"public", &false, &"orders", &false];
+                                            client.query(&statement, &params).await
+                                        }
+                                        _ => client.query(&statement, &[]).await,
                                     };
                                     rows.is_ok()
                                 }
@@ -300,6 +404,13 @@ fn main() -> anyhow::Result<()> {
                     }
                     None => None,
                 };
+                cpu_rows.push(format!(
+                    "| {tool} | {clients} | {} | {} |",
+                    server.cpu_per_call(),
+                    driver
+                        .as_ref()
+                        .map_or_else(|| "n/a | | ".to_owned(), Outcome::cpu_per_call)
+                ));
                 let (s50, s99) = (server.quantile(0.5), server.quantile(0.99));
                 let driver_cells = match driver {
                     Some(mut d) => format!(
@@ -319,6 +430,9 @@ fn main() -> anyhow::Result<()> {
                     server.errors
                 );
             }
+            if !selected(&format!("health/{clients}")) {
+                continue;
+            }
             let h = http.clone();
             let mut probes = drive(clients, move || {
                 let h = h.clone();
@@ -334,6 +448,17 @@ fn main() -> anyhow::Result<()> {
             );
         }
 
+        println!();
+        println!(
+            "| CPU µs per call | clients | server: server process | postgres | load generator | driver: server process | postgres | load generator |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for row in cpu_rows {
+            println!("{row}");
+        }
+        if !selected("swap") {
+            return Ok(());
+        }
         anyhow::ensure!(
             put_swapper(&http, port, "swap_v1.wasm").await,
             "loading the fixture"

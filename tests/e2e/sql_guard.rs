@@ -6,7 +6,7 @@ use crate::util::TestServer;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-crate::trials!(sql_guard: every_form_of_write_is_refused_and_nothing_changes, the_guard_holds_even_for_a_superuser_connection, nothing_leaks_between_calls, statement_timeout_cancels_on_the_server, million_rows_return_quickly_capped, byte_cap_truncates, db_role_is_a_second_layer, exhausted_pool_fails_fast_and_recovers);
+crate::trials!(sql_guard: every_form_of_write_is_refused_and_nothing_changes, the_guard_holds_even_for_a_superuser_connection, nothing_leaks_between_calls, statement_timeout_cancels_on_the_server, million_rows_return_quickly_capped, byte_cap_truncates, db_role_is_a_second_layer, exhausted_pool_fails_fast_and_recovers, connections_rest_outside_a_transaction);
 
 /// Writes, DDL, transaction control, writable CTEs, writing functions, DO, COPY,
 /// sequences, EXPLAIN ANALYZE, role changes, locks, LISTEN/NOTIFY, PREPARE, and the
@@ -177,6 +177,39 @@ async fn attack(url: &str, may_succeed: &[&str]) -> Vec<String> {
         .await;
     assert_eq!(out["rows"], json!([[6]]));
     report
+}
+
+/// The rollback goes out with the statement: when a call has answered, its connection
+/// already rests outside any transaction (an idle-in-transaction connection would hold
+/// back vacuum on the whole database).
+async fn connections_rest_outside_a_transaction() {
+    let url = format!(
+        "{}?application_name=rests-outside",
+        crate::util::db::reader_url()
+    );
+    let server = TestServer::launch(
+        &url,
+        Some(crate::util::server::TOKEN),
+        &["--pool-size", "2"],
+    )
+    .await;
+    let mut mcp = server.mcp().await;
+    let superuser = crate::util::db::superuser().await;
+    for sql in ["SELECT 1", "SELECT * FROM nope", "SHOW work_mem"] {
+        mcp.result("query_sql", json!({"sql": sql})).await;
+        let states: Vec<String> = superuser
+            .query(
+                "SELECT state FROM pg_stat_activity WHERE application_name = 'rests-outside'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert!(!states.is_empty(), "the pooled connection is open");
+        assert!(states.iter().all(|s| s == "idle"), "{sql}: {states:?}");
+    }
 }
 
 async fn nothing_leaks_between_calls() {

@@ -1,16 +1,16 @@
 //! The read-only SQL guard: one pooled connection per invocation, checked out on the
-//! first query, every statement inside a `READ ONLY` transaction that is always rolled
-//! back, row-returning queries wrapped in a `LIMIT` so the row cap stops Postgres itself,
-//! statements prepared once per connection, and the connection cleaned before it goes back
-//! to the pool.
+//! first query; every statement in its own `READ ONLY` transaction, rolled back in the
+//! same flight of messages (`BEGIN …`, the statement, `ROLLBACK …` go out together);
+//! row-returning queries wrapped in a `LIMIT` so the row cap stops Postgres itself;
+//! statements prepared once per connection.
 //!
 //! Layers, outermost first: the keyword allowlist (`statement.rs`); the extended
 //! protocol (one statement per string: `SELECT 1; DELETE …` cannot parse);
 //! `SELECT * FROM (…)` (Postgres accepts only a single query there, and no
-//! data-modifying `WITH`);
-//! `BEGIN READ ONLY` (writes, `nextval`, DDL fail); `default_transaction_read_only` on
-//! the session (`pool.rs`); `ROLLBACK` plus `pg_advisory_unlock_all()` after every
-//! invocation.
+//! data-modifying `WITH`); `BEGIN READ ONLY` (writes, `nextval`, DDL fail);
+//! `default_transaction_read_only` on the session (`pool.rs`); `ROLLBACK` plus
+//! `pg_advisory_unlock_all()` after every statement, and a connection whose cleanup
+//! failed never returns to the pool.
 
 use super::decode::decode;
 use super::pool::Db;
@@ -29,8 +29,8 @@ use tokio_postgres::{NoTls, Row, Statement};
 const LIMITED_PREFIX: &str = "SELECT * FROM (\n";
 /// Prepared statements kept per pooled connection before the cache starts over.
 const MAX_CACHED_STATEMENTS: usize = 256;
-/// Run after every invocation that touched the database; session-level advisory locks
-/// are the one piece of session state a read-only transaction can leave behind.
+/// Sent with every statement, after it; session-level advisory locks are the one piece of
+/// session state a read-only transaction can leave behind.
 const CLEANUP: &str = "ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()";
 
 /// Caps every invocation's queries share.
@@ -58,21 +58,11 @@ pub struct SessionStats {
     pub db_time: Duration,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Txn {
-    /// nothing sent yet on this connection
-    None,
-    Open,
-    /// the last statement failed, so the transaction is aborted
-    Failed,
-}
-
 /// The database side of one invocation.
 pub struct Session {
     db: Db,
     options: SessionOptions,
     conn: Option<Object>,
-    txn: Txn,
     /// a statement was sent and its answer not yet read (the invocation was abandoned)
     in_flight: bool,
     stats: SessionStats,
@@ -84,7 +74,6 @@ impl Session {
             db,
             options,
             conn: None,
-            txn: Txn::None,
             in_flight: false,
             stats: SessionStats::default(),
         }
@@ -143,29 +132,24 @@ impl Session {
             rows: max_rows,
             bytes: max_bytes,
         };
+        let prelude = begin(limits.role.as_deref(), self.options.statement_timeout);
         // A second attempt only after a cached statement went stale (see `STALE_PLAN`).
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let prelude = match self.txn {
-                Txn::None => begin(limits.role.as_deref(), self.options.statement_timeout),
-                Txn::Open => String::new(),
-                Txn::Failed => format!(
-                    "ROLLBACK; {}",
-                    begin(limits.role.as_deref(), self.options.statement_timeout)
-                ),
-            };
             self.in_flight = true;
-            let result = match path {
+            let (result, cleaned) = match path {
                 Path::Limited => limited(conn, &prelude, sql, params, caps).await,
                 Path::Direct => prepared(conn, &prelude, sql, 0, params, caps).await,
             };
             self.in_flight = false;
-            self.txn = if result.is_ok() {
-                Txn::Open
-            } else {
-                Txn::Failed
-            };
+            if !cleaned {
+                // Never back to the pool with a transaction or a lock it may still hold.
+                if let Some(conn) = self.conn.take() {
+                    let _ = Object::take(conn);
+                }
+                return result;
+            }
             match result {
                 Err(QueryError::Database(e)) if attempts == 1 && is_stale_plan(&e) => continue,
                 result => return result,
@@ -179,29 +163,18 @@ impl Drop for Session {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        if self.txn == Txn::None && !self.in_flight {
-            return; // never used: straight back to the pool
+        if !self.in_flight {
+            return; // every statement cleaned up after itself: back to the pool
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            let _ = Object::take(conn); // no runtime to clean with: close it
-            return;
-        };
-        if self.in_flight {
-            // Abandoned mid-statement (deadline, cancelled call): stop the statement on
-            // the server, not only here, and never reuse a connection in that state.
-            let token = conn.cancel_token();
-            let _ = Object::take(conn);
+        // Abandoned mid-statement (deadline, cancelled call): stop the statement on the
+        // server, not only here, and never reuse a connection in that state.
+        let token = conn.cancel_token();
+        let _ = Object::take(conn);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let _ = token.cancel_query(NoTls).await;
             });
-            return;
         }
-        // Off the caller's path: the connection rejoins the pool only once clean.
-        runtime.spawn(async move {
-            if conn.batch_execute(CLEANUP).await.is_err() {
-                let _ = Object::take(conn);
-            }
-        });
     }
 }
 
@@ -242,7 +215,7 @@ async fn limited(
     sql: &str,
     params: &[Value],
     caps: Caps,
-) -> Result<Rows, QueryError> {
+) -> (Result<Rows, QueryError>, bool) {
     // After a newline, so a trailing `-- comment` cannot swallow the closing parenthesis.
     let wrapped = format!(
         "{LIMITED_PREFIX}{}\n) AS mcp_sandbox_rows LIMIT {}",
@@ -261,11 +234,12 @@ fn strip_trailing_semicolons(sql: &str) -> &str {
     sql
 }
 
-/// One statement through the connection's cache of prepared statements, so Postgres
-/// parses and plans a repeated statement once per connection. A hit is one round trip,
-/// pipelined behind the transaction's prelude; a miss adds the `Parse`. Preparing also
-/// resolves unknown result types (enums, domains) before any row is in flight; resolving
-/// them mid-result can stall the driver's bounded channels.
+/// One statement in its own read-only transaction, through the connection's cache of
+/// prepared statements (Postgres parses and plans a repeated statement once per
+/// connection). The prelude, the statement and the cleanup go out together: a cached
+/// statement costs one round trip; a new one adds the `Parse`, which also resolves unknown
+/// result types (enums, domains) before any row is in flight (resolving them mid-result
+/// can stall the driver's bounded channels). Returns whether the cleanup succeeded.
 async fn prepared(
     conn: &ClientWrapper,
     prelude: &str,
@@ -273,20 +247,22 @@ async fn prepared(
     shift: usize,
     params: &[Value],
     caps: Caps,
-) -> Result<Rows, QueryError> {
+) -> (Result<Rows, QueryError>, bool) {
     let types: Vec<Type> = params.iter().map(Value::param_type).collect();
-    let mut begin = pin!(maybe_done(batch(conn, prelude)));
-    // The first poll writes the prelude before anything else is sent.
+    let mut begin = pin!(maybe_done(conn.batch_execute(prelude)));
+    // Each first poll writes its request; requests reach Postgres in this order.
     let _ = poll!(begin.as_mut());
     let statement = match conn.prepare_typed_cached(sql, &types).await {
         Ok(statement) => statement,
         Err(e) => {
+            let cleaned = conn.batch_execute(CLEANUP).await.is_ok();
             // A failed prelude (an unknown role, say) is the error worth reporting.
             begin.as_mut().await;
-            if let Some(Err(begin_error)) = begin.as_mut().take_output() {
-                return Err(map_error(&begin_error, 0));
-            }
-            return Err(map_error(&e, shift));
+            let error = match begin.as_mut().take_output() {
+                Some(Err(begin_error)) => map_error(&begin_error, 0),
+                _ => map_error(&e, shift),
+            };
+            return (Err(error), cleaned);
         }
     };
     if conn.statement_cache.size() > MAX_CACHED_STATEMENTS {
@@ -296,23 +272,27 @@ async fn prepared(
     let args: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
     let mut rows = pin!(maybe_done(conn.query_raw(&statement, args)));
     let _ = poll!(rows.as_mut());
+    let mut cleanup = pin!(maybe_done(conn.batch_execute(CLEANUP)));
+    let _ = poll!(cleanup.as_mut());
+    // Answers arrive in order: read each before the next so no channel fills up.
     begin.as_mut().await;
-    if let Some(Err(e)) = begin.as_mut().take_output() {
-        return Err(map_error(&e, 0));
-    }
+    let began = begin.as_mut().take_output();
     rows.as_mut().await;
-    let stream = match rows.as_mut().take_output() {
-        Some(Ok(stream)) => stream,
-        Some(Err(e)) => {
+    let result = match (began, rows.as_mut().take_output()) {
+        (Some(Err(e)), _) => Err(map_error(&e, 0)),
+        (_, Some(Ok(stream))) => collect(&statement, stream, caps).await,
+        (_, Some(Err(e))) => {
             if e.code() == Some(&STALE_PLAN) {
                 // Other errors of that class only cost a fresh `Parse` next time.
                 conn.statement_cache.remove(sql, &types);
             }
-            return Err(map_error(&e, shift));
+            Err(map_error(&e, shift))
         }
-        None => return Err(QueryError::Unavailable("lost a response".into())),
+        (_, None) => Err(QueryError::Unavailable("lost a response".into())),
     };
-    collect(&statement, stream, caps).await
+    cleanup.as_mut().await;
+    let cleaned = matches!(cleanup.as_mut().take_output(), Some(Ok(())));
+    (result, cleaned)
 }
 
 /// Postgres refuses to run a cached statement whose result columns changed (a table
@@ -321,13 +301,6 @@ const STALE_PLAN: SqlState = SqlState::FEATURE_NOT_SUPPORTED;
 
 fn is_stale_plan(e: &DbError) -> bool {
     e.sqlstate == STALE_PLAN.code() && e.message.starts_with("cached plan must not change")
-}
-
-async fn batch(client: &tokio_postgres::Client, sql: &str) -> Result<(), tokio_postgres::Error> {
-    if sql.is_empty() {
-        return Ok(());
-    }
-    client.batch_execute(sql).await
 }
 
 /// Reads rows up to the caps; stopping early drops the stream, and the connection

@@ -109,7 +109,11 @@ impl App {
         let mut config = StreamableHttpServerConfig::default()
             .with_cancellation_token(streams.clone())
             .with_max_request_body_bytes(settings.max_request_bytes)
-            .with_sse_keep_alive(Some(settings.sse_keep_alive));
+            .with_sse_keep_alive(Some(settings.sse_keep_alive))
+            // A stateless call whose only message is its result is answered as one JSON
+            // body (one write), not as an event stream; rmcp falls back to a stream when
+            // the handler sends anything first (progress, `subscriptions/listen`).
+            .with_json_response(true);
         config = if settings.allowed_hosts.is_empty() {
             config.disable_allowed_hosts()
         } else {
