@@ -465,13 +465,13 @@ fn main() -> anyhow::Result<()> {
         );
         println!();
         println!(
-            "| which_version, {SWAP_CLIENTS} clients | calls/s | p50 | p99 | errors | swaps |"
+            "| which_version, {SWAP_CLIENTS} clients | calls/s | p50 | p99 | errors | swaps | CPU µs per call: server process | postgres | load generator |"
         );
-        println!("|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|");
         for swapping in [false, true] {
             let (mut outcome, swaps) = swap_case(&http, port, swapping).await;
             println!(
-                "| {} | {:.0} | {} | {} | {} | {swaps} |",
+                "| {} | {:.0} | {} | {} | {} | {swaps} | {} |",
                 if swapping {
                     "replaced every second"
                 } else {
@@ -480,7 +480,8 @@ fn main() -> anyhow::Result<()> {
                 outcome.per_second(),
                 ms(outcome.quantile(0.5)),
                 ms(outcome.quantile(0.99)),
-                outcome.errors
+                outcome.errors,
+                outcome.cpu_per_call()
             );
         }
         Ok(())

@@ -74,8 +74,8 @@ fn describe(report: &Inspection) -> serde_json::Value {
                 "name": t.name,
                 "title": t.title,
                 "description": t.description,
-                "inputSchema": t.input_schema,
-                "outputSchema": t.output_schema,
+                "inputSchema": &*t.input_schema,
+                "outputSchema": t.output_schema.as_deref(),
                 "annotations": {
                     "readOnlyHint": t.annotations.read_only,
                     "destructiveHint": t.annotations.destructive,

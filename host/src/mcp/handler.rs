@@ -210,14 +210,14 @@ pub(crate) fn to_mcp_tool(spec: &ToolSpec) -> Tool {
     let mut tool = Tool::new_with_raw(
         spec.name.clone(),
         Some(spec.description.clone().into()),
-        Arc::new(spec.input_schema.clone()),
+        spec.input_schema.clone(),
     )
     .with_annotations(annotations);
     if let Some(title) = &spec.title {
         tool = tool.with_title(title.clone());
     }
     if let Some(schema) = &spec.output_schema {
-        tool = tool.with_raw_output_schema(Arc::new(schema.clone()));
+        tool = tool.with_raw_output_schema(schema.clone());
     }
     tool
 }

@@ -50,8 +50,9 @@ pub struct ToolSpec {
     pub name: String,
     pub title: Option<String>,
     pub description: String,
-    pub input_schema: Map<String, Value>,
-    pub output_schema: Option<Map<String, Value>>,
+    /// shared: every `tools/list` and header check hands them out
+    pub input_schema: Arc<Map<String, Value>>,
+    pub output_schema: Option<Arc<Map<String, Value>>>,
     pub annotations: Annotations,
     /// the component serving it
     pub component: Arc<str>,
