@@ -33,6 +33,8 @@ const ADMIN: &str = "bench-admin-0123456789";
 const SWAP_CLIENTS: usize = 16;
 const SWAP_EVERY: Duration = Duration::from_secs(1);
 const SWAP_MEASURE: Duration = Duration::from_secs(5);
+/// The guard's `LIMIT` with the default row cap (1,000 rows, one more fetched).
+const GUARD_CAP: u32 = 1001;
 const LOOKUP: &str = "SELECT full_name FROM customers WHERE email = 'grace@example.com'";
 
 type Http = Client<HttpConnector, Full<Bytes>>;
@@ -201,6 +203,42 @@ where
     total
 }
 
+/// The baseline: the tool's statement straight through tokio-postgres, prepared once per
+/// connection, with the parameters the component sends. `guarded` adds what the guard
+/// sends around it (`db/guard.rs`): the same transaction, `LIMIT` wrapper and cleanup,
+/// pipelined the same way, so the two baselines split the guard's cost from the rest.
+async fn driver_call(pool: &Pool, sql: &str, tool: &str, guarded: bool) -> bool {
+    let Ok(client) = pool.get().await else {
+        return false;
+    };
+    let wrapped;
+    let sql = if guarded {
+        wrapped = format!("SELECT * FROM (\n{sql}\n) AS mcp_sandbox_rows LIMIT {GUARD_CAP}");
+        &wrapped
+    } else {
+        sql
+    };
+    let Ok(statement) = client.prepare_cached(sql).await else {
+        return false;
+    };
+    let describe: [&(dyn ToSql + Sync); 4] = [&"public", &false, &"orders", &false];
+    let list: [&(dyn ToSql + Sync); 1] = [&"public"];
+    let params: &[&(dyn ToSql + Sync)] = match tool {
+        "list_tables" => &list,
+        "describe_table" => &describe,
+        _ => &[],
+    };
+    if !guarded {
+        return client.query(&statement, params).await.is_ok();
+    }
+    let (begin, rows, end) = tokio::join!(
+        client.batch_execute("BEGIN READ ONLY"),
+        client.query(&statement, params),
+        client.batch_execute("ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()"),
+    );
+    begin.is_ok() && rows.is_ok() && end.is_ok()
+}
+
 async fn tool_call(http: &Http, port: u16, tool: &str, arguments: &Value) -> bool {
     let body = json!({
         "jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -347,20 +385,16 @@ fn main() -> anyhow::Result<()> {
         );
 
         println!(
-            "| case | clients | server calls/s | p50 | p99 | errors | driver calls/s | p50 | p99 | server / driver |"
+            "| case | clients | server calls/s | p50 | p99 | errors | driver calls/s | p50 | p99 | server / driver | guarded driver calls/s | p50 | server / guarded driver |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for clients in CONCURRENCY {
-            let cases: [(&str, Value, Option<String>); 3] = [
-                ("list_tables", json!({}), Some(list_sql.clone())),
-                ("query_sql", json!({"sql": LOOKUP}), Some(LOOKUP.to_owned())),
-                (
-                    "describe_table",
-                    json!({"table": "orders"}),
-                    Some(describe_sql.clone()),
-                ),
+            let cases: [(&str, Value, &str); 3] = [
+                ("list_tables", json!({}), &list_sql),
+                ("query_sql", json!({"sql": LOOKUP}), LOOKUP),
+                ("describe_table", json!({"table": "orders"}), &describe_sql),
             ];
-            for (tool, arguments, baseline_sql) in cases {
+            for (tool, arguments, sql) in cases {
                 if !selected(&format!("{tool}/{clients}")) {
                     continue;
                 }
@@ -370,64 +404,40 @@ fn main() -> anyhow::Result<()> {
                     async move { tool_call(&h, port, tool, &args).await }
                 })
                 .await;
-                let driver = match baseline_sql {
-                    Some(sql) => {
-                        let (pool, sql) = (pool.clone(), Arc::new(sql));
-
-                        Some(
-                            drive(clients, move || {
-                                let (pool, sql) = (pool.clone(), sql.clone());
-                                async move {
-                                    let Ok(client) = pool.get().await else {
-                                        return false;
-                                    };
-                                    let Ok(statement) = client.prepare_cached(&sql).await else {
-                                        return false;
-                                    };
-                                    // The parameters the component sends for these arguments.
-                                    let rows = match tool {
-                                        "list_tables" => {
-                                            client.query(&statement, &[&"public"]).await
-                                        }
-                                        "describe_table" => {
-                                            let params: [&(dyn ToSql + Sync); 4] =
-                                                [&"public", &false, &"orders", &false];
-                                            client.query(&statement, &params).await
-                                        }
-                                        _ => client.query(&statement, &[]).await,
-                                    };
-                                    rows.is_ok()
-                                }
-                            })
-                            .await,
-                        )
-                    }
-                    None => None,
-                };
+                let mut baselines = Vec::new();
+                for guarded in [false, true] {
+                    let (pool, sql) = (pool.clone(), Arc::new(sql.to_owned()));
+                    baselines.push(
+                        drive(clients, move || {
+                            let (pool, sql) = (pool.clone(), sql.clone());
+                            async move { driver_call(&pool, &sql, tool, guarded).await }
+                        })
+                        .await,
+                    );
+                }
+                let [mut driver, mut guarded] = <[Outcome; 2]>::try_from(baselines)
+                    .unwrap_or_else(|_| unreachable!("two baselines"));
                 cpu_rows.push(format!(
-                    "| {tool} | {clients} | {} | {} |",
+                    "| {tool} | {clients} | {} | {} | {} |",
                     server.cpu_per_call(),
-                    driver
-                        .as_ref()
-                        .map_or_else(|| "n/a | | ".to_owned(), Outcome::cpu_per_call)
+                    driver.cpu_per_call(),
+                    guarded.cpu_per_call()
                 ));
-                let (s50, s99) = (server.quantile(0.5), server.quantile(0.99));
-                let driver_cells = match driver {
-                    Some(mut d) => format!(
-                        "{:.0} | {} | {} | {:.0}%",
-                        d.per_second(),
-                        ms(d.quantile(0.5)),
-                        ms(d.quantile(0.99)),
-                        100.0 * server.per_second() / d.per_second().max(1e-9)
-                    ),
-                    None => "n/a | | | ".to_owned(),
-                };
+                let rate = server.per_second();
+                let ratio = |d: &Outcome| 100.0 * rate / d.per_second().max(1e-9);
                 println!(
-                    "| {tool} | {clients} | {:.0} | {} | {} | {} | {driver_cells} |",
+                    "| {tool} | {clients} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {:.0}% | {:.0} | {} | {:.0}% |",
                     server.per_second(),
-                    ms(s50),
-                    ms(s99),
-                    server.errors
+                    ms(server.quantile(0.5)),
+                    ms(server.quantile(0.99)),
+                    server.errors,
+                    driver.per_second(),
+                    ms(driver.quantile(0.5)),
+                    ms(driver.quantile(0.99)),
+                    ratio(&driver),
+                    guarded.per_second(),
+                    ms(guarded.quantile(0.5)),
+                    ratio(&guarded),
                 );
             }
             if !selected(&format!("health/{clients}")) {
@@ -440,7 +450,7 @@ fn main() -> anyhow::Result<()> {
             })
             .await;
             println!(
-                "| GET /health | {clients} | {:.0} | {} | {} | {} | n/a | | | |",
+                "| GET /health | {clients} | {:.0} | {} | {} | {} | n/a | | | | | | |",
                 probes.per_second(),
                 ms(probes.quantile(0.5)),
                 ms(probes.quantile(0.99)),
@@ -450,9 +460,9 @@ fn main() -> anyhow::Result<()> {
 
         println!();
         println!(
-            "| CPU µs per call | clients | server: server process | postgres | load generator | driver: server process | postgres | load generator |"
+            "| CPU µs per call | clients | server: server process | postgres | load generator | driver: server process | postgres | load generator | guarded driver: server process | postgres | load generator |"
         );
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for row in cpu_rows {
             println!("{row}");
         }
