@@ -7,7 +7,7 @@ use crate::util::{TempDir, TestServer};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-crate::trials!(sandbox: spinning_guest_stops_at_its_deadline, memory_cap_traps, panics_traps_and_stack_overflows_are_named, flooding_output_is_capped, sql_calls_per_invocation_are_capped, oversized_results_are_refused, guest_blocked_in_a_slow_query_is_stopped_and_the_query_cancelled, arguments_are_checked_before_the_component_runs, per_component_limits_apply_to_builtins);
+crate::trials!(sandbox: spinning_guest_stops_at_its_deadline, memory_cap_traps, panics_traps_and_stack_overflows_are_named, flooding_output_is_capped, sql_calls_per_invocation_are_capped, oversized_results_are_refused, guest_blocked_in_a_slow_query_is_stopped_and_the_query_cancelled, arguments_are_checked_before_the_component_runs, per_component_limits_apply_to_builtins, text_parameters_take_the_type_the_statement_needs);
 
 /// The misbehave fixture loaded with `limits` as its `misbehave.toml`.
 async fn misbehave(limits: &str, flags: &[&str]) -> (TestServer, TempDir) {
@@ -298,4 +298,52 @@ async fn per_component_limits_apply_to_builtins() {
     // Other components keep the server's limits.
     let tables = mcp.structured("list_tables", json!({})).await;
     assert_eq!(tables["tables"].as_array().unwrap().len(), 7);
+}
+
+/// A component's text parameter reads like a quoted literal: Postgres gives it the type
+/// the statement needs (so a catalog lookup by `name` keeps its index and cached plan);
+/// where nothing decides, it is `text`.
+async fn text_parameters_take_the_type_the_statement_needs() {
+    let (server, _dir) = misbehave("", &[]).await;
+    let mut mcp = server.mcp().await;
+    for (sql, text, kind, values) in [
+        ("SELECT $1 AS v", "hello", "text", json!(["hello"])),
+        ("SELECT $1 || '!' AS v", "hi", "text", json!(["hi!"])),
+        // Nothing decides here: Postgres refuses to guess, and the guard says `text`.
+        ("SELECT $1 IS NULL AS v", "x", "bool", json!([false])),
+        (
+            "SELECT nspname FROM pg_namespace WHERE nspname = $1",
+            "public",
+            "name",
+            json!(["public"]),
+        ),
+        (
+            "SELECT id FROM orders WHERE id = $1",
+            "3",
+            "int8",
+            json!([3]),
+        ),
+        (
+            "SELECT count(*) FROM orders WHERE status = $1",
+            "paid",
+            "int8",
+            json!([1]),
+        ),
+    ] {
+        // Twice: the second run uses the statement cached by the first.
+        for _ in 0..2 {
+            let out = mcp
+                .structured("text_param", json!({"sql": sql, "text": text}))
+                .await;
+            assert_eq!(out["type"], kind, "{sql}: {out}");
+            assert_eq!(out["values"], values, "{sql}: {out}");
+        }
+    }
+    let text = mcp
+        .tool_error(
+            "text_param",
+            json!({"sql": "SELECT id FROM orders WHERE id = $1", "text": "three"}),
+        )
+        .await;
+    assert!(text.contains("22P02"), "like a bad literal: {text}");
 }

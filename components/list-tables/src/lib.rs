@@ -4,8 +4,7 @@
 use guest_sdk::{Args, CallError, Output, Tool, ToolDef, describe_query_error, json, sql};
 
 /// One round trip: the LEFT JOIN keeps a single all-NULL row for an empty schema, so no
-/// row at all means the schema does not exist. `$1::name`: the host sends text as
-/// `text`, and `nspname = text` would cast the column instead of using its index.
+/// row at all means the schema does not exist.
 const LIST: &str = "\
 SELECT c.relname::text,
        CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view'
@@ -18,7 +17,7 @@ SELECT c.relname::text,
          ON c.relnamespace = n.oid
         AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
         AND NOT c.relispartition
- WHERE n.nspname = $1::name
+ WHERE n.nspname = $1
  ORDER BY c.relname";
 
 struct ListTables;

@@ -133,14 +133,20 @@ impl Session {
             bytes: max_bytes,
         };
         let prelude = begin(limits.role.as_deref(), self.options.statement_timeout);
-        // A second attempt only after a cached statement went stale (see `STALE_PLAN`).
-        let mut attempts = 0;
+        // Another attempt only after a cached statement went stale (see `STALE_PLAN`) or
+        // when a text parameter's type could not be inferred (`Value::param_type`).
+        let (mut stale_retried, mut text_typed) = (false, false);
         loop {
-            attempts += 1;
+            let call = Call {
+                prelude: &prelude,
+                params,
+                text_typed,
+                caps,
+            };
             self.in_flight = true;
             let (result, cleaned) = match path {
-                Path::Limited => limited(conn, &prelude, sql, params, caps).await,
-                Path::Direct => prepared(conn, &prelude, sql, 0, params, caps).await,
+                Path::Limited => limited(conn, sql, call).await,
+                Path::Direct => prepared(conn, sql, 0, call).await,
             };
             self.in_flight = false;
             if !cleaned {
@@ -151,7 +157,16 @@ impl Session {
                 return result;
             }
             match result {
-                Err(QueryError::Database(e)) if attempts == 1 && is_stale_plan(&e) => continue,
+                Err(QueryError::Database(e)) if !stale_retried && is_stale_plan(&e) => {
+                    stale_retried = true;
+                }
+                Err(QueryError::Database(e))
+                    if !text_typed
+                        && e.sqlstate == SqlState::INDETERMINATE_DATATYPE.code()
+                        && params.iter().any(|p| matches!(p, Value::Text(_))) =>
+                {
+                    text_typed = true;
+                }
                 result => return result,
             }
         }
@@ -200,6 +215,17 @@ pub(crate) fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// One attempt at a statement.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    /// opens the statement's transaction
+    prelude: &'a str,
+    params: &'a [Value],
+    /// announce text parameters as `text` (see `Value::param_type`)
+    text_typed: bool,
+    caps: Caps,
+}
+
 #[derive(Clone, Copy)]
 struct Caps {
     rows: u32,
@@ -211,18 +237,16 @@ struct Caps {
 /// and refuses a data-modifying `WITH` there ("must be at the top level").
 async fn limited(
     conn: &ClientWrapper,
-    prelude: &str,
     sql: &str,
-    params: &[Value],
-    caps: Caps,
+    call: Call<'_>,
 ) -> (Result<Rows, QueryError>, bool) {
     // After a newline, so a trailing `-- comment` cannot swallow the closing parenthesis.
     let wrapped = format!(
         "{LIMITED_PREFIX}{}\n) AS mcp_sandbox_rows LIMIT {}",
         strip_trailing_semicolons(sql),
-        u64::from(caps.rows) + 1
+        u64::from(call.caps.rows) + 1
     );
-    prepared(conn, prelude, &wrapped, LIMITED_PREFIX.len(), params, caps).await
+    prepared(conn, &wrapped, LIMITED_PREFIX.len(), call).await
 }
 
 /// `SELECT 1;` is one statement to Postgres, but not inside parentheses.
@@ -242,13 +266,17 @@ fn strip_trailing_semicolons(sql: &str) -> &str {
 /// can stall the driver's bounded channels). Returns whether the cleanup succeeded.
 async fn prepared(
     conn: &ClientWrapper,
-    prelude: &str,
     sql: &str,
     shift: usize,
-    params: &[Value],
-    caps: Caps,
+    call: Call<'_>,
 ) -> (Result<Rows, QueryError>, bool) {
-    let types: Vec<Type> = params.iter().map(Value::param_type).collect();
+    let Call {
+        prelude,
+        params,
+        text_typed,
+        caps,
+    } = call;
+    let types: Vec<Type> = params.iter().map(|p| p.param_type(text_typed)).collect();
     let mut begin = pin!(maybe_done(conn.batch_execute(prelude)));
     // Each first poll writes its request; requests reach Postgres in this order.
     let _ = poll!(begin.as_mut());

@@ -55,11 +55,17 @@ pub enum QueryError {
 }
 
 impl Value {
-    /// The parameter type announced to Postgres for this value; `Null` leaves the type
-    /// for the server to infer.
-    pub(crate) fn param_type(&self) -> Type {
+    /// The parameter type announced to Postgres for this value. `Null` leaves it for the
+    /// server to infer, and so does `Text` (sent in text format, it reads like a quoted
+    /// literal) unless `text_typed`: compared with a `name` column, as in every catalog
+    /// query, it is then a `name` and the plan can be cached; announced as `text`, the
+    /// column would be cast and every execution planned afresh. Where nothing decides
+    /// (`$1 IS NULL`), the guard retries with `text_typed`.
+    pub(crate) fn param_type(&self, text_typed: bool) -> Type {
+        let inferred = || Type::new("unknown".into(), 0, Kind::Pseudo, "pg_catalog".into());
         match self {
-            Value::Null => Type::new("unknown".into(), 0, Kind::Pseudo, "pg_catalog".into()),
+            Value::Null => inferred(),
+            Value::Text(_) if !text_typed => inferred(),
             Value::Bool(_) => Type::BOOL,
             Value::Int(_) => Type::INT8,
             Value::Float(_) => Type::FLOAT8,
@@ -82,7 +88,7 @@ impl ToSql for Value {
             Value::Bool(b) => out.extend_from_slice(&[u8::from(*b)]),
             Value::Int(i) => out.extend_from_slice(&i.to_be_bytes()),
             Value::Float(f) => out.extend_from_slice(&f.to_be_bytes()),
-            // Sent in text format (see `encode_format`): the server parses the digits.
+            // Sent in text format (see `encode_format`): the server parses them.
             Value::Numeric(s) | Value::Text(s) => out.extend_from_slice(s.as_bytes()),
             Value::Json(s) => {
                 out.extend_from_slice(&[1]); // jsonb binary format version
@@ -100,7 +106,7 @@ impl ToSql for Value {
 
     fn encode_format(&self, _ty: &Type) -> Format {
         match self {
-            Value::Numeric(_) => Format::Text,
+            Value::Numeric(_) | Value::Text(_) => Format::Text,
             _ => Format::Binary,
         }
     }
