@@ -17,6 +17,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use mcp_sandbox::config::DEFAULT_MAX_ROWS;
+use mcp_sandbox::db;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,8 +35,6 @@ const ADMIN: &str = "bench-admin-0123456789";
 const SWAP_CLIENTS: usize = 16;
 const SWAP_EVERY: Duration = Duration::from_secs(1);
 const SWAP_MEASURE: Duration = Duration::from_secs(5);
-/// The guard's `LIMIT` with the default row cap (1,000 rows, one more fetched).
-const GUARD_CAP: u32 = 1001;
 const LOOKUP: &str = "SELECT full_name FROM customers WHERE email = 'grace@example.com'";
 
 type Http = Client<HttpConnector, Full<Bytes>>;
@@ -213,7 +213,7 @@ async fn driver_call(pool: &Pool, sql: &str, tool: &str, guarded: bool) -> bool 
     };
     let wrapped;
     let sql = if guarded {
-        wrapped = format!("SELECT * FROM (\n{sql}\n) AS mcp_sandbox_rows LIMIT {GUARD_CAP}");
+        wrapped = db::limited_sql(sql, DEFAULT_MAX_ROWS);
         &wrapped
     } else {
         sql
@@ -231,10 +231,11 @@ async fn driver_call(pool: &Pool, sql: &str, tool: &str, guarded: bool) -> bool 
     if !guarded {
         return client.query(&statement, params).await.is_ok();
     }
+    let begin_sql = db::begin_sql(None, None);
     let (begin, rows, end) = tokio::join!(
-        client.batch_execute("BEGIN READ ONLY"),
+        client.batch_execute(&begin_sql),
         client.query(&statement, params),
-        client.batch_execute("ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()"),
+        client.batch_execute(db::CLEANUP),
     );
     begin.is_ok() && rows.is_ok() && end.is_ok()
 }

@@ -31,7 +31,7 @@ const LIMITED_PREFIX: &str = "SELECT * FROM (\n";
 const MAX_CACHED_STATEMENTS: usize = 256;
 /// Sent with every statement, after it; session-level advisory locks are the one piece of
 /// session state a read-only transaction can leave behind.
-const CLEANUP: &str = "ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()";
+pub const CLEANUP: &str = "ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()";
 
 /// Caps every invocation's queries share.
 #[derive(Clone, Debug)]
@@ -132,7 +132,7 @@ impl Session {
             rows: max_rows,
             bytes: max_bytes,
         };
-        let prelude = begin(limits.role.as_deref(), self.options.statement_timeout);
+        let prelude = begin_sql(limits.role.as_deref(), self.options.statement_timeout);
         // Another attempt only after a cached statement went stale (see `STALE_PLAN`) or
         // when a text parameter's type could not be inferred (`Value::param_type`).
         let (mut stale_retried, mut text_typed) = (false, false);
@@ -195,7 +195,7 @@ impl Drop for Session {
 
 /// Opens the guard's transaction: read-only, as the configured role, with the
 /// component's statement timeout.
-fn begin(role: Option<&str>, statement_timeout: Option<Duration>) -> String {
+pub fn begin_sql(role: Option<&str>, statement_timeout: Option<Duration>) -> String {
     let mut sql = String::from("BEGIN READ ONLY");
     if let Some(role) = role {
         sql.push_str("; SET LOCAL ROLE ");
@@ -240,13 +240,19 @@ async fn limited(
     sql: &str,
     call: Call<'_>,
 ) -> (Result<Rows, QueryError>, bool) {
+    let wrapped = limited_sql(sql, call.caps.rows);
+    prepared(conn, &wrapped, LIMITED_PREFIX.len(), call).await
+}
+
+/// `sql` as the guard runs it under a cap of `max_rows` rows (one more is fetched, to
+/// tell a full result from a truncated one).
+pub fn limited_sql(sql: &str, max_rows: u32) -> String {
     // After a newline, so a trailing `-- comment` cannot swallow the closing parenthesis.
-    let wrapped = format!(
+    format!(
         "{LIMITED_PREFIX}{}\n) AS mcp_sandbox_rows LIMIT {}",
         strip_trailing_semicolons(sql),
-        u64::from(call.caps.rows) + 1
-    );
-    prepared(conn, &wrapped, LIMITED_PREFIX.len(), call).await
+        u64::from(max_rows) + 1
+    )
 }
 
 /// `SELECT 1;` is one statement to Postgres, but not inside parentheses.
@@ -310,11 +316,11 @@ async fn prepared(
         (Some(Err(e)), _) => Err(map_error(&e, 0)),
         (_, Some(Ok(stream))) => collect(&statement, stream, caps).await,
         (_, Some(Err(e))) => {
-            if e.code() == Some(&STALE_PLAN) {
-                // Other errors of that class only cost a fresh `Parse` next time.
+            let error = map_error(&e, shift);
+            if matches!(&error, QueryError::Database(db) if is_stale_plan(db)) {
                 conn.statement_cache.remove(sql, &types);
             }
-            Err(map_error(&e, shift))
+            Err(error)
         }
         (_, None) => Err(QueryError::Unavailable("lost a response".into())),
     };

@@ -38,7 +38,8 @@ async fn install_test_objects(url: &str) -> Result<(), tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     // A function that writes, for the SQL guard's attacks to call; a table (outside
-    // `public`, whose listing tests compare whole) that `query_sql::a_changed_table_is_prepared_afresh` alters.
+    // `public`, whose listing tests compare whole) that
+    // `query_sql::a_changed_table_is_prepared_afresh` alters.
     client
         .batch_execute(
             "CREATE FUNCTION public.bump_price() RETURNS int LANGUAGE sql AS \
