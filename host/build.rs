@@ -36,6 +36,7 @@ fn main() {
         return;
     }
 
+    ensure_wasm_target();
     let target_dir = out_dir.join("components-target");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
@@ -65,6 +66,40 @@ fn main() {
     }
     let wasm_dir = target_dir.join("wasm32-wasip2/release");
     write(&generated, &source(Some(&wasm_dir)));
+}
+
+/// The guests need the toolchain's `wasm32-wasip2` standard library. `rust-toolchain.toml`
+/// names the target, but rustup adds a listed target only when it installs the toolchain
+/// itself, so a machine that already had 1.95 lacks it: add it here, once, and otherwise
+/// say exactly what to run.
+fn ensure_wasm_target() {
+    const TARGET: &str = "wasm32-wasip2";
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let installed = || {
+        Command::new(&rustc)
+            .args(["--print", "target-libdir", "--target", TARGET])
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+            .is_some_and(|dir| dir.is_dir())
+    };
+    if installed() {
+        return;
+    }
+    eprintln!("adding the {TARGET} target for the guest components (rustup target add {TARGET})");
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", TARGET]);
+    if let Ok(toolchain) = env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    let added = rustup.status().is_ok_and(|status| status.success());
+    if !added || !installed() {
+        panic!(
+            "the guest components need the {TARGET} target and it could not be added; \
+             run `rustup target add {TARGET}` (or install it for the toolchain in rust-toolchain.toml)"
+        );
+    }
 }
 
 fn source(wasm_dir: Option<&Path>) -> String {

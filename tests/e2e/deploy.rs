@@ -3,7 +3,7 @@
 //! they and the Dockerfile tell the binary (flags, environment, probe paths, ports) is
 //! what the binary understands.
 
-use crate::util::{TempDir, TestServer};
+use crate::util::{TempDir, TestServer, tools};
 use clap::{CommandFactory, Parser};
 use http::StatusCode;
 use mcp_sandbox::config::Cli;
@@ -37,17 +37,8 @@ fn manifests() -> Vec<PathBuf> {
     files
 }
 
-/// Where `scripts/setup-test-tools` puts the Python tools.
-fn validator_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/interop/venv/bin")
-}
-
 fn validate(files: &[PathBuf]) -> (bool, String) {
-    let validator = validator_dir().join("kubernetes-validate");
-    assert!(
-        validator.exists(),
-        "kubernetes-validate is not installed: run scripts/setup-test-tools (.ci/run does)"
-    );
+    let validator = tools::venv_program("kubernetes-validate");
     let output = Command::new(validator)
         .args(["--strict", "-k", KUBERNETES])
         .args(files)
@@ -97,7 +88,7 @@ async fn manifests_pass_strict_schema_validation() {
 
     // Every YAML file under deploy/ parses (the Gateway API route and the Prometheus
     // files have no Kubernetes schema to check against).
-    let yamllint = validator_dir().join("yamllint");
+    let yamllint = tools::venv_program("yamllint");
     let output = Command::new(yamllint)
         .args([
             "-d",

@@ -1,9 +1,9 @@
 //! Interoperability: the official MCP SDKs, which nobody on this project wrote, drive the
-//! server in every era it serves. The clients live in `interop/`; `scripts/setup-test-tools`
-//! (run by `.ci/run`) installs the SDKs. Each connects, lists the tools, calls each one,
+//! server in every era it serves. The clients live in `interop/`; the SDKs are installed
+//! on first use (`util::tools`). Each connects, lists the tools, calls each one,
 //! sees a tool error and disconnects; the server must then hold no session.
 
-use crate::util::{TestServer, metrics};
+use crate::util::{TestServer, metrics, tools};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -14,28 +14,6 @@ crate::trials!(interop: python_streamable_http_legacy_handshake, python_streamab
 
 /// One SDK client run, far longer than it needs (about a second), for a loaded machine.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn python() -> PathBuf {
-    let python = repo().join("target/interop/venv/bin/python");
-    assert!(
-        python.exists(),
-        "the MCP Python SDK is not installed: run scripts/setup-test-tools (.ci/run does)"
-    );
-    python
-}
-
-fn typescript_client() -> PathBuf {
-    let dir = repo().join("interop/typescript");
-    assert!(
-        dir.join("node_modules/@modelcontextprotocol/sdk").exists(),
-        "the MCP TypeScript SDK is not installed: run scripts/setup-test-tools (.ci/run does)"
-    );
-    dir.join("client.mjs")
-}
 
 /// Runs one SDK client against `server` and returns the JSON line it printed.
 async fn run_client(
@@ -100,15 +78,22 @@ async fn no_session_left(server: &TestServer) {
 
 async fn python_client(mode: &str, path: &str) -> Value {
     let server = TestServer::start().await;
-    let script = repo().join("interop/python/client.py");
-    let seen = run_client(&server, python(), script, mode, path).await;
+    let script = tools::repo().join("interop/python/client.py");
+    let seen = run_client(&server, tools::python(), script, mode, path).await;
     no_session_left(&server).await;
     seen
 }
 
 async fn typescript(mode: &str, path: &str) -> Value {
     let server = TestServer::start().await;
-    let seen = run_client(&server, "node".into(), typescript_client(), mode, path).await;
+    let seen = run_client(
+        &server,
+        "node".into(),
+        tools::typescript_client(),
+        mode,
+        path,
+    )
+    .await;
     no_session_left(&server).await;
     seen
 }

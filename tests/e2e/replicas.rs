@@ -5,10 +5,10 @@
 //! most the calls in flight on the killed replica.
 
 use crate::binary::binary;
-use crate::util::{Http, TOKEN_AUTH, TempDir, db, fixture, server::TOKEN};
+use crate::util::{Http, TOKEN_AUTH, TempDir, db, fixture, server::TOKEN, tools};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,15 +60,6 @@ async fn start_replica(components: &Path) -> Replica {
     Replica { child, addr }
 }
 
-fn nginx_binary() -> PathBuf {
-    let nginx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/nginx/usr/sbin/nginx");
-    assert!(
-        nginx.exists(),
-        "nginx is not unpacked: run scripts/setup-test-tools (.ci/run does)"
-    );
-    nginx
-}
-
 /// nginx in front of `replicas`, round robin. A request that cannot reach a replica
 /// (refused, reset) goes to the next one: every tool runs read-only SQL, so a retried
 /// `tools/call` is harmless (`non_idempotent`).
@@ -103,7 +94,7 @@ async fn start_nginx(dir: &Path, replicas: &[SocketAddr]) -> (Child, SocketAddr)
     );
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, config).unwrap();
-    let child = Command::new(nginx_binary())
+    let child = Command::new(tools::nginx())
         .arg("-p")
         .arg(dir)
         .arg("-c")

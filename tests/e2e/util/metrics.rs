@@ -1,6 +1,5 @@
 //! Reading Prometheus text: one sample by name and labels, and promtool.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 /// The value of the sample `name{labels...}` (labels may be a subset), if present.
@@ -28,31 +27,10 @@ pub fn count(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     sample(text, name, labels).unwrap_or(0.0)
 }
 
-/// promtool: `$PROMTOOL`, `promtool` on PATH, or the copy `.ci/run` unpacks from
-/// Debian's prometheus package into `target/promtool/`.
-pub fn promtool() -> PathBuf {
-    if let Some(path) = std::env::var_os("PROMTOOL") {
-        return path.into();
-    }
-    if let Ok(out) = Command::new("promtool").arg("--version").output()
-        && out.status.success()
-    {
-        return "promtool".into();
-    }
-    let unpacked =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/promtool/usr/bin/promtool");
-    assert!(
-        unpacked.is_file(),
-        "promtool not found: `apt install prometheus`, set PROMTOOL, or run \
-         scripts/fetch-promtool (which .ci/run does)"
-    );
-    unpacked
-}
-
 /// Runs `promtool` with `args` and `stdin`; its combined output on failure.
 pub fn run_promtool(args: &[&str], stdin: &str) -> Result<(), String> {
     use std::io::Write;
-    let mut child = Command::new(promtool())
+    let mut child = Command::new(super::tools::promtool())
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

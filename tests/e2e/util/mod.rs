@@ -5,6 +5,7 @@ pub mod db;
 pub mod load;
 pub mod metrics;
 pub mod server;
+pub mod tools;
 
 pub use client::{Http, Mcp};
 pub use server::{TOKEN_AUTH, TestServer};
