@@ -231,7 +231,7 @@ async fn driver_call(pool: &Pool, sql: &str, tool: &str, guarded: bool) -> bool 
     if !guarded {
         return client.query(&statement, params).await.is_ok();
     }
-    let begin_sql = db::begin_sql(None, None);
+    let begin_sql = db::begin_sql(None);
     let (begin, rows, end) = tokio::join!(
         client.batch_execute(&begin_sql),
         client.query(&statement, params),

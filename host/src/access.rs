@@ -16,12 +16,13 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The caller when authentication is off: everything is allowed.
+    /// The caller when authentication is off: every tool, never the admin API (which
+    /// always needs an admin token).
     pub fn anonymous() -> Self {
         Self {
             name: Arc::from("anonymous"),
             tools: None,
-            admin: true,
+            admin: false,
         }
     }
 

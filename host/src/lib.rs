@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 use anyhow::Context;
 use config::{CommonArgs, DEFAULT_ALLOWED_ORIGINS};
@@ -39,10 +40,9 @@ pub async fn build_app(
     };
     let allowed_origins = Origins::parse(&allowed_origins).map_err(|e| anyhow::anyhow!(e))?;
     let metrics = Arc::new(Metrics::new());
+    common.check_removed()?;
     let db = db::Db::new(database_url, common.pool_settings(), common.db_limits())?;
-    if let Err(reason) = db.ping(common.connect_timeout).await {
-        tracing::warn!("the database does not answer yet: {reason}");
-    }
+    check_database(&db, common.connect_timeout).await?;
     let runtime = runtime::Runtime::new(db, common.runtime_settings(), metrics.clone()).await?;
     if let Some(dir) = &common.components_dir
         && !common.no_watch
@@ -74,6 +74,8 @@ pub async fn build_app(
             sse_keep_alive: common.sse_keep_alive,
             shutdown_delay: common.shutdown_delay,
             max_request_bytes: (common.max_request_kib as usize) << 10,
+            header_timeout: common.header_timeout,
+            max_connections: common.max_connections as usize,
             max_component_bytes: (common.max_component_mib as usize) << 20,
             public: PublicSettings {
                 base_url: common.public_url.clone(),
@@ -81,6 +83,53 @@ pub async fn build_app(
             },
         },
     ))
+}
+
+/// One connection at start: a TLS failure or a login role that can write stops the start
+/// (with the reason and what to do); a database that is down does not (`/health` reports
+/// it until it answers). Warns about what the operator let through.
+async fn check_database(db: &db::Db, timeout: std::time::Duration) -> anyhow::Result<()> {
+    match db.check(timeout).await {
+        Err(e) => anyhow::bail!("{e}"),
+        Ok(Some(reason)) => tracing::warn!("the database does not answer yet: {reason}"),
+        Ok(None) => {}
+    }
+    if let Some(report) = db.role()
+        && !report.read_only()
+    {
+        tracing::warn!(
+            role = report.role,
+            "--insecure-allow-privileged-role: the database role can do more than read ({}); \
+             the guard is the only layer left between a client and writes",
+            report.capabilities.join("; ")
+        );
+    }
+    let status = db.status();
+    if status.size > 0 && status.encrypted == 0 {
+        let remote: Vec<String> = db
+            .hosts()
+            .into_iter()
+            .filter(|h| !is_local_host(h))
+            .collect();
+        if !remote.is_empty() {
+            tracing::warn!(
+                sslmode = db.ssl_mode().as_str(),
+                "the connection to {} is not encrypted: passwords and query results cross \
+                 the network in the clear; use sslmode=verify-full (with sslrootcert)",
+                remote.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Loopback names and addresses, and Unix sockets (paths).
+fn is_local_host(host: &str) -> bool {
+    host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Binds the main listener and, when configured, the metrics listener.

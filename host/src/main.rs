@@ -8,6 +8,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     mcp_sandbox::telemetry::init(cli.log_format);
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,16 +37,14 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let auth = match args.token_specs()? {
-        Some(tokens) => Auth::new(tokens),
-        None => {
-            tracing::warn!(
-                "authentication is off (--insecure-no-auth): anyone who can reach {} can query the database",
-                args.listen
-            );
-            Auth::disabled()
-        }
-    };
+    let access = args.access()?;
+    if access.anonymous {
+        tracing::warn!(
+            "authentication is off (--insecure-no-auth): anyone who can reach {} can query the database",
+            args.listen
+        );
+    }
+    let auth = Auth::new(access);
     let app =
         mcp_sandbox::build_app(args.database_url.expose(), auth, args.listen, &args.common).await?;
     let (listener, metrics) = mcp_sandbox::bind_all(args.listen, &args.common).await?;
@@ -55,4 +54,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     server::run(listener, metrics, app, mcp_sandbox::shutdown_signal()).await?;
     Ok(())
+}
+
+/// Every connection costs a file descriptor, and `--max-connections` is meant to be the
+/// limit, not the soft `RLIMIT_NOFILE` (often 1024): raise the soft limit to the hard one.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!("could not raise the open files limit: {e}");
+        }
+    }
 }

@@ -55,12 +55,28 @@ pub struct Metrics {
     pool_connections: IntGaugeVec,
     pool_waiting: IntGauge,
     pool_max: IntGauge,
+    pool_encrypted: IntGauge,
+    role_privileged: IntGauge,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     auth_failures: IntCounterVec,
     component_info: IntGaugeVec,
     swaps: IntCounterVec,
     sessions: IntGauge,
+    connections_open: IntGauge,
+    connections_refused: IntCounterVec,
+}
+
+/// Why a connection was closed by the server before it was served to its end.
+pub const CONNECTION_REFUSALS: &[&str] = &["over_capacity", "header_timeout", "tls_handshake"];
+
+/// Counts an open connection until dropped.
+pub struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
@@ -138,6 +154,16 @@ impl Metrics {
                 "Upper bound of the database pool",
             )
             .expect("a valid gauge"),
+            pool_encrypted: IntGauge::new(
+                "db_pool_connections_encrypted",
+                "Pooled database connections that negotiated TLS",
+            )
+            .expect("a valid gauge"),
+            role_privileged: IntGauge::new(
+                "db_role_privileged",
+                "1 when the database role can do more than read and --insecure-allow-privileged-role let it in",
+            )
+            .expect("a valid gauge"),
             http_requests: counter(
                 "http_requests_total",
                 "HTTP requests by route and status",
@@ -165,6 +191,16 @@ impl Metrics {
             ),
             sessions: IntGauge::new("mcp_sessions_active", "Open MCP sessions")
                 .expect("a valid gauge"),
+            connections_open: IntGauge::new(
+                "http_connections_open",
+                "Client connections open (all listeners)",
+            )
+            .expect("a valid gauge"),
+            connections_refused: counter(
+                "http_connections_refused_total",
+                "Connections the server closed unserved, by reason (over_capacity: --max-connections reached; header_timeout: no complete request head within --header-timeout; tls_handshake: failed or too slow)",
+                &["reason"],
+            ),
         };
         let build = gauge("build_info", "Build information (value 1)", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -180,12 +216,16 @@ impl Metrics {
             Box::new(m.pool_connections.clone()),
             Box::new(m.pool_waiting.clone()),
             Box::new(m.pool_max.clone()),
+            Box::new(m.pool_encrypted.clone()),
+            Box::new(m.role_privileged.clone()),
             Box::new(m.http_requests.clone()),
             Box::new(m.http_duration.clone()),
             Box::new(m.auth_failures.clone()),
             Box::new(m.component_info.clone()),
             Box::new(m.swaps.clone()),
             Box::new(m.sessions.clone()),
+            Box::new(m.connections_open.clone()),
+            Box::new(m.connections_refused.clone()),
             Box::new(build),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -200,7 +240,21 @@ impl Metrics {
         for reason in AUTH_FAILURE_REASONS {
             m.auth_failures.with_label_values(&[reason]);
         }
+        for reason in CONNECTION_REFUSALS {
+            m.connections_refused.with_label_values(&[reason]);
+        }
         m
+    }
+
+    /// A connection was accepted; it counts as open until the guard is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.connections_open.inc();
+        OpenConnection(self.connections_open.clone())
+    }
+
+    /// A connection was closed unserved; `reason` is one of [`CONNECTION_REFUSALS`].
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused.with_label_values(&[reason]).inc();
     }
 
     /// One tool call; `component` is empty when the tool was unknown.
@@ -296,7 +350,9 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges that are read at scrape time refreshed.
-    pub fn render(&self, pool: PoolStatus, sessions: usize) -> String {
+    pub fn render(&self, pool: PoolStatus, role_privileged: bool, sessions: usize) -> String {
+        self.pool_encrypted.set(i64::from(pool.encrypted));
+        self.role_privileged.set(i64::from(role_privileged));
         self.pool_connections
             .with_label_values(&["idle"])
             .set(i64::from(pool.idle));

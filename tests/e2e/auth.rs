@@ -5,11 +5,11 @@ use crate::util::metrics::count;
 use crate::util::server::TOKEN;
 use crate::util::{Mcp, TempDir, TestServer};
 use clap::Parser;
-use http::StatusCode;
+use http::{Method, StatusCode};
 use mcp_sandbox::config::{Cli, Command};
 use serde_json::json;
 
-crate::trials!(auth: mcp_needs_a_valid_token, probes_need_no_token, protected_resource_metadata, scoped_tokens_see_and_call_only_their_tools, admin_api_needs_the_admin_scope, foreign_origins_are_refused, auth_can_be_switched_off, no_auth_beyond_loopback_needs_consent);
+crate::trials!(auth: mcp_needs_a_valid_token, probes_need_no_token, protected_resource_metadata, scoped_tokens_see_and_call_only_their_tools, admin_api_needs_the_admin_scope, foreign_origins_are_refused, every_route_but_the_probes_checks_host_and_origin, anonymous_callers_never_reach_the_admin_api, auth_can_be_switched_off, no_auth_beyond_loopback_needs_consent);
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#;
 const JSON_HEADERS: [(&str, &str); 2] = [
@@ -273,7 +273,7 @@ async fn no_auth_beyond_loopback_needs_consent() {
         ];
         args.extend(extra);
         match Cli::try_parse_from(args).unwrap().command {
-            Command::Serve(serve) => serve.token_specs(),
+            Command::Serve(serve) => serve.access(),
             _ => unreachable!("parsed a serve command"),
         }
     };
@@ -287,9 +287,9 @@ async fn no_auth_beyond_loopback_needs_consent() {
     assert!(
         parse(&["--listen", "0.0.0.0:8080", "--insecure-allow-public"])
             .unwrap()
-            .is_none()
+            .anonymous
     );
-    assert!(parse(&["--listen", "127.0.0.1:8080"]).unwrap().is_none());
+    assert!(parse(&["--listen", "127.0.0.1:8080"]).unwrap().anonymous);
     let short = Cli::try_parse_from([
         "mcp-sandbox",
         "serve",
@@ -302,11 +302,111 @@ async fn no_auth_beyond_loopback_needs_consent() {
     let Command::Serve(serve) = short.command else {
         unreachable!()
     };
-    assert!(
-        serve
-            .token_specs()
-            .unwrap_err()
-            .to_string()
-            .contains("shorter")
+    assert!(serve.access().unwrap_err().to_string().contains("shorter"));
+}
+
+/// The admin API, `/metrics` and the metadata pass the same Host and Origin checks as
+/// `/mcp`: a web page on another site cannot send (CORS-simple) requests that delete or
+/// roll back components, even to a server without authentication; DNS rebinding gets
+/// nowhere either. The probes alone are open to any Host.
+async fn every_route_but_the_probes_checks_host_and_origin() {
+    let admin = "admin-token-0123456789";
+    let url = crate::util::db::reader_url();
+    let server = TestServer::launch(&url, None, &["--admin-token", admin]).await;
+    let http = server.http();
+    let auth = format!("Bearer {admin}");
+    let evil_origin = [
+        ("origin", "http://evil.example"),
+        ("authorization", auth.as_str()),
+    ];
+    let evil_host = [("host", "evil.example"), ("authorization", auth.as_str())];
+    let attempts: [(Method, &str); 6] = [
+        (Method::DELETE, "/admin/components/query-sql"),
+        (Method::POST, "/admin/components/query-sql/rollback"),
+        (Method::GET, "/admin/components"),
+        (Method::GET, "/metrics"),
+        (Method::GET, "/.well-known/oauth-protected-resource/mcp"),
+        (Method::GET, "/sse"),
+    ];
+    for (method, path) in attempts {
+        for headers in [&evil_origin, &evil_host] {
+            let response = http.send(method.clone(), path, headers, "").await;
+            assert_eq!(
+                response.status,
+                StatusCode::FORBIDDEN,
+                "{method} {path} with {headers:?}: {}",
+                response.text()
+            );
+        }
+    }
+    // Nothing was removed, and the right Origin (or none) still works.
+    let listing = http
+        .get(
+            "/admin/components",
+            &[
+                ("authorization", &auth),
+                ("origin", "http://localhost:3000"),
+            ],
+        )
+        .await;
+    assert_eq!(listing.status, StatusCode::OK, "{}", listing.text());
+    assert_eq!(listing.json()["components"].as_array().unwrap().len(), 4);
+    for path in ["/health", "/ready"] {
+        let probe = http.get(path, &[("host", "10.0.0.7:8080")]).await;
+        assert_eq!(probe.status, StatusCode::OK, "{path}");
+    }
+    // The metrics listener checks them too.
+    let with_port = TestServer::launch(&url, None, &["--metrics-listen", "127.0.0.1:0"]).await;
+    let metrics = crate::util::Http::new(with_port.metrics_addr.unwrap());
+    let response = metrics
+        .get("/metrics", &[("origin", "http://evil.example")])
+        .await;
+    assert_eq!(response.status, StatusCode::FORBIDDEN);
+    assert_eq!(metrics.get("/metrics", &[]).await.status, StatusCode::OK);
+}
+
+/// With authentication off, callers are anonymous: they may call tools, never the admin
+/// API, which answers only to an admin token.
+async fn anonymous_callers_never_reach_the_admin_api() {
+    let url = crate::util::db::reader_url();
+    let open = TestServer::launch(&url, None, &[]).await;
+    let http = open.http();
+    let response = http
+        .send(Method::DELETE, "/admin/components/query-sql", &[], "")
+        .await;
+    assert_eq!(
+        response.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        response.text()
     );
+    let response = http
+        .send(
+            Method::POST,
+            "/admin/components/query-sql/rollback",
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::FORBIDDEN);
+    let mut mcp = Mcp::connect(open.http(), None, "2025-06-18").await;
+    mcp.structured("query_sql", json!({"sql": "SELECT 1 AS one"}))
+        .await;
+    let admin = "admin-token-0123456789";
+    let with_admin = TestServer::launch(&url, None, &["--admin-token", admin]).await;
+    let http = with_admin.http();
+    let listing = http
+        .get(
+            "/admin/components",
+            &[("authorization", &format!("Bearer {admin}"))],
+        )
+        .await;
+    assert_eq!(listing.status, StatusCode::OK);
+    let wrong = http
+        .get(
+            "/admin/components",
+            &[("authorization", "Bearer wrong-token-0123456789")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
-crate::trials!(binary: demo_serves_the_sample_and_cleans_up, serve_reads_its_environment_and_stops_on_sigterm, serve_requires_a_token, serve_refuses_public_without_auth, guest_faults_leave_host_memory_flat_and_output_capped);
+crate::trials!(binary: demo_serves_the_sample_and_cleans_up, serve_reads_its_environment_and_stops_on_sigterm, serve_requires_a_token, serve_refuses_public_without_auth, guest_faults_leave_host_memory_flat_and_output_capped, huge_values_are_refused_as_they_arrive);
 
 const STARTUP: Duration = Duration::from_secs(60);
 
@@ -203,13 +203,109 @@ async fn serve_refuses_public_without_auth() {
 
 /// Resident memory of a process, from /proc.
 fn rss_bytes(pid: u32) -> u64 {
+    proc_status(pid, "VmRSS:")
+}
+
+/// A size from /proc/PID/status (`VmRSS:`, `VmHWM:`), in bytes.
+fn proc_status(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
+        .expect("a size in /proc/PID/status");
     kib * 1024
+}
+
+/// The real binary, serving the test database (with `flags`); its address and pid.
+async fn serve_binary(flags: &[&str]) -> (Child, tokio::task::JoinHandle<String>, String, u32) {
+    let mut child = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(flags)
+        .env("DATABASE_URL", crate::util::db::reader_url())
+        .env("MCP_SANDBOX_TOKEN", crate::util::server::TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting serve");
+    let stderr = drain_stderr(&mut child);
+    let pid = child.id().expect("a pid");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = line_after(&mut lines, "listening on http://").await;
+    (child, stderr, addr, pid)
+}
+
+/// Four concurrent 256 MiB values (and an error quoting one): each call ends with a tool
+/// error naming the cap as soon as Postgres starts sending (within the statement timeout
+/// plus a second), and the server's peak memory grows by less than four times the cap
+/// plus 64 MiB; the connections that refused them are replaced and the next call works.
+/// (The statement timeout is long here: building an error that quotes 256 MiB takes
+/// Postgres seconds, and the value must reach the wire for the cap to be what ends it.)
+async fn huge_values_are_refused_as_they_arrive() {
+    let (child, stderr, addr, pid) = serve_binary(&["--statement-timeout", "20s"]).await;
+    let http = Http::new(addr.parse().expect("an address"));
+    let mut warm = Mcp::connect(
+        http.clone(),
+        Some(crate::util::server::TOKEN.into()),
+        "2025-06-18",
+    )
+    .await;
+    for _ in 0..3 {
+        warm.structured("query_sql", json!({"sql": "SELECT repeat('x', 1000) AS v"}))
+            .await;
+    }
+    // Reset the peak (VmHWM) to the current resident size.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("resetting VmHWM");
+    let before = proc_status(pid, "VmHWM:");
+    let started = std::time::Instant::now();
+    let calls = (0..4).map(|i| {
+        let http = http.clone();
+        async move {
+            let mut mcp =
+                Mcp::connect(http, Some(crate::util::server::TOKEN.into()), "2025-06-18").await;
+            let sql = if i == 3 {
+                // An error message that quotes a 256 MiB value.
+                "SELECT repeat('x', 256 * 1024 * 1024)::int AS v"
+            } else {
+                "SELECT repeat('x', 256 * 1024 * 1024) AS v"
+            };
+            let called = std::time::Instant::now();
+            let text = mcp.tool_error("query_sql", json!({ "sql": sql })).await;
+            (text, called.elapsed())
+        }
+    });
+    for (text, took) in futures::future::join_all(calls).await {
+        assert!(
+            text.contains("result cap of 8.0 MiB") && text.contains("--max-result-mib"),
+            "{text}"
+        );
+        assert!(took < Duration::from_secs(21), "a call took {took:?}");
+        eprintln!("a 256 MiB value refused after {took:?}");
+    }
+    let peak = proc_status(pid, "VmHWM:");
+    let grew = peak.saturating_sub(before);
+    eprintln!(
+        "host peak RSS {} MiB -> {} MiB over four 256 MiB values ({:?})",
+        before >> 20,
+        peak >> 20,
+        started.elapsed()
+    );
+    assert!(
+        grew < (4 * 8 + 64) << 20,
+        "peak memory grew by {} MiB",
+        grew >> 20
+    );
+    // A value under the cap still arrives whole, on a fresh connection.
+    let out = warm
+        .structured(
+            "query_sql",
+            json!({"sql": "SELECT length(repeat('x', 3 * 1024 * 1024)) AS n, repeat('y', 3 * 1024 * 1024) AS v"}),
+        )
+        .await;
+    assert_eq!(out["rows"][0][0], 3 * 1024 * 1024);
+    signal(&child, rustix::process::Signal::TERM);
+    exits_cleanly(child, stderr).await;
 }
 
 async fn guest_faults_leave_host_memory_flat_and_output_capped() {

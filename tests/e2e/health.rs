@@ -7,11 +7,71 @@ use mcp_sandbox::demo::{READER_ROLE, TempPostgres, load_sample};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-crate::trials!(health: reports_database_pool_and_components, database_unreachable_is_down_and_503, only_get_and_head, database_stopped_and_restarted, trapping_health_component, hanging_health_component, ready_checks_database_and_components, probes_share_one_check);
+crate::trials!(health: anonymous_probes_get_states_only, ready_probes_share_one_check, reports_database_pool_and_components, database_unreachable_is_down_and_503, only_get_and_head, database_stopped_and_restarted, trapping_health_component, hanging_health_component, ready_checks_database_and_components, probes_share_one_check);
+
+/// Probes need no token, and without one they learn the states and nothing else: no
+/// component names or digests, no database error text.
+async fn anonymous_probes_get_states_only() {
+    // A database that refuses connections, so there is error text to keep back.
+    let server = TestServer::launch(
+        "postgres://nobody@127.0.0.1:1/none",
+        Some(crate::util::server::TOKEN),
+        &[],
+    )
+    .await;
+    let http = server.http();
+    for auth in [None, Some("Bearer not-the-token-0123456789")] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let health = http.get("/health", &headers).await;
+        assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+        let body = health.json();
+        assert_eq!(body["state"], "down", "{body}");
+        assert_eq!(
+            body["checks"][0],
+            json!({"name": "database", "state": "down"})
+        );
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["checks", "state"], "{body}");
+        let ready = http.get("/ready", &headers).await;
+        assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ready.json(), json!({"ready": false}));
+        for text in [health.text(), ready.text()] {
+            for secret in ["127.0.0.1:1", "refused", "query-sql", "digest", "sha"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+        }
+    }
+    let full = server.probe("/health").await.json();
+    assert!(
+        full["components"].is_array() && full["pool"].is_object(),
+        "{full}"
+    );
+    let full = server.probe("/ready").await.json();
+    assert!(
+        full["reasons"][0].as_str().unwrap().contains("database"),
+        "{full}"
+    );
+}
+
+/// A flood of `/ready` probes costs one check (the database ping and the
+/// instantiations), not one per probe: every answer carries the same measurement.
+async fn ready_probes_share_one_check() {
+    let server = TestServer::start().await;
+    let probes = (0..50).map(|_| server.probe("/ready"));
+    let answers = futures::future::join_all(probes).await;
+    let latencies: std::collections::BTreeSet<u64> = answers
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            r.json()["database"]["micros"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(latencies.len() <= 3, "{} separate checks", latencies.len());
+}
 
 async fn reports_database_pool_and_components() {
     let server = TestServer::start().await;
-    let body = server.http().get("/health", &[]).await.json();
+    let body = server.probe("/health").await.json();
     assert_eq!(body["service"], "mcp-sandbox");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(body["state"], "ok", "{body}");
@@ -51,7 +111,7 @@ async fn database_unreachable_is_down_and_503() {
     )
     .await;
     let started = Instant::now();
-    let response = server.http().get("/health", &[]).await;
+    let response = server.probe("/health").await;
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "{:?}",
@@ -61,7 +121,7 @@ async fn database_unreachable_is_down_and_503() {
     let body = response.json();
     assert_eq!(body["state"], "down", "{body}");
     assert_eq!(body["checks"][0]["state"], "down");
-    let ready = server.http().get("/ready", &[]).await;
+    let ready = server.probe("/ready").await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -78,7 +138,7 @@ async fn only_get_and_head() {
 async fn until_state(server: &TestServer, want: &str, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
-        let body = server.http().get("/health", &[]).await.json();
+        let body = server.probe("/health").await.json();
         if body["state"] == want {
             return started.elapsed();
         }
@@ -116,7 +176,7 @@ async fn database_stopped_and_restarted() {
     .unwrap();
     let took = until_state(&server, "down", Duration::from_secs(5)).await;
     assert!(took < Duration::from_secs(1), "down after {took:?}");
-    let response = server.http().get("/health", &[]).await;
+    let response = server.probe("/health").await;
     assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
     // Tool calls fail fast with a readable tool error, and the session survives.
     let started = Instant::now();
@@ -132,6 +192,17 @@ async fn database_stopped_and_restarted() {
         text.contains("unavailable") || text.contains("connection"),
         "{text}"
     );
+    // Counted as the host fault it is, which the shipped alert rules watch for.
+    let metrics = server.metrics().await;
+    let outcome = |outcome| {
+        count(
+            &metrics,
+            "mcp_tool_calls_total",
+            &[("tool", "query_sql"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(outcome("unavailable"), 1.0, "{metrics}");
+    assert_eq!(outcome("tool_error"), 0.0, "{metrics}");
 
     let pg = tokio::task::spawn_blocking(move || {
         let mut pg = pg;
@@ -173,10 +244,10 @@ async fn trapping_health_component() {
     let dir = TempDir::new().with_fixture("health-trap", "health");
     let server = TestServer::with_flags(&["--components-dir", dir.path_str()]).await;
     // Idle, the fixture passed the check its loading ran; busy, it panics.
-    let components = server.http().get("/ready", &[]).await.json();
+    let components = server.probe("/ready").await.json();
     assert_eq!(components["ready"], true, "{components}");
     let held = hold_a_connection(&server, 1.5).await;
-    let response = server.http().get("/health", &[]).await;
+    let response = server.probe("/health").await;
     assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
     let body = response.json();
     assert_eq!(body["state"], "down");
@@ -202,7 +273,7 @@ async fn hanging_health_component() {
     .await;
     let held = hold_a_connection(&server, 1.5).await;
     let started = Instant::now();
-    let response = server.http().get("/health", &[]).await;
+    let response = server.probe("/health").await;
     let took = started.elapsed();
     assert!(took < Duration::from_millis(800), "answered after {took:?}");
     assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -221,7 +292,7 @@ async fn hanging_health_component() {
 
 async fn ready_checks_database_and_components() {
     let server = TestServer::start().await;
-    let response = server.http().get("/ready", &[]).await;
+    let response = server.probe("/ready").await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
     let body = response.json();
     assert_eq!(body["ready"], true);

@@ -12,6 +12,7 @@ mod auth;
 mod bad_input;
 mod binary;
 mod cancellation;
+mod connections;
 mod deploy;
 mod describe_table;
 mod health;
@@ -35,6 +36,7 @@ fn main() {
         bad_input::trials(),
         binary::trials(),
         cancellation::trials(),
+        connections::trials(),
         deploy::trials(),
         describe_table::trials(),
         health::trials(),

@@ -106,7 +106,7 @@ async fn calls_are_counted_by_outcome_and_timed() {
     assert_eq!(count(&after, "db_pool_max_connections", &[]), 16.0);
     assert!(sample(&after, "db_pool_connections", &[("state", "idle")]).is_some());
     assert!(count(&after, "process_resident_memory_bytes", &[]) > 0.0);
-    let info = server.http().get("/health", &[]).await.json();
+    let info = server.probe("/health").await.json();
     let digest = info["components"][3]["digest"].as_str().unwrap().to_owned();
     assert_eq!(
         count(
@@ -131,7 +131,7 @@ async fn calls_are_counted_by_outcome_and_timed() {
         &[("component", "health"), ("state", "ok")],
     );
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    server.http().get("/health", &[]).await;
+    server.probe("/health").await;
     let last = server.metrics().await;
     assert_eq!(
         count(
@@ -177,7 +177,7 @@ async fn exposition_passes_promtool() {
         .await;
     mcp.tool_error("query_sql", json!({"sql": "SELECT * FROM nope"}))
         .await;
-    server.http().get("/health", &[]).await;
+    server.probe("/health").await;
     let text = server.metrics().await;
     run_promtool(&["check", "metrics"], &text).unwrap_or_else(|e| panic!("promtool: {e}\n{text}"));
 }

@@ -126,6 +126,14 @@ async fn panics_traps_and_stack_overflows_are_named() {
         &mcp.protocol_error("unreachable", json!({})).await,
         "unreachable",
     );
+    // Text on stdout (a tool printing data) does not make a trap a panic: the kind comes
+    // from what the host saw (the trap, stderr, the limiter), not from guest output.
+    let fake = "thread 'main' panicked at src/lib.rs:1:1:\nnot really";
+    assert_trap(
+        &mcp.protocol_error("unreachable", json!({"say": fake}))
+            .await,
+        "unreachable",
+    );
     assert_trap(
         &mcp.protocol_error("stack_overflow", json!({})).await,
         "stack_overflow",
@@ -136,14 +144,18 @@ async fn panics_traps_and_stack_overflows_are_named() {
         .await;
     assert_eq!(out["text"], "freshfresh");
     let text = server.metrics().await;
-    for kind in ["panic", "unreachable", "stack_overflow"] {
+    for (kind, times) in [
+        ("panic", 1.0),
+        ("unreachable", 2.0),
+        ("stack_overflow", 1.0),
+    ] {
         assert_eq!(
             count(
                 &text,
                 "component_traps_total",
                 &[("component", "misbehave"), ("kind", kind)]
             ),
-            1.0,
+            times,
             "{kind}"
         );
     }

@@ -6,7 +6,7 @@ use crate::util::TestServer;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-crate::trials!(sql_guard: every_form_of_write_is_refused_and_nothing_changes, the_guard_holds_even_for_a_superuser_connection, nothing_leaks_between_calls, statement_timeout_cancels_on_the_server, million_rows_return_quickly_capped, byte_cap_truncates, db_role_is_a_second_layer, exhausted_pool_fails_fast_and_recovers, connections_rest_outside_a_transaction);
+crate::trials!(sql_guard: every_form_of_write_is_refused_and_nothing_changes, the_guard_holds_even_for_a_superuser_connection, nothing_leaks_between_calls, statement_timeout_cancels_on_the_server, million_rows_return_quickly_capped, byte_cap_truncates, a_privileged_login_role_is_refused, a_role_that_gains_writes_is_refused_on_new_connections, resetting_the_role_gains_nothing, db_role_is_gone_with_a_reason, functions_that_run_sql_text_are_refused_as_pg_proc_lists_them, no_denied_function_is_reached_through_sql_text, exhausted_pool_fails_fast_and_recovers, connections_rest_outside_a_transaction);
 
 /// Writes, DDL, transaction control, writable CTEs, writing functions, DO, COPY,
 /// sequences, EXPLAIN ANALYZE, role changes, locks, LISTEN/NOTIFY, PREPARE, and the
@@ -82,6 +82,14 @@ const ATTACKS: &[&str] = &[
     "/* SELECT */ DELETE FROM orders",
     "(DELETE FROM orders)",
     "SELECT txid_current()",
+    // Functions that run SQL given as text, which the statement check never sees.
+    "SELECT * FROM ts_stat('SELECT to_tsvector(pg_terminate_backend(pg_backend_pid())::text)')",
+    "SELECT * FROM pg_catalog.ts_stat('SELECT to_tsvector(public.bump_price()::text)', 'a')",
+    "SELECT ts_rewrite('a'::tsquery, 'SELECT public.bump_price()::text::tsquery, ''b''::tsquery')",
+    "SELECT query_to_xml_and_xmlschema('SELECT public.bump_price()', true, false, '')",
+    "SELECT table_to_xml('orders', true, false, '')",
+    "SELECT schema_to_xml('public', true, false, '')",
+    "SELECT database_to_xml(true, false, '')",
 ];
 
 /// md5 of every row of every sample table, the sequences, and the catalog's object
@@ -124,28 +132,34 @@ async fn fingerprint(db: &tokio_postgres::Client) -> Vec<String> {
 }
 
 async fn every_form_of_write_is_refused_and_nothing_changes() {
-    let report = attack(&crate::util::db::reader_url(), &[]).await;
+    let report = attack(&crate::util::db::reader_url(), &[], &[]).await;
     eprintln!("attack report (as mcp_reader):\n{}", report.join("\n"));
 }
 
-/// Connected as the superuser, with no role to fall back on: the guard's own layers
-/// (keyword allowlist, one statement, cursor, read-only transaction, rollback, function
-/// denylist) must stop every attack. A superuser may change its role inside the
-/// transaction; that is rolled back with it.
+/// Connected as the superuser (only with the loud override), with no role to fall back
+/// on: the guard's own layers (keyword allowlist, one statement, read-only transaction,
+/// rollback, function denylist) must stop every attack. A superuser may change its role
+/// inside the transaction; that is rolled back with it.
 async fn the_guard_holds_even_for_a_superuser_connection() {
     let harmless = ["SELECT set_config('role', 'postgres', false)"];
-    let report = attack(&crate::util::db::superuser_url(), &harmless).await;
+    let report = attack(
+        &crate::util::db::superuser_url(),
+        &harmless,
+        &["--insecure-allow-privileged-role"],
+    )
+    .await;
     eprintln!("attack report (as superuser):\n{}", report.join("\n"));
 }
 
 /// Runs every attack through `query_sql` on a server connected to `url`; each must be a
 /// tool error (except `may_succeed`) and the data must not change.
-async fn attack(url: &str, may_succeed: &[&str]) -> Vec<String> {
+async fn attack(url: &str, may_succeed: &[&str], flags: &[&str]) -> Vec<String> {
     // `public.bump_price()`, a function that writes, is created with the test database.
     let superuser = crate::util::db::superuser().await;
     let before = fingerprint(&superuser).await;
-    let server =
-        TestServer::launch(url, Some(crate::util::server::TOKEN), &["--pool-size", "2"]).await;
+    let mut all = vec!["--pool-size", "2"];
+    all.extend(flags);
+    let server = TestServer::launch(url, Some(crate::util::server::TOKEN), &all).await;
     let mut mcp = server.mcp().await;
     let mut report = Vec::new();
     for sql in ATTACKS {
@@ -340,45 +354,293 @@ async fn byte_cap_truncates() {
     assert_eq!(out["truncated"], true);
 }
 
-async fn db_role_is_a_second_layer() {
+/// Builds the app for `url` with `flags` the way `serve` does; the start-up error, if any.
+async fn start_error(url: &str, flags: &[&str]) -> Option<String> {
+    use clap::Parser;
+    let mut args = vec![
+        "mcp-sandbox",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        url,
+        "--token",
+        crate::util::server::TOKEN,
+    ];
+    args.extend(flags);
+    let cli = mcp_sandbox::config::Cli::try_parse_from(args).unwrap();
+    let mcp_sandbox::config::Command::Serve(serve) = cli.command else {
+        unreachable!("parsed a serve command")
+    };
+    let auth = mcp_sandbox::server::Auth::new(serve.access().unwrap());
+    mcp_sandbox::build_app(
+        serve.database_url.expose(),
+        auth,
+        serve.listen,
+        &serve.common,
+    )
+    .await
+    .err()
+    .map(|e| format!("{e:#}"))
+}
+
+/// A login role that can write, or is a superuser, is refused at start with what it can
+/// do and the SQL that makes a proper role; the loud override lets it in and says so in
+/// `/health`, a metric and the log.
+async fn a_privileged_login_role_is_refused() {
+    let error = start_error(&crate::util::db::superuser_url(), &[])
+        .await
+        .expect("a superuser is refused");
+    for expected in [
+        "`postgres` can do more than read",
+        "is a superuser",
+        "CREATE ROLE mcp_reader LOGIN",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO mcp_reader",
+        "--insecure-allow-privileged-role",
+    ] {
+        assert!(error.contains(expected), "{expected:?} in {error}");
+    }
+    let writer = crate::util::db::role_url("probe_writer");
+    let error = start_error(&writer, &[])
+        .await
+        .expect("a writer is refused");
+    assert!(
+        error.contains("may write")
+            && error.contains("public.orders")
+            && error.contains("orders_id_seq"),
+        "{error}"
+    );
+    for (role, what) in [
+        ("probe_signaller", "pg_signal_backend"),
+        ("probe_bypass", "BYPASSRLS"),
+    ] {
+        let error = start_error(&crate::util::db::role_url(role), &[])
+            .await
+            .expect("refused");
+        assert!(error.contains(what), "{what} in {error}");
+    }
+    // A proper read-only role starts.
+    assert_eq!(
+        start_error(&crate::util::db::role_url("probe_reader"), &[]).await,
+        None
+    );
+    // The override: served, and said so.
+    let server = TestServer::launch(
+        &writer,
+        Some(crate::util::server::TOKEN),
+        &["--insecure-allow-privileged-role"],
+    )
+    .await;
+    let health = server.probe("/health").await.json();
+    let role = &health["database"]["role"];
+    assert_eq!(role["name"], "probe_writer", "{health}");
+    assert_eq!(role["read_only"], false);
+    assert_eq!(role["allowed_by_override"], true);
+    let metrics = server.metrics().await;
+    assert_eq!(
+        crate::util::metrics::count(&metrics, "db_role_privileged", &[]),
+        1.0
+    );
+    let reader_server = TestServer::start().await;
+    let metrics = reader_server.metrics().await;
+    assert_eq!(
+        crate::util::metrics::count(&metrics, "db_role_privileged", &[]),
+        0.0
+    );
+}
+
+/// Privileges granted after the start are caught on the next new connection: it is
+/// refused, the call fails with a tool error saying why, and a revoke heals it.
+async fn a_role_that_gains_writes_is_refused_on_new_connections() {
+    let url = crate::util::db::role_url("probe_later");
+    let server = TestServer::launch(
+        &url,
+        Some(crate::util::server::TOKEN),
+        &["--pool-size", "1"],
+    )
+    .await;
+    let mut mcp = server.mcp().await;
+    mcp.structured("query_sql", json!({"sql": "SELECT 1 AS one"}))
+        .await;
+    let superuser = crate::util::db::superuser().await;
+    superuser
+        .batch_execute(
+            "GRANT DELETE ON public.orders TO probe_later; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'probe_later'",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let text = loop {
+        let result = mcp
+            .result("query_sql", json!({"sql": "SELECT 1 AS one"}))
+            .await;
+        let text = result["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if result["isError"] == true && text.contains("more than read") {
+            break text;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{result}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains("unavailable"), "{text}");
+    superuser
+        .batch_execute("REVOKE DELETE ON public.orders FROM probe_later")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let result = mcp
+            .result("query_sql", json!({"sql": "SELECT 1 AS one"}))
+            .await;
+        if result["isError"] != true {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{result}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The red team's escape from `--db-role`, run against a proper login role: resetting
+/// the role leaves the session as that role, and what it may not read stays out of
+/// reach, through SQL text too.
+async fn resetting_the_role_gains_nothing() {
     let superuser = crate::util::db::superuser().await;
     superuser
         .batch_execute(
             "CREATE SCHEMA IF NOT EXISTS vault; \
-             CREATE TABLE IF NOT EXISTS vault.secrets (k text); \
-             GRANT mcp_reader TO postgres",
+             CREATE TABLE IF NOT EXISTS vault.secrets (s text); \
+             INSERT INTO vault.secrets SELECT 'the-secret' WHERE NOT EXISTS (SELECT 1 FROM vault.secrets)",
         )
         .await
         .unwrap();
-    // Connected as the superuser, but every statement runs as mcp_reader.
-    let url = crate::util::db::superuser_url();
-    let server = TestServer::launch(
-        &url,
-        Some(crate::util::server::TOKEN),
-        &["--db-role", "mcp_reader"],
-    )
-    .await;
+    let server = TestServer::start().await;
     let mut mcp = server.mcp().await;
     let out = mcp
         .structured(
             "query_sql",
-            json!({"sql": "SELECT current_user::text AS who"}),
+            json!({"sql": "SELECT a.r, current_user::text AS who FROM (SELECT set_config('role', 'none', true) AS r) a"}),
         )
         .await;
-    assert_eq!(out["rows"], json!([["mcp_reader"]]));
-    let text = mcp
-        .tool_error("query_sql", json!({"sql": "SELECT * FROM vault.secrets"}))
-        .await;
-    assert!(
-        text.contains("permission denied") && text.contains("42501"),
-        "{text}"
-    );
-    // Without the role the same superuser connection could read it: the layer is real.
-    let open = TestServer::launch(&url, Some(crate::util::server::TOKEN), &[]).await;
-    open.mcp()
+    assert_eq!(out["rows"], json!([["none", "mcp_reader"]]));
+    for sql in [
+        "SELECT * FROM vault.secrets",
+        "SELECT a.r, b.* FROM (SELECT set_config('role', 'none', true) AS r) a, LATERAL (SELECT * FROM vault.secrets) b",
+        "SELECT set_config('role', 'postgres', true)",
+        "SELECT a.r, b.* FROM (SELECT set_config('role','none',true) AS r) a, \
+         LATERAL ts_stat('SELECT to_tsvector(s) FROM vault.secrets WHERE ' || (a.r IS NOT NULL)::text) b",
+    ] {
+        let text = mcp.tool_error("query_sql", json!({ "sql": sql })).await;
+        assert!(!text.contains("the-secret"), "{sql}: {text}");
+        assert!(
+            text.contains("permission denied") || text.contains("not allowed"),
+            "{sql}: {text}"
+        );
+    }
+}
+
+/// `--db-role` is gone: given, the server says why and what to do instead.
+async fn db_role_is_gone_with_a_reason() {
+    let error = start_error(&crate::util::db::reader_url(), &["--db-role", "mcp_reader"])
         .await
-        .structured("query_sql", json!({"sql": "SELECT * FROM vault.secrets"}))
-        .await;
+        .expect("refused");
+    assert!(
+        error.contains("--db-role")
+            && error.contains("removed")
+            && error.contains("read-only role"),
+        "{error}"
+    );
+}
+
+/// The class of functions that run SQL given as text (or read whole relations), as this
+/// PostgreSQL's own catalog lists them: an input argument named `query`, `sqlquery` or
+/// `select`, the `*_to_xml*` exports, and `ts_rewrite`, whose text argument is unnamed.
+/// Every one is refused, whatever the spelling, so a new one in a later PostgreSQL fails
+/// this test until the guard knows it.
+async fn functions_that_run_sql_text_are_refused_as_pg_proc_lists_them() {
+    let superuser = crate::util::db::superuser().await;
+    let rows = superuser
+        .query(
+            "SELECT DISTINCT p.proname::text FROM pg_catalog.pg_proc p \
+             WHERE p.pronamespace = 'pg_catalog'::regnamespace AND ( \
+               p.proname ~ '_to_xml' OR p.proname = 'ts_rewrite' \
+               OR EXISTS (SELECT 1 FROM unnest(p.proargnames, \
+                            coalesce(p.proargmodes::text[], array_fill('i'::text, ARRAY[coalesce(cardinality(p.proargnames), 0)]))) \
+                          AS a(name, mode) \
+                          WHERE a.mode IN ('i', 'b', 'v') AND a.name IN ('query', 'sqlquery', 'select'))) \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    for expected in [
+        "ts_stat",
+        "ts_rewrite",
+        "query_to_xml",
+        "table_to_xml",
+        "cursor_to_xml",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    for name in &names {
+        for spelling in [
+            format!("SELECT * FROM {name}('SELECT 1')"),
+            format!("SELECT * FROM pg_catalog.{name}('SELECT 1')"),
+            format!("SELECT * FROM \"{name}\" ('SELECT 1')"),
+            format!("SELECT * FROM {} /* c */ ('SELECT 1')", name.to_uppercase()),
+        ] {
+            let text = mcp
+                .tool_error("query_sql", json!({ "sql": spelling }))
+                .await;
+            assert!(text.contains("not allowed"), "{spelling}: {text}");
+        }
+    }
+}
+
+/// A backend of the same role (one a superuser session stands in for here) survives
+/// every attempt to signal it through a function that runs SQL text.
+async fn no_denied_function_is_reached_through_sql_text() {
+    let superuser = crate::util::db::superuser().await;
+    let (victim, connection) =
+        tokio_postgres::connect(&crate::util::db::reader_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    let kill = format!("pg_terminate_backend({pid})");
+    for sql in [
+        format!("SELECT * FROM ts_stat('SELECT to_tsvector({kill}::text)')"),
+        format!("SELECT * FROM ts_stat('SELECT to_tsvector({kill}::text)', 'a')"),
+        format!(
+            "SELECT ts_rewrite('a'::tsquery, 'SELECT ''a''::tsquery, ''b''::tsquery WHERE {kill}')"
+        ),
+        format!("SELECT query_to_xml('SELECT {kill}', true, false, '')"),
+        format!("SELECT query_to_xmlschema('SELECT {kill}', true, false, '')"),
+        format!("SELECT query_to_xml_and_xmlschema('SELECT {kill}', true, false, '')"),
+        format!(
+            "SELECT * FROM ts_stat(concat('SELECT to_tsvector(', 'pg_terminate', '_backend({pid})::text)'))"
+        ),
+    ] {
+        let text = mcp.tool_error("query_sql", json!({ "sql": sql })).await;
+        assert!(text.contains("not allowed"), "{sql}: {text}");
+    }
+    let alive: i32 = victim.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(alive, 1);
+    let _ = superuser;
 }
 
 async fn exhausted_pool_fails_fast_and_recovers() {

@@ -2,7 +2,7 @@
 //! the components directory while clients keep calling, with no call failing.
 
 use crate::util::metrics::count;
-use crate::util::{Http, TempDir, TestServer, fixture};
+use crate::util::{Http, TOKEN_AUTH, TempDir, TestServer, fixture};
 use http::{Method, StatusCode};
 use mcp_sandbox::runtime::hex_sha256;
 use serde_json::{Value, json};
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-crate::trials!(swap: admin_api_puts_replaces_rolls_back_and_removes, admin_api_refuses_bad_requests, rejected_candidates_leave_the_live_version_serving, swaps_under_load_fail_no_call_and_never_mix_versions, a_call_in_flight_finishes_on_the_version_it_started_on, directory_writes_renames_and_deletes_are_picked_up, kubernetes_configmap_updates_are_picked_up, a_half_written_file_is_never_served, sessions_are_told_when_the_tools_change, compiled_components_are_cached, component_check_and_compile_on_the_command_line, the_readme_example_tool_is_served);
+crate::trials!(swap: a_swap_succeeds_while_calls_fill_every_slot, admin_api_puts_replaces_rolls_back_and_removes, admin_api_refuses_bad_requests, rejected_candidates_leave_the_live_version_serving, swaps_under_load_fail_no_call_and_never_mix_versions, a_call_in_flight_finishes_on_the_version_it_started_on, directory_writes_renames_and_deletes_are_picked_up, kubernetes_configmap_updates_are_picked_up, a_half_written_file_is_never_served, sessions_are_told_when_the_tools_change, compiled_components_are_cached, component_check_and_compile_on_the_command_line, the_readme_example_tool_is_served);
 
 const ADMIN: &str = "admin-token-0123456789ab";
 const ADMIN_AUTH: &str = "Bearer admin-token-0123456789ab";
@@ -111,6 +111,50 @@ async fn wait_for_version(server: &TestServer, expected: Option<&str>) -> Durati
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Every sandbox slot busy (`--max-concurrency 4`, four slow calls in flight): a swap
+/// validates its candidate in a spare slot and succeeds, `/health` answers, and none of
+/// the calls fails, nor one more that starts during the swap.
+async fn a_swap_succeeds_while_calls_fill_every_slot() {
+    let server = server(&["--max-concurrency", "4"]).await;
+    let http = server.http();
+    let (status, body) = put(&http, "swapper", "swap-v1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Four slow statements: each holds a sandbox slot and a database connection, so
+    // the pool's in-use gauge shows when every slot is taken.
+    let mut busy = Vec::new();
+    for _ in 0..4 {
+        let mut mcp = server.mcp().await;
+        busy.push(tokio::spawn(async move {
+            mcp.structured(
+                "query_sql",
+                json!({"sql": "SELECT 1 AS done FROM pg_sleep(2)"}),
+            )
+            .await
+        }));
+    }
+    let started = Instant::now();
+    loop {
+        let text = server.metrics().await;
+        if count(&text, "db_pool_connections", &[("state", "in_use")]) >= 4.0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut waiting = server.mcp().await;
+    let queued = tokio::spawn(async move { waiting.structured("which_version", json!({})).await });
+    let (status, body) = put(&http, "swapper", "swap-v2").await;
+    assert_eq!(status, StatusCode::OK, "the swap at saturation: {body}");
+    let health = server.probe("/health").await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.text());
+    for call in busy {
+        assert_eq!(call.await.unwrap()["rows"], json!([[1]]));
+    }
+    let version = queued.await.unwrap()["version"].clone();
+    assert!(version == "v1" || version == "v2", "{version}");
+    assert_eq!(serving_version(&server).await.as_deref(), Some("v2"));
 }
 
 async fn admin_api_puts_replaces_rolls_back_and_removes() {
@@ -300,7 +344,7 @@ async fn rejected_candidates_leave_the_live_version_serving() {
         assert!(error.to_lowercase().contains(reason), "{name}: {error}");
         assert_eq!(serving_version(&server).await.as_deref(), Some("v1"));
     }
-    let health = http.get("/health", &[]).await;
+    let health = http.get("/health", &[("authorization", TOKEN_AUTH)]).await;
     assert_eq!(health.status, StatusCode::OK, "{}", health.text());
     let text = server.metrics().await;
     assert_eq!(
@@ -312,7 +356,7 @@ async fn rejected_candidates_leave_the_live_version_serving() {
     std::fs::write(dir.path().join("swapper.wasm"), b"\0asm broken").unwrap();
     let started = Instant::now();
     loop {
-        let ready = http.get("/ready", &[]).await;
+        let ready = http.get("/ready", &[("authorization", TOKEN_AUTH)]).await;
         if ready.status == StatusCode::SERVICE_UNAVAILABLE {
             let body = ready.json();
             assert_eq!(body["rejected"][0]["name"], "swapper", "{body}");
@@ -339,8 +383,20 @@ async fn rejected_candidates_leave_the_live_version_serving() {
     // Fixing the file fixes readiness.
     std::fs::copy(fixture("swap-v2"), dir.path().join("swapper.wasm")).unwrap();
     wait_for_version(&server, Some("v2")).await;
-    let ready = http.get("/ready", &[]).await;
-    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
+    // Readiness is re-checked at most every PROBE_CACHE (500 ms): poll for it.
+    let started = Instant::now();
+    loop {
+        let ready = http.get("/ready", &[("authorization", TOKEN_AUTH)]).await;
+        if ready.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{}",
+            ready.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn swaps_under_load_fail_no_call_and_never_mix_versions() {
@@ -490,7 +546,7 @@ async fn directory_writes_renames_and_deletes_are_picked_up() {
     std::fs::copy(fixture("swap-v1"), dir.path().join(".hidden.wasm")).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(serving_version(&server).await, None);
-    let ready = http.get("/ready", &[]).await;
+    let ready = http.get("/ready", &[("authorization", TOKEN_AUTH)]).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
 }
 
@@ -560,8 +616,20 @@ async fn a_half_written_file_is_never_served() {
         file.write_all(rest).unwrap();
     }
     wait_for_version(&server, Some("v2")).await;
-    let ready = http.get("/ready", &[]).await;
-    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
+    // Readiness is re-checked at most every PROBE_CACHE (500 ms): poll for it.
+    let started = Instant::now();
+    loop {
+        let ready = http.get("/ready", &[("authorization", TOKEN_AUTH)]).await;
+        if ready.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{}",
+            ready.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn sessions_are_told_when_the_tools_change() {

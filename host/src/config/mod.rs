@@ -29,6 +29,8 @@ pub const DEFAULT_HEALTH_TIMEOUT: &str = "1s";
 pub const DEFAULT_MAX_REQUEST_KIB: u32 = 4096;
 pub const DEFAULT_WATCH_INTERVAL: &str = "250ms";
 pub const DEFAULT_MAX_COMPONENT_MIB: u32 = 64;
+pub const DEFAULT_HEADER_TIMEOUT: &str = "10s";
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
 /// Browser origins accepted by default: pages served from this machine.
 pub const DEFAULT_ALLOWED_ORIGINS: &[&str] = &[
     "http://localhost:*",
@@ -109,7 +111,8 @@ pub struct ServeArgs {
     )]
     pub token: Option<Secret>,
 
-    /// Token for the admin API (named "admin")
+    /// Token for the admin API (named "admin"); the admin API always needs one, even
+    /// with --insecure-no-auth
     #[arg(long, env = "MCP_SANDBOX_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
 
@@ -117,11 +120,12 @@ pub struct ServeArgs {
     #[arg(long, env = "MCP_SANDBOX_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
 
-    /// Serve without authentication (only for local experiments)
+    /// Serve without authentication (only for local experiments); the admin API still
+    /// needs --admin-token
     #[arg(
         long,
         env = "MCP_SANDBOX_INSECURE_NO_AUTH",
-        conflicts_with_all = ["token", "admin_token", "tokens_file"]
+        conflicts_with_all = ["token", "tokens_file"]
     )]
     pub insecure_no_auth: bool,
 
@@ -228,8 +232,8 @@ pub struct CommonArgs {
     #[arg(long, env = "MCP_SANDBOX_MAX_CONCURRENCY", default_value_t = DEFAULT_MAX_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_concurrency: u32,
 
-    /// Postgres statement_timeout for every statement (e.g. 5s)
-    #[arg(long, env = "MCP_SANDBOX_STATEMENT_TIMEOUT", default_value = DEFAULT_STATEMENT_TIMEOUT, value_parser = parse_duration)]
+    /// Postgres statement_timeout for every statement (e.g. 5s; at least 1ms)
+    #[arg(long, env = "MCP_SANDBOX_STATEMENT_TIMEOUT", default_value = DEFAULT_STATEMENT_TIMEOUT, value_parser = parse_statement_timeout)]
     pub statement_timeout: Duration,
 
     /// Rows one statement may return; more are cut and reported as truncated
@@ -240,10 +244,26 @@ pub struct CommonArgs {
     #[arg(long, env = "MCP_SANDBOX_MAX_RESULT_MIB", default_value_t = DEFAULT_MAX_RESULT_MIB, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_result_mib: u32,
 
-    /// Run every statement as this role (`SET LOCAL ROLE`): a second, independent
-    /// read-only layer; the connecting user must be a member of it
-    #[arg(long, env = "MCP_SANDBOX_DB_ROLE")]
+    /// Removed: PostgreSQL lets a statement reset its role, so `SET LOCAL ROLE` was no
+    /// boundary. Kept only to say so at start.
+    #[arg(long, env = "MCP_SANDBOX_DB_ROLE", hide = true)]
     pub db_role: Option<String>,
+
+    /// Serve even though the database role can write or is a superuser (the guard still
+    /// applies; the role no longer bounds what a statement may do). Shown by /health, the
+    /// db_role_privileged metric and a warning at every start
+    #[arg(long, env = "MCP_SANDBOX_INSECURE_ALLOW_PRIVILEGED_ROLE")]
+    pub insecure_allow_privileged_role: bool,
+
+    /// A client must send a complete request head within this (the first on a new
+    /// connection included), or the connection is closed
+    #[arg(long, env = "MCP_SANDBOX_HEADER_TIMEOUT", default_value = DEFAULT_HEADER_TIMEOUT, value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Client connections open at once on each listener; further ones are closed as soon
+    /// as accepted
+    #[arg(long, env = "MCP_SANDBOX_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
 
     /// Largest request body accepted on /mcp, in KiB
     #[arg(long, env = "MCP_SANDBOX_MAX_REQUEST_KIB", default_value_t = DEFAULT_MAX_REQUEST_KIB, value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -314,8 +334,19 @@ impl CommonArgs {
         DbLimits {
             max_rows: self.max_rows,
             max_bytes: (self.max_result_mib as usize) << 20,
-            role: self.db_role.clone().filter(|r| !r.trim().is_empty()),
         }
+    }
+
+    /// Refuses flags that are gone, saying what to do instead.
+    pub fn check_removed(&self) -> anyhow::Result<()> {
+        if self.db_role.is_some() {
+            anyhow::bail!(
+                "--db-role (MCP_SANDBOX_DB_ROLE) was removed: PostgreSQL lets any statement \
+                 reset its role (set_config('role', 'none', true)), so SET LOCAL ROLE bounded \
+                 nothing. Log in as the read-only role itself: put it in the database URL"
+            );
+        }
+        Ok(())
     }
 
     pub fn pool_settings(&self) -> PoolSettings {
@@ -326,23 +357,29 @@ impl CommonArgs {
             statement_timeout: self.statement_timeout,
             // A transaction left idle this long is a bug on our side; end it.
             idle_in_transaction_timeout: self.call_timeout + Duration::from_secs(5),
+            allow_privileged_role: self.insecure_allow_privileged_role,
         }
     }
 }
 
+/// Who may call: the configured tokens, and whether callers without one are let in
+/// (`--insecure-no-auth`; they never get admin rights).
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub tokens: Vec<TokenSpec>,
+    pub anonymous: bool,
+}
+
 impl ServeArgs {
-    /// The tokens to accept, or `None` when authentication is off. Refuses to serve
+    /// The tokens to accept, and whether anonymous callers are. Refuses to serve
     /// without authentication beyond loopback unless the operator insisted.
-    pub fn token_specs(&self) -> anyhow::Result<Option<Vec<TokenSpec>>> {
-        if self.insecure_no_auth {
-            if !self.listen.ip().is_loopback() && !self.insecure_allow_public {
-                anyhow::bail!(
-                    "refusing to serve {} without authentication: anyone who reaches it could \
-                     query the database. Pass --token, or add --insecure-allow-public",
-                    self.listen
-                );
-            }
-            return Ok(None);
+    pub fn access(&self) -> anyhow::Result<Access> {
+        if self.insecure_no_auth && !self.listen.ip().is_loopback() && !self.insecure_allow_public {
+            anyhow::bail!(
+                "refusing to serve {} without authentication: anyone who reaches it could \
+                 query the database. Pass --token, or add --insecure-allow-public",
+                self.listen
+            );
         }
         let mut specs = Vec::new();
         if let Some(token) = &self.token {
@@ -364,7 +401,15 @@ impl ServeArgs {
         if let Some(path) = &self.tokens_file {
             specs.extend(tokens::load(path)?);
         }
-        tokens::validate(specs).map(Some)
+        let tokens = if self.insecure_no_auth && specs.is_empty() {
+            specs
+        } else {
+            tokens::validate(specs)?
+        };
+        Ok(Access {
+            tokens,
+            anonymous: self.insecure_no_auth,
+        })
     }
 }
 
@@ -425,6 +470,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
 }
 
+/// A Postgres `statement_timeout`: Postgres counts whole milliseconds and reads 0 as "no
+/// timeout", so anything that would round down to 0 is refused.
+pub fn parse_statement_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout < Duration::from_millis(1) {
+        return Err(format!(
+            "{text:?} is below 1ms, which PostgreSQL would read as no timeout at all"
+        ));
+    }
+    Ok(timeout)
+}
+
 /// Like [`parse_duration`], and zero (`0s`) turns the delay off.
 pub fn parse_delay(text: &str) -> Result<Duration, String> {
     let zero = text.trim().trim_end_matches(['m', 's', 'h']).trim();
@@ -446,6 +503,23 @@ mod tests {
         assert_eq!(parse_delay("5s"), Ok(Duration::from_secs(5)));
         assert!(parse_delay("-1s").is_err());
         assert!(parse_delay("soon").is_err());
+    }
+
+    #[test]
+    fn statement_timeouts_never_round_to_no_timeout() {
+        assert!(parse_statement_timeout("0.5ms").is_err());
+        assert!(parse_statement_timeout("0.0001s").is_err());
+        assert_eq!(parse_statement_timeout("1ms"), Ok(Duration::from_millis(1)));
+        let cli = Cli::try_parse_from([
+            "mcp-sandbox",
+            "serve",
+            "--database-url",
+            "postgres://h/db",
+            "--insecure-no-auth",
+            "--statement-timeout",
+            "0.5ms",
+        ]);
+        assert!(cli.is_err());
     }
 
     #[test]

@@ -12,18 +12,19 @@
 //! `pg_advisory_unlock_all()` after every statement, and a connection whose cleanup
 //! failed never returns to the pool.
 
+use super::connect::Conn;
 use super::decode::decode;
-use super::pool::Db;
+use super::pool::{Connection, Db, describe_pool_error};
 use super::statement::{self, Path};
 use super::value::{Column, DbError, QueryError, Rows, Value};
-use deadpool_postgres::{ClientWrapper, Object, PoolError};
+use deadpool::managed::Object;
 use futures::future::maybe_done;
 use futures::{StreamExt, poll};
 use std::pin::pin;
 use std::time::{Duration, Instant};
 use tokio_postgres::error::{ErrorPosition, SqlState};
 use tokio_postgres::types::{FromSql, ToSql, Type};
-use tokio_postgres::{NoTls, Row, Statement};
+use tokio_postgres::{Row, Statement};
 
 /// What the guard puts before a row-returning query (see [`limited`]).
 const LIMITED_PREFIX: &str = "SELECT * FROM (\n";
@@ -38,10 +39,9 @@ pub const CLEANUP: &str = "ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()"
 pub struct Limits {
     /// rows per statement; a caller may ask for fewer
     pub max_rows: u32,
-    /// bytes of row data per statement (as Postgres sent them)
+    /// bytes of row data per statement (as Postgres sent them); also what one
+    /// connection may buffer of a single message (`frames.rs`)
     pub max_bytes: usize,
-    /// `SET LOCAL ROLE` to this role in every transaction: a second, independent layer
-    pub role: Option<String>,
 }
 
 /// What one component's sessions may refine (see `runtime/overrides.rs`).
@@ -56,13 +56,16 @@ pub struct SessionOptions {
 pub struct SessionStats {
     pub queries: u32,
     pub db_time: Duration,
+    /// a statement found the database unavailable (a host fault, whatever the component
+    /// then made of it)
+    pub unavailable: bool,
 }
 
 /// The database side of one invocation.
 pub struct Session {
     db: Db,
     options: SessionOptions,
-    conn: Option<Object>,
+    conn: Option<Connection>,
     /// a statement was sent and its answer not yet read (the invocation was abandoned)
     in_flight: bool,
     stats: SessionStats,
@@ -99,6 +102,9 @@ impl Session {
         let result = self.run(sql, params, max_rows).await;
         self.stats.queries += 1;
         self.stats.db_time += started.elapsed();
+        if matches!(result, Err(QueryError::Unavailable(_))) {
+            self.stats.unavailable = true;
+        }
         result
     }
 
@@ -132,7 +138,7 @@ impl Session {
             rows: max_rows,
             bytes: max_bytes,
         };
-        let prelude = begin_sql(limits.role.as_deref(), self.options.statement_timeout);
+        let prelude = begin_sql(self.options.statement_timeout);
         // Another attempt only after a cached statement went stale (see `STALE_PLAN`) or
         // when a text parameter's type could not be inferred (`Value::param_type`).
         let (mut stale_retried, mut text_typed) = (false, false);
@@ -150,9 +156,14 @@ impl Session {
             };
             self.in_flight = false;
             if !cleaned {
-                // Never back to the pool with a transaction or a lock it may still hold.
+                // Never back to the pool with a transaction or a lock it may still hold;
+                // a connection that refused a message too large also has a statement
+                // still running on the server.
                 if let Some(conn) = self.conn.take() {
-                    let _ = Object::take(conn);
+                    if conn.budget().tripped().is_some() {
+                        self.db.connector().cancel(&conn);
+                    }
+                    drop(Object::take(conn));
                 }
                 return result;
             }
@@ -182,25 +193,16 @@ impl Drop for Session {
             return; // every statement cleaned up after itself: back to the pool
         }
         // Abandoned mid-statement (deadline, cancelled call): stop the statement on the
-        // server, not only here, and never reuse a connection in that state.
-        let token = conn.cancel_token();
-        let _ = Object::take(conn);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = token.cancel_query(NoTls).await;
-            });
-        }
+        // server (over a second connection, set up like the first), not only here, and
+        // never reuse a connection in that state.
+        self.db.connector().cancel(&conn);
+        drop(Object::take(conn));
     }
 }
 
-/// Opens the guard's transaction: read-only, as the configured role, with the
-/// component's statement timeout.
-pub fn begin_sql(role: Option<&str>, statement_timeout: Option<Duration>) -> String {
+/// Opens the guard's transaction: read-only, with the component's statement timeout.
+pub fn begin_sql(statement_timeout: Option<Duration>) -> String {
     let mut sql = String::from("BEGIN READ ONLY");
-    if let Some(role) = role {
-        sql.push_str("; SET LOCAL ROLE ");
-        sql.push_str(&quote_identifier(role));
-    }
     if let Some(timeout) = statement_timeout {
         sql.push_str(&format!(
             "; SET LOCAL statement_timeout = {}",
@@ -208,11 +210,6 @@ pub fn begin_sql(role: Option<&str>, statement_timeout: Option<Duration>) -> Str
         ));
     }
     sql
-}
-
-/// `"name"`, with embedded quotes doubled.
-pub(crate) fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// One attempt at a statement.
@@ -235,11 +232,7 @@ struct Caps {
 /// Row-returning queries run as `SELECT * FROM (<query>) LIMIT cap + 1`: Postgres stops
 /// producing rows one past the cap, accepts only a single query inside the parentheses,
 /// and refuses a data-modifying `WITH` there ("must be at the top level").
-async fn limited(
-    conn: &ClientWrapper,
-    sql: &str,
-    call: Call<'_>,
-) -> (Result<Rows, QueryError>, bool) {
+async fn limited(conn: &Conn, sql: &str, call: Call<'_>) -> (Result<Rows, QueryError>, bool) {
     let wrapped = limited_sql(sql, call.caps.rows);
     prepared(conn, &wrapped, LIMITED_PREFIX.len(), call).await
 }
@@ -271,7 +264,7 @@ fn strip_trailing_semicolons(sql: &str) -> &str {
 /// result types (enums, domains) before any row is in flight (resolving them mid-result
 /// can stall the driver's bounded channels). Returns whether the cleanup succeeded.
 async fn prepared(
-    conn: &ClientWrapper,
+    conn: &Conn,
     sql: &str,
     shift: usize,
     call: Call<'_>,
@@ -283,13 +276,15 @@ async fn prepared(
         caps,
     } = call;
     let types: Vec<Type> = params.iter().map(|p| p.param_type(text_typed)).collect();
-    let mut begin = pin!(maybe_done(conn.batch_execute(prelude)));
+    let client = conn.client();
+    conn.budget().reset();
+    let mut begin = pin!(maybe_done(client.batch_execute(prelude)));
     // Each first poll writes its request; requests reach Postgres in this order.
     let _ = poll!(begin.as_mut());
-    let statement = match conn.prepare_typed_cached(sql, &types).await {
+    let statement = match conn.prepare_cached(sql, &types).await {
         Ok(statement) => statement,
         Err(e) => {
-            let cleaned = conn.batch_execute(CLEANUP).await.is_ok();
+            let cleaned = client.batch_execute(CLEANUP).await.is_ok();
             // A failed prelude (an unknown role, say) is the error worth reporting.
             begin.as_mut().await;
             let error = match begin.as_mut().take_output() {
@@ -299,14 +294,14 @@ async fn prepared(
             return (Err(error), cleaned);
         }
     };
-    if conn.statement_cache.size() > MAX_CACHED_STATEMENTS {
+    if conn.cached_statements() > MAX_CACHED_STATEMENTS {
         // Ad-hoc SQL would grow it without bound; the statement in hand stays valid.
-        conn.statement_cache.clear();
+        conn.forget_statements();
     }
     let args: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    let mut rows = pin!(maybe_done(conn.query_raw(&statement, args)));
+    let mut rows = pin!(maybe_done(client.query_raw(&statement, args)));
     let _ = poll!(rows.as_mut());
-    let mut cleanup = pin!(maybe_done(conn.batch_execute(CLEANUP)));
+    let mut cleanup = pin!(maybe_done(client.batch_execute(CLEANUP)));
     let _ = poll!(cleanup.as_mut());
     // Answers arrive in order: read each before the next so no channel fills up.
     begin.as_mut().await;
@@ -314,11 +309,11 @@ async fn prepared(
     rows.as_mut().await;
     let result = match (began, rows.as_mut().take_output()) {
         (Some(Err(e)), _) => Err(map_error(&e, 0)),
-        (_, Some(Ok(stream))) => collect(&statement, stream, caps).await,
+        (_, Some(Ok(stream))) => collect(conn, &statement, stream, caps).await,
         (_, Some(Err(e))) => {
             let error = map_error(&e, shift);
             if matches!(&error, QueryError::Database(db) if is_stale_plan(db)) {
-                conn.statement_cache.remove(sql, &types);
+                conn.forget_statement(sql, &types);
             }
             Err(error)
         }
@@ -326,6 +321,12 @@ async fn prepared(
     };
     cleanup.as_mut().await;
     let cleaned = matches!(cleanup.as_mut().take_output(), Some(Ok(())));
+    // The connection failed because a message (an error quoting a huge value, say) was
+    // larger than it may buffer: say so, not "connection lost".
+    let result = match (result, conn.budget().tripped()) {
+        (Err(QueryError::Unavailable(_)), Some(size)) => Err(too_large(size, caps.bytes)),
+        (result, _) => result,
+    };
     (result, cleaned)
 }
 
@@ -338,8 +339,12 @@ fn is_stale_plan(e: &DbError) -> bool {
 }
 
 /// Reads rows up to the caps; stopping early drops the stream, and the connection
-/// discards what remains of the (already capped) result.
+/// discards what remains of the (already capped) result. A row too large for what is
+/// left of the byte cap never reaches memory: the connection refuses it as it arrives
+/// (`frames.rs`) and fails; the rows before it are the result, truncated, or, when it
+/// was the first, the call is refused naming the cap.
 async fn collect(
+    conn: &Conn,
     statement: &Statement,
     stream: tokio_postgres::RowStream,
     caps: Caps,
@@ -357,7 +362,17 @@ async fn collect(
     let mut bytes = 0usize;
     let mut truncated = false;
     while let Some(row) = stream.next().await {
-        let row = row.map_err(|e| map_error(&e, 0))?;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => match conn.budget().tripped() {
+                Some(_) if !rows.is_empty() => {
+                    truncated = true;
+                    break;
+                }
+                Some(size) => return Err(too_large(size, caps.bytes)),
+                None => return Err(map_error(&e, 0)),
+            },
+        };
         if rows.len() >= caps.rows as usize {
             truncated = true;
             break;
@@ -375,6 +390,27 @@ async fn collect(
         rows,
         truncated,
     })
+}
+
+/// The refusal of a result whose first row (or an error quoting a huge value) alone
+/// exceeds the byte cap.
+fn too_large(size: usize, cap: usize) -> QueryError {
+    QueryError::Refused(format!(
+        "the database sent {} in one row, more than the result cap of {} \
+         (--max-result-mib) allows; select fewer or smaller columns, e.g. left(column, 1000)",
+        human_bytes(size),
+        human_bytes(cap)
+    ))
+}
+
+fn human_bytes(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+    } else if bytes >= 1 << 10 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// Any column, undecoded: the guard decodes by type itself (`decode.rs`).
@@ -436,21 +472,4 @@ fn map_error(error: &tokio_postgres::Error, shift: usize) -> QueryError {
         return QueryError::Unavailable("the database connection was lost".into());
     }
     QueryError::Unavailable(error.to_string())
-}
-
-/// A reason a client can act on, without connection details.
-pub(crate) fn describe_pool_error(error: &PoolError) -> String {
-    use deadpool_postgres::TimeoutType;
-    match error {
-        PoolError::Timeout(TimeoutType::Wait) => {
-            "every pooled database connection stayed busy; try again shortly".into()
-        }
-        PoolError::Timeout(TimeoutType::Create) => "connecting to the database timed out".into(),
-        PoolError::Timeout(TimeoutType::Recycle) => {
-            "checking a pooled database connection timed out".into()
-        }
-        PoolError::Backend(e) => format!("cannot reach the database: {e}"),
-        PoolError::Closed => "the server is shutting down".into(),
-        other => other.to_string(),
-    }
 }

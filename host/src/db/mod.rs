@@ -1,15 +1,25 @@
-//! Everything Postgres: the pool, the read-only guard every component's SQL goes
-//! through, and the mapping of Postgres values to what crosses into the sandbox.
+//! Everything Postgres: the connections (TLS, bounded reads, the role check), the pool,
+//! the read-only guard every component's SQL goes through, and the mapping of Postgres
+//! values to what crosses into the sandbox.
 
+mod connect;
 mod decode;
+mod dsn;
+mod frames;
 mod guard;
 mod pool;
+mod role;
 mod statement;
+mod tls;
 mod value;
 
+pub use connect::ConnectError;
 pub use decode::to_json;
+pub use dsn::{DsnError, Environment};
 /// The statements the guard sends around a query, for the load benchmark's baseline.
 pub use guard::{CLEANUP, begin_sql, limited_sql};
 pub use guard::{Limits, Session, SessionOptions, SessionStats};
-pub use pool::{Db, PoolSettings, PoolStatus};
+pub use pool::{Db, DbConfigError, PoolSettings, PoolStatus};
+pub use role::RoleReport;
+pub use tls::{SslMode, TlsConfigError};
 pub use value::{Column, DbError, QueryError, Rows, Value};

@@ -1,14 +1,21 @@
-//! The Postgres connection pool: every connection starts read-only by default, with the
+//! The Postgres connection pool. Every connection starts read-only by default, with the
 //! guard's timeouts as session defaults, so even a statement that escaped the guard's
-//! transaction could not write.
+//! transaction could not write; every new connection's role is inspected (`role.rs`) and
+//! refused if it can do more than read; connections are opened by `connect.rs` (TLS as
+//! `sslmode` says, reads bounded by the result cap).
 
+use super::connect::{Conn, ConnectError, Connector};
+use super::dsn::{self, Environment};
 use super::guard::Limits;
-use anyhow::Context;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
-use std::str::FromStr;
-use std::sync::Arc;
+use super::role::{self, RoleReport};
+use super::tls::SslMode;
+use deadpool::managed::{
+    self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, Timeouts,
+};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio_postgres::NoTls;
 
 /// Pool settings (see `config.rs` for the flags and their defaults).
 #[derive(Clone, Debug)]
@@ -19,6 +26,8 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
     pub idle_in_transaction_timeout: Duration,
+    /// `--insecure-allow-privileged-role`: serve even when the login role can write
+    pub allow_privileged_role: bool,
 }
 
 /// Numbers for `/health` and the pool gauges.
@@ -29,7 +38,83 @@ pub struct PoolStatus {
     pub in_use: u32,
     pub waiting: u32,
     pub max: u32,
+    /// connections that negotiated TLS
+    pub encrypted: u32,
 }
+
+/// Why the database URL or its TLS settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbConfigError {
+    #[error(transparent)]
+    Dsn(#[from] dsn::DsnError),
+    #[error("database URL: {0}")]
+    Tls(#[from] super::tls::TlsConfigError),
+    #[error("building the connection pool: {0}")]
+    Pool(String),
+}
+
+/// A pooled connection; counted as encrypted while it lives, if it is.
+pub struct Pooled {
+    conn: Conn,
+    encrypted: Option<Arc<AtomicUsize>>,
+}
+
+impl Deref for Pooled {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(count) = &self.encrypted {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Opens connections for the pool and checks each one's role.
+pub struct Manager {
+    connector: Arc<Connector>,
+    allow_privileged: bool,
+    encrypted: Arc<AtomicUsize>,
+    /// the last inspection of the role, for `/health`
+    role: Arc<Mutex<Option<RoleReport>>>,
+}
+
+impl managed::Manager for Manager {
+    type Type = Pooled;
+    type Error = ConnectError;
+
+    async fn create(&self) -> Result<Pooled, ConnectError> {
+        let conn = self.connector.connect().await?;
+        let report = role::inspect(conn.client())
+            .await
+            .map_err(|e| ConnectError::Inspection(e.to_string()))?;
+        let refused = !report.read_only() && !self.allow_privileged;
+        let refusal = refused.then(|| report.refusal());
+        *self.role.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
+        if let Some(refusal) = refusal {
+            return Err(ConnectError::Privileged(refusal));
+        }
+        let encrypted = conn.encrypted().then(|| {
+            self.encrypted.fetch_add(1, Ordering::Relaxed);
+            self.encrypted.clone()
+        });
+        Ok(Pooled { conn, encrypted })
+    }
+
+    async fn recycle(&self, conn: &mut Pooled, _: &Metrics) -> RecycleResult<ConnectError> {
+        if conn.is_usable() {
+            Ok(())
+        } else {
+            Err(RecycleError::message("the connection is closed"))
+        }
+    }
+}
+
+pub type Connection = Object<Manager>;
 
 /// A cheap handle to the pool and the guard's limits.
 #[derive(Clone)]
@@ -38,14 +123,17 @@ pub struct Db {
 }
 
 struct Inner {
-    pool: Pool,
+    pool: Pool<Manager>,
+    connector: Arc<Connector>,
     limits: Limits,
     settings: PoolSettings,
+    encrypted: Arc<AtomicUsize>,
+    role: Arc<Mutex<Option<RoleReport>>>,
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The pool's config holds the password; show only what is safe.
+        // The driver's config holds the password; show only what is safe.
         f.debug_struct("Db")
             .field("settings", &self.inner.settings)
             .field("limits", &self.inner.limits)
@@ -55,19 +143,27 @@ impl std::fmt::Debug for Db {
 
 impl Db {
     /// Builds the pool; connections open lazily, so a database that is down at start
-    /// makes `/health` say so instead of stopping the server.
-    pub fn new(database_url: &str, settings: PoolSettings, limits: Limits) -> anyhow::Result<Self> {
-        let mut config = tokio_postgres::Config::from_str(database_url)
-            .map_err(|e| anyhow::anyhow!("invalid database URL: {e}"))?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            anyhow::bail!(
-                "the database URL asks for sslmode=require, but this build connects without \
-                 TLS; use a loopback or private-network address, or sslmode=prefer/disable"
-            );
-        }
+    /// makes `/health` say so instead of stopping the server ([`Db::check`] tells a
+    /// database that is down from one that is misconfigured).
+    pub fn new(
+        database_url: &str,
+        settings: PoolSettings,
+        limits: Limits,
+    ) -> Result<Self, DbConfigError> {
+        Self::with_env(database_url, settings, limits, &dsn::ProcessEnv)
+    }
+
+    pub fn with_env(
+        database_url: &str,
+        settings: PoolSettings,
+        limits: Limits,
+        env: &dyn Environment,
+    ) -> Result<Self, DbConfigError> {
+        let (mut config, tls) = dsn::parse(database_url, env)?;
+        let client_config = tls.client_config()?;
         let options = format!(
             "{} -c default_transaction_read_only=on -c statement_timeout={} \
-             -c idle_in_transaction_session_timeout={}",
+             -c idle_in_transaction_session_timeout={} -c standard_conforming_strings=on",
             config.get_options().unwrap_or_default(),
             settings.statement_timeout.as_millis(),
             settings.idle_in_transaction_timeout.as_millis(),
@@ -76,39 +172,77 @@ impl Db {
         if config.get_application_name().is_none() {
             config.application_name("mcp-sandbox");
         }
-        config.connect_timeout(settings.connect_timeout);
-        let manager = Manager::from_config(
+        let connector = Arc::new(Connector::new(
             config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+            tls.mode,
+            client_config,
+            limits.max_bytes,
+            settings.connect_timeout,
+        ));
+        let encrypted = Arc::new(AtomicUsize::new(0));
+        let role = Arc::new(Mutex::new(None));
+        let manager = Manager {
+            connector: connector.clone(),
+            allow_privileged: settings.allow_privileged_role,
+            encrypted: encrypted.clone(),
+            role: role.clone(),
+        };
         let pool = Pool::builder(manager)
             .max_size(settings.max_size)
-            .runtime(Runtime::Tokio1)
+            .runtime(deadpool::Runtime::Tokio1)
             .timeouts(Timeouts {
                 wait: Some(settings.wait_timeout),
                 create: Some(settings.connect_timeout),
                 recycle: Some(settings.connect_timeout),
             })
             .build()
-            .context("building the connection pool")?;
+            .map_err(|e| DbConfigError::Pool(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                connector,
                 limits,
                 settings,
+                encrypted,
+                role,
             }),
         })
     }
 
-    pub(crate) fn pool(&self) -> &Pool {
+    pub(crate) fn pool(&self) -> &Pool<Manager> {
         &self.inner.pool
+    }
+
+    pub(crate) fn connector(&self) -> &Arc<Connector> {
+        &self.inner.connector
     }
 
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// The hosts of the database URL.
+    pub fn hosts(&self) -> Vec<String> {
+        self.inner.connector.hosts()
+    }
+
+    /// The `sslmode` in effect.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.inner.connector.mode()
+    }
+
+    /// The last inspection of the login role (after the first connection).
+    pub fn role(&self) -> Option<RoleReport> {
+        self.inner
+            .role
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether the operator let a privileged role in.
+    pub fn allows_privileged_role(&self) -> bool {
+        self.inner.settings.allow_privileged_role
     }
 
     pub fn status(&self) -> PoolStatus {
@@ -120,6 +254,23 @@ impl Db {
             in_use: clamp(s.size.saturating_sub(s.available)),
             waiting: clamp(s.waiting),
             max: clamp(s.max_size),
+            encrypted: clamp(self.inner.encrypted.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Opens one connection, through the pool, at start: a misconfiguration (a TLS
+    /// failure, a role that can write) is an error; a database that is merely down or
+    /// slow to answer is not (`Ok(Some(reason))`, served once it is back).
+    pub async fn check(&self, timeout: Duration) -> Result<Option<String>, ConnectError> {
+        let timeouts = Timeouts {
+            wait: Some(timeout),
+            create: Some(timeout),
+            recycle: Some(timeout),
+        };
+        match self.inner.pool.timeout_get(&timeouts).await {
+            Ok(_) => Ok(None),
+            Err(PoolError::Backend(e)) if e.is_permanent() => Err(e),
+            Err(e) => Ok(Some(describe_pool_error(&e))),
         }
     }
 
@@ -133,13 +284,13 @@ impl Db {
                 create: Some(timeout),
                 recycle: Some(timeout),
             };
-            let client = self
+            let conn = self
                 .inner
                 .pool
                 .timeout_get(&timeouts)
                 .await
-                .map_err(|e| super::guard::describe_pool_error(&e))?;
-            client
+                .map_err(|e| describe_pool_error(&e))?;
+            conn.client()
                 .batch_execute("")
                 .await
                 .map_err(|e| format!("ping failed: {e}"))
@@ -154,5 +305,27 @@ impl Db {
     /// Closes the pool: new checkouts fail, idle connections close.
     pub fn close(&self) {
         self.inner.pool.close();
+    }
+}
+
+/// A reason a client can act on, without connection details beyond the host.
+pub(crate) fn describe_pool_error(error: &PoolError<ConnectError>) -> String {
+    use deadpool::managed::TimeoutType;
+    match error {
+        PoolError::Timeout(TimeoutType::Wait) => {
+            "every pooled database connection stayed busy; try again shortly".into()
+        }
+        PoolError::Timeout(TimeoutType::Create) => "connecting to the database timed out".into(),
+        PoolError::Timeout(TimeoutType::Recycle) => {
+            "checking a pooled database connection timed out".into()
+        }
+        PoolError::Backend(ConnectError::Privileged(_)) => {
+            "the database role can do more than read, so the server refuses to use it \
+             (see the server's log)"
+                .into()
+        }
+        PoolError::Backend(e) => format!("cannot reach the database: {e}"),
+        PoolError::Closed => "the server is shutting down".into(),
+        other => other.to_string(),
     }
 }

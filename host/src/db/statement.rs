@@ -14,11 +14,20 @@ pub enum Path {
 
 const LIMITED_KEYWORDS: &[&str] = &["select", "with", "values", "table"];
 
-/// Functions refused by name wherever they are called: they act outside the read-only
-/// transaction (session locks, other backends, server files, notifications) or run SQL
-/// from a string this check cannot see. The database role's privileges remain the real
-/// boundary (SECURITY.md); this layer turns the common cases into a clear refusal.
+/// Functions refused by name wherever they are called, quoted or not, schema-qualified or
+/// not. Two classes; the login role's privileges remain the real boundary (SECURITY.md),
+/// this layer turns the common cases into a clear refusal:
+///
+/// - functions that act outside the read-only transaction (other backends, session locks,
+///   server files, notifications, transaction IDs, statistics, replication);
+/// - functions that run SQL given as text, which this check never sees: `ts_stat` and the
+///   query form of `ts_rewrite` run their argument, `query_to_xml*` and `cursor_to_xml*`
+///   run a query or cursor, and `table_`, `schema_` and `database_to_xml*` read whole
+///   relations. Found in `pg_proc` of PostgreSQL 15 and later by their SQL-text and
+///   relation arguments (`tests/e2e/sql_guard.rs` derives the list from a live `pg_proc`
+///   and checks every one is refused).
 const DENIED_FUNCTIONS: &[&str] = &[
+    // other backends and the server
     "pg_terminate_backend",
     "pg_cancel_backend",
     "pg_reload_conf",
@@ -26,24 +35,33 @@ const DENIED_FUNCTIONS: &[&str] = &[
     "pg_promote",
     "pg_switch_wal",
     "pg_create_restore_point",
-    "pg_notify",
     "pg_log_backend_memory_contexts",
-    "pg_logical_emit_message",
     "pg_import_system_collations",
+    "pg_stat_statements_reset",
+    // notifications and messages
+    "pg_notify",
+    "pg_logical_emit_message",
+    // server files (adminpack)
     "pg_file_write",
     "pg_file_rename",
     "pg_file_unlink",
-    "query_to_xml",
-    "query_to_xml_and_xmlschema",
-    "query_to_xmlschema",
-    "cursor_to_xml",
-    "cursor_to_xmlschema",
+    "pg_file_sync",
+    "pg_logdir_ls",
+    // large objects (beside the `lo_` prefix)
+    "loread",
+    "lowrite",
     // assign a transaction ID: not data, but state written outside our rollback
     "txid_current",
     "pg_current_xact_id",
+    // run SQL given as text
+    "ts_stat",
+    "ts_rewrite",
 ];
-/// Function-name prefixes refused the same way (advisory locks, large objects, server
-/// files, dblink, statistics resets, replication slots and origins).
+/// Function-name prefixes refused the same way: advisory locks, large objects, server
+/// files, dblink, statistics resets, replication slots and origins, backups and WAL
+/// replay; and the XML exports that run a query or read whole relations (`query_to_xml`,
+/// `query_to_xmlschema`, `query_to_xml_and_xmlschema`, and likewise for `cursor_`,
+/// `table_`, `schema_` and `database_`).
 const DENIED_PREFIXES: &[&str] = &[
     "pg_advisory_",
     "pg_try_advisory_",
@@ -57,6 +75,15 @@ const DENIED_PREFIXES: &[&str] = &[
     "pg_create_physical_replication_slot",
     "pg_drop_replication_slot",
     "pg_copy_",
+    "pg_backup_",
+    "pg_start_backup",
+    "pg_stop_backup",
+    "pg_wal_replay_",
+    "query_to_xml",
+    "cursor_to_xml",
+    "table_to_xml",
+    "schema_to_xml",
+    "database_to_xml",
 ];
 const DIRECT_KEYWORDS: &[&str] = &["explain", "show"];
 
@@ -114,7 +141,7 @@ fn check_functions(sql: &str) -> Result<(), String> {
                 {
                     return Err(format!(
                         "function {name}() is not allowed: it acts outside the read-only \
-                         transaction"
+                         transaction or runs SQL this guard cannot see"
                     ));
                 }
             }
@@ -378,6 +405,33 @@ mod tests {
             Err("lo_import()"),
         );
         check("EXPLAIN SELECT pg_notify('c', 'x')", Err("pg_notify()"));
+        check(
+            "SELECT * FROM ts_stat('SELECT to_tsvector(pg_terminate_backend(0)::text)')",
+            Err("ts_stat()"),
+        );
+        check(
+            "SELECT * FROM pg_catalog.\"ts_stat\"('SELECT 1', 'a')",
+            Err("ts_stat()"),
+        );
+        check(
+            "SELECT ts_rewrite('a'::tsquery, 'SELECT 1')",
+            Err("ts_rewrite()"),
+        );
+        for export in [
+            "table_to_xml",
+            "table_to_xmlschema",
+            "table_to_xml_and_xmlschema",
+            "schema_to_xml",
+            "schema_to_xml_and_xmlschema",
+            "database_to_xml",
+            "database_to_xmlschema",
+            "query_to_xml_and_xmlschema",
+            "cursor_to_xml",
+        ] {
+            let want = format!("{export}()");
+            check(&format!("SELECT {export}(1)"), Err(want.as_str()));
+        }
+        check("SELECT lowrite(0, 'x')", Err("lowrite()"));
         check(
             "SELECT query_to_xml('DELETE FROM t', true, false, '')",
             Err("query_to_xml()"),

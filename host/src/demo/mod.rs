@@ -6,7 +6,7 @@ mod postgres;
 pub use postgres::TempPostgres;
 
 use crate::config::tokens::TokenSpec;
-use crate::config::{DemoArgs, Secret};
+use crate::config::{Access, DemoArgs, Secret};
 use crate::server::{self, Auth};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -25,12 +25,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let token = generate_token()?;
     let app = crate::build_app(
         &pg.url(READER_ROLE, "postgres"),
-        Auth::new(vec![TokenSpec {
-            name: "demo".into(),
-            secret: Secret::new(token.clone()),
-            tools: None,
-            admin: true,
-        }]),
+        Auth::new(Access {
+            tokens: vec![TokenSpec {
+                name: "demo".into(),
+                secret: Secret::new(token.clone()),
+                tools: None,
+                admin: true,
+            }],
+            anonymous: false,
+        }),
         args.listen,
         &args.common,
     )

@@ -273,11 +273,7 @@ pub(crate) fn to_mcp_result(
 
 /// One line per invocation: what ran, which version, how it ended, where time went.
 pub(crate) fn log_invocation(tool: &str, token: &str, invocation: &Invocation<ToolOutput>) {
-    let outcome = match &invocation.result {
-        Ok(output) if output.is_error => "tool_error",
-        Ok(_) => "ok",
-        Err(fault) => fault.outcome(),
-    };
+    let outcome = invocation.outcome();
     let t = &invocation.timings;
     let digest = invocation.digest.as_deref().map(|d| &d[..d.len().min(12)]);
     tracing::info!(

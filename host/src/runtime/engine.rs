@@ -17,6 +17,10 @@ use wasmtime::{
 /// yielding to other tasks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Instance slots beyond `--max-concurrency`, for health checks, readiness and the
+/// validation of swap candidates (see `Shared::spare`).
+pub const SPARE_SLOTS: u32 = 4;
+
 /// Resident bytes kept per memory slot across instances (measured sweet spot: a fresh
 /// instance in 6-7 µs, and two threads scale instead of contending on munmap).
 const KEEP_RESIDENT: usize = 2 << 20;
@@ -25,7 +29,7 @@ const KEEP_RESIDENT: usize = 2 << 20;
 /// bytes and these settings), so a restart or a swap back to a known version skips
 /// compilation.
 pub fn build(limits: &Limits, cache_dir: Option<&Path>) -> wasmtime::Result<Engine> {
-    let slots = limits.max_concurrency.max(1);
+    let slots = limits.max_concurrency.max(1).saturating_add(SPARE_SLOTS);
     let mut pooling = PoolingAllocationConfig::new();
     pooling
         .total_component_instances(slots)

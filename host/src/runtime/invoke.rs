@@ -118,6 +118,21 @@ pub struct Invocation<T> {
     pub digest: Option<Arc<str>>,
     pub result: Result<T, Fault>,
     pub timings: Timings,
+    /// a statement of this invocation found the database unavailable
+    pub db_unavailable: bool,
+}
+
+impl Invocation<ToolOutput> {
+    /// The `outcome` of the call metrics and logs (DESIGN.md, failure classes): a tool
+    /// error caused by a database outage is a host fault, `unavailable`, not the tool's.
+    pub fn outcome(&self) -> &'static str {
+        match &self.result {
+            Ok(output) if output.is_error && self.db_unavailable => "unavailable",
+            Ok(output) if output.is_error => "tool_error",
+            Ok(_) => "ok",
+            Err(fault) => fault.outcome(),
+        }
+    }
 }
 
 impl<T> Invocation<T> {
@@ -137,6 +152,7 @@ impl<T> Invocation<T> {
                 total: started.elapsed(),
                 ..Timings::default()
             },
+            db_unavailable: false,
         }
     }
 }
@@ -178,15 +194,22 @@ impl Shared {
             return Invocation::failed(Fault::UnknownTool(tool.to_owned()), started);
         };
         let max_result = loaded.limits.max_result_bytes;
-        self.run(&loaded, deadline, started, cancel, async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            let instantiated = Instant::now();
-            let result = instance
-                .mcp_sandbox_host_tools()
-                .call_call(&mut *store, tool, arguments)
-                .await?;
-            Ok((instantiated, result))
-        })
+        self.run(
+            &self.slots,
+            &loaded,
+            deadline,
+            started,
+            cancel,
+            async |store| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let instantiated = Instant::now();
+                let result = instance
+                    .mcp_sandbox_host_tools()
+                    .call_call(&mut *store, tool, arguments)
+                    .await?;
+                Ok((instantiated, result))
+            },
+        )
         .await
         .and_then(|result| match result {
             Ok(output) => convert_output(output, max_result),
@@ -216,25 +239,34 @@ impl Shared {
         };
         // A probe is never cancelled: it is short and its answer is shared.
         let never = CancellationToken::new();
-        self.run(&loaded, deadline, started, &never, async |store| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            let instantiated = Instant::now();
-            let report = instance
-                .mcp_sandbox_host_health()
-                .call_check(&mut *store)
-                .await?;
-            Ok((instantiated, report))
-        })
+        // From the spare slots: a saturated server still answers its probes.
+        self.run(
+            &self.spare,
+            &loaded,
+            deadline,
+            started,
+            &never,
+            async |store| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let instantiated = Instant::now();
+                let report = instance
+                    .mcp_sandbox_host_health()
+                    .call_check(&mut *store)
+                    .await?;
+                Ok((instantiated, report))
+            },
+        )
         .await
         .and_then(|report| Ok(convert_report(report)))
     }
 
-    /// Runs `body` in a fresh store under `deadline`, classifying traps and timing the
-    /// phases. `body` returns when instantiation finished along with its result. When
+    /// Runs `body` in a fresh store (holding one of `slots` for it) under `deadline`,
+    /// classifying traps and timing the phases. `body` returns when instantiation finished along with its result. When
     /// `cancel` fires first, `body` is dropped: the instance stops at once and a
     /// statement in flight is cancelled on the server (the database session's `Drop`).
     async fn run<R>(
         &self,
+        slots: &tokio::sync::Semaphore,
         loaded: &Loaded,
         deadline: Instant,
         started: Instant,
@@ -243,7 +275,7 @@ impl Shared {
             &mut wasmtime::Store<super::state::HostState>,
         ) -> wasmtime::Result<(Instant, R)>,
     ) -> InvocationResult<R> {
-        let permit = tokio::time::timeout_at(deadline.into(), self.slots.acquire()).await;
+        let permit = tokio::time::timeout_at(deadline.into(), slots.acquire()).await;
         let _permit = match permit {
             Ok(Ok(permit)) => permit,
             Ok(Err(_closed)) => {
@@ -271,6 +303,8 @@ impl Shared {
         };
         let finished = Instant::now();
         let stats = store.data().session.stats();
+        let memory_capped = store.data().limiter.memory_capped;
+        let stderr = store.data().output.stderr_text();
         let (output, dropped) = store.data().output.take();
         if !output.is_empty() {
             tracing::info!(
@@ -285,7 +319,15 @@ impl Shared {
             Some(Ok(Ok((instantiated, value)))) => (Some(instantiated), Ok(value)),
             Some(Ok(Err(error))) => (
                 None,
-                Err(classify(&error, &output, deadline, deadline - started)),
+                Err(classify(
+                    &error,
+                    Signals {
+                        memory_capped,
+                        stderr: &stderr,
+                    },
+                    deadline,
+                    deadline - started,
+                )),
             ),
             Some(Err(_)) => (None, Err(Fault::Timeout(deadline - started))),
             None => (None, Err(Fault::Cancelled)),
@@ -300,7 +342,9 @@ impl Shared {
             queries: stats.queries,
             total: started.elapsed(),
         };
-        InvocationResult::new(loaded, result, timings)
+        let mut invocation = InvocationResult::new(loaded, result, timings);
+        invocation.0.db_unavailable = stats.unavailable;
+        invocation
     }
 }
 
@@ -315,8 +359,9 @@ impl Shared {
 
     /// Creates (and drops) one instance: can this component run right now?
     pub(super) async fn try_instantiate(&self, loaded: &Loaded) -> Result<(), String> {
-        // Every slot busy means instances are being created fine; do not queue a probe.
-        let Ok(_permit) = self.slots.try_acquire() else {
+        // Every spare slot busy means instances are being created fine; do not queue a
+        // probe.
+        let Ok(_permit) = self.spare.try_acquire() else {
             return Ok(());
         };
         let deadline = Instant::now() + self.limits.health_timeout;
@@ -339,6 +384,7 @@ impl<R> InvocationResult<R> {
             digest: Some(loaded.digest.clone()),
             result,
             timings,
+            db_unavailable: false,
         })
     }
 
@@ -348,33 +394,45 @@ impl<R> InvocationResult<R> {
             digest,
             result,
             timings,
+            db_unavailable,
         } = self.0;
         Invocation {
             component,
             digest,
             result: result.and_then(f),
             timings,
+            db_unavailable,
         }
     }
 }
 
-fn classify(error: &wasmtime::Error, output: &str, deadline: Instant, timeout: Duration) -> Fault {
+/// What the host itself saw of a failed invocation, beside the error.
+struct Signals<'a> {
+    /// the store's limiter refused a memory growth
+    memory_capped: bool,
+    /// what the guest wrote to stderr, where Rust prints a panic's message
+    stderr: &'a str,
+}
+
+fn classify(
+    error: &wasmtime::Error,
+    signals: Signals<'_>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Fault {
     let trap = error.downcast_ref::<Trap>();
     let kind = match trap {
         Some(Trap::Interrupt) => return Fault::Timeout(timeout),
+        _ if signals.memory_capped => TrapKind::MemoryLimit,
         Some(Trap::StackOverflow) => TrapKind::StackOverflow,
-        Some(Trap::UnreachableCodeReached) if output.contains("panicked at") => TrapKind::Panic,
+        Some(Trap::UnreachableCodeReached) if signals.stderr.contains(PANIC_MARK) => {
+            TrapKind::Panic
+        }
         Some(Trap::UnreachableCodeReached) => TrapKind::Unreachable,
         Some(Trap::MemoryOutOfBounds | Trap::TableOutOfBounds | Trap::HeapMisaligned) => {
             TrapKind::OutOfBounds
         }
         Some(_) => TrapKind::Other,
-        None if error
-            .chain()
-            .any(|e| e.to_string().contains("growing memory")) =>
-        {
-            TrapKind::MemoryLimit
-        }
         None if Instant::now() >= deadline => return Fault::Timeout(timeout),
         None => TrapKind::Other,
     };
@@ -390,7 +448,7 @@ fn classify(error: &wasmtime::Error, output: &str, deadline: Instant, timeout: D
     }
     tracing::warn!(kind = kind.as_str(), "component trapped: {detail}");
     let message = match (kind, trap) {
-        (TrapKind::Panic, _) => panic_message(output),
+        (TrapKind::Panic, _) => panic_message(signals.stderr),
         (TrapKind::MemoryLimit, _) => "it reached its memory limit".to_owned(),
         (_, Some(trap)) => trap.to_string(),
         (_, None) => error.root_cause().to_string(),
@@ -398,9 +456,12 @@ fn classify(error: &wasmtime::Error, output: &str, deadline: Instant, timeout: D
     Fault::Trap { kind, message }
 }
 
+/// How Rust's standard library begins a panic's message on stderr.
+const PANIC_MARK: &str = "panicked at";
+
 /// The first line of Rust's panic message, e.g. `panicked at src/lib.rs:3:5: boom`.
 fn panic_message(output: &str) -> String {
-    let Some(start) = output.find("panicked at") else {
+    let Some(start) = output.find(PANIC_MARK) else {
         return "the component panicked".into();
     };
     let rest = &output[start..];

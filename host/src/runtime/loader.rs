@@ -133,6 +133,11 @@ async fn list_tools(
     pre: &ToolComponentPre<super::state::HostState>,
 ) -> Result<Vec<ToolSpec>, String> {
     let deadline = Instant::now() + shared.limits.health_timeout;
+    // A spare slot, never one of the calls': a swap succeeds while calls fill them all.
+    let _permit = tokio::time::timeout_at(deadline.into(), shared.spare.acquire())
+        .await
+        .map_err(|_| "every spare sandbox slot stayed busy".to_owned())?
+        .map_err(|_| "the server is shutting down".to_owned())?;
     let mut store = shared.new_store(name.clone(), limits, deadline);
     let instance = pre
         .instantiate_async(&mut store)

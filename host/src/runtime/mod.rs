@@ -68,8 +68,12 @@ pub(crate) struct Shared {
     db: Db,
     limits: Limits,
     metrics: Arc<Metrics>,
-    /// one permit per pooled instance slot
+    /// one permit per pooled instance slot for tool calls
     slots: Semaphore,
+    /// the pool's [`engine::SPARE_SLOTS`] further slots: probes, readiness and the
+    /// validation of swap candidates, so none of them fails or waits while calls fill
+    /// every call slot, and no call finds its slot taken by them
+    spare: Semaphore,
     _ticker: EpochTicker,
 }
 
@@ -155,6 +159,7 @@ impl Runtime {
                 .with_context(|| format!("reading the components directory {}", dir.display()))?;
         }
         let slots = Semaphore::new(limits.max_concurrency as usize);
+        let spare = Semaphore::new(engine::SPARE_SLOTS as usize);
         let shared = Arc::new(Shared {
             engine,
             tool_linker,
@@ -169,6 +174,7 @@ impl Runtime {
             limits,
             metrics,
             slots,
+            spare,
             _ticker: ticker,
         });
         Ok(Self { shared })
@@ -231,11 +237,7 @@ impl Runtime {
                 }
             },
         };
-        let outcome = match &invocation.result {
-            Ok(output) if output.is_error => "tool_error",
-            Ok(_) => "ok",
-            Err(fault) => fault.outcome(),
-        };
+        let outcome = invocation.outcome();
         let label = match invocation.result {
             Err(Fault::UnknownTool(_)) => UNKNOWN_TOOL,
             _ => tool,

@@ -1,5 +1,7 @@
 //! Guest stdout and stderr: captured per invocation up to a cap (the rest is counted
-//! and dropped, never an error to the guest), then written to the host's log.
+//! and dropped, never an error to the guest), then written to the host's log. What went
+//! to stderr is also kept apart: Rust's panic message is read from there only, so text a
+//! tool prints to stdout (query results, say) never makes a trap look like a panic.
 
 use bytes::Bytes;
 use std::pin::Pin;
@@ -12,26 +14,40 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 /// Largest write the guest is invited to make at once.
 const WRITE_PERMIT: usize = 64 * 1024;
 
-/// A capped in-memory sink shared by the guest's stdout and stderr.
+/// A capped in-memory sink shared by the guest's stdout and stderr (one handle each).
 #[derive(Clone)]
 pub struct GuestOutput {
     inner: Arc<Mutex<Captured>>,
+    stderr: bool,
 }
 
 struct Captured {
     bytes: Vec<u8>,
+    /// what went to stderr alone, under the same cap
+    stderr: Vec<u8>,
     dropped: usize,
     cap: usize,
 }
 
 impl GuestOutput {
+    /// The stdout handle; [`GuestOutput::stderr`] gives the stderr one.
     pub fn new(cap: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Captured {
                 bytes: Vec::new(),
+                stderr: Vec::new(),
                 dropped: 0,
                 cap,
             })),
+            stderr: false,
+        }
+    }
+
+    /// A handle on the same sink whose writes are the guest's stderr.
+    pub fn stderr(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            stderr: true,
         }
     }
 
@@ -41,6 +57,17 @@ impl GuestOutput {
         let keep = room.min(data.len());
         c.bytes.extend_from_slice(&data[..keep]);
         c.dropped += data.len() - keep;
+        if self.stderr {
+            let room = c.cap.saturating_sub(c.stderr.len());
+            let keep = room.min(data.len());
+            c.stderr.extend_from_slice(&data[..keep]);
+        }
+    }
+
+    /// What the guest wrote to stderr (lossily decoded), kept until [`GuestOutput::take`].
+    pub fn stderr_text(&self) -> String {
+        let c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&c.stderr).into_owned()
     }
 
     /// What the guest wrote (lossily decoded) and how many bytes were dropped.
@@ -48,6 +75,7 @@ impl GuestOutput {
         let mut c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let text = String::from_utf8_lossy(&c.bytes).into_owned();
         c.bytes.clear();
+        c.stderr.clear();
         (text, std::mem::take(&mut c.dropped))
     }
 }
@@ -118,5 +146,15 @@ mod tests {
         out.append(b"defgh");
         assert_eq!(out.take(), ("abcde".to_string(), 3));
         assert_eq!(out.take(), (String::new(), 0));
+    }
+
+    #[test]
+    fn stderr_is_kept_apart() {
+        let out = GuestOutput::new(64);
+        out.append(b"to stdout ");
+        out.stderr().append(b"to stderr");
+        assert_eq!(out.stderr_text(), "to stderr");
+        assert_eq!(out.take().0, "to stdout to stderr");
+        assert_eq!(out.stderr_text(), "");
     }
 }

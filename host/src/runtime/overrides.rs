@@ -12,7 +12,7 @@
 //! ```
 
 use super::limits::Limits;
-use crate::config::parse_duration;
+use crate::config::{parse_duration, parse_statement_timeout};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
@@ -57,7 +57,7 @@ pub(super) fn apply(global: &Limits, text: &str) -> Result<Limits, String> {
         limits.output_bytes = (kib as usize) << 10;
     }
     if let Some(t) = s.statement_timeout {
-        limits.statement_timeout = Some(parse_duration(&t)?);
+        limits.statement_timeout = Some(parse_statement_timeout(&t)?);
     }
     if let Some(rows) = s.max_rows {
         if rows == 0 {
@@ -95,5 +95,6 @@ mod tests {
         assert!(apply(&global, "[limits]\ntimeout = \"soon\"\n").is_err());
         assert!(apply(&global, "[limits]\ntimeot = \"1s\"\n").is_err());
         assert!(apply(&global, "[limits]\nmax_rows = 0\n").is_err());
+        assert!(apply(&global, "[limits]\nstatement_timeout = \"0.5ms\"\n").is_err());
     }
 }

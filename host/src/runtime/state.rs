@@ -7,13 +7,13 @@ use crate::db::{Db, Session, SessionOptions};
 use crate::metrics::Metrics;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(super) limiter: StoreLimits,
+    pub(super) limiter: Limiter,
     pub(super) session: Session,
     pub(super) output: GuestOutput,
     pub(super) component: Arc<str>,
@@ -29,14 +29,17 @@ impl HostState {
         // No preopens, env, args or network: the component's only way out is our imports.
         let wasi = WasiCtxBuilder::new()
             .stdout(output.clone())
-            .stderr(output.clone())
+            .stderr(output.stderr())
             .allow_tcp(false)
             .allow_udp(false)
             .build();
-        let limiter = StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
+        let limiter = Limiter {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_capped: false,
+        };
         Self {
             wasi,
             table: ResourceTable::new(),
@@ -64,5 +67,57 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// The store's limits, remembering whether a memory growth was refused: that, not the
+/// wording of an error, is how a trap is classified as the memory cap.
+pub struct Limiter {
+    limits: StoreLimits,
+    pub(super) memory_capped: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.memory_capped = true;
+        }
+        allowed
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_capped = true;
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }

@@ -1,13 +1,30 @@
-//! Bearer-token authentication: constant-time comparison against every configured
-//! token, and the identity a request carries on (its name, never the token, and its
-//! scopes).
+//! Bearer-token authentication: the SHA-256 digest of the presented token compared in
+//! constant time with the digest of every configured token (digests have one length, so
+//! neither the comparison nor an early exit on length says anything about a token), and
+//! the identity a request carries on (its name, never the token, and its scopes).
 
 pub use crate::access::Identity;
-use crate::config::Secret;
-use crate::config::tokens::TokenSpec;
+use crate::config::Access;
 use http::{HeaderMap, header};
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+
+/// The SHA-256 of a token: what is kept and compared (`Debug` shows nothing of it).
+#[derive(Clone)]
+struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    fn of(token: &[u8]) -> Self {
+        Self(Sha256::digest(token).into())
+    }
+}
+
+impl std::fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenDigest([redacted])")
+    }
+}
 
 /// Why a request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,15 +45,18 @@ impl Denied {
     }
 }
 
-/// The configured tokens; `None` means authentication is off.
+/// The configured tokens, and whether callers without a valid one are let in anyway
+/// (authentication off: they are anonymous, with every tool and no admin rights).
 #[derive(Clone, Debug)]
 pub struct Auth {
-    tokens: Option<Vec<(Secret, Identity)>>,
+    tokens: Vec<(TokenDigest, Identity)>,
+    anonymous: bool,
 }
 
 impl Auth {
-    pub fn new(specs: Vec<TokenSpec>) -> Self {
-        let tokens = specs
+    pub fn new(access: Access) -> Self {
+        let tokens = access
+            .tokens
             .into_iter()
             .map(|spec| {
                 let identity = Identity {
@@ -44,26 +64,42 @@ impl Auth {
                     tools: spec.tools.map(Arc::new),
                     admin: spec.admin,
                 };
-                (spec.secret, identity)
+                (TokenDigest::of(spec.secret.expose().as_bytes()), identity)
             })
             .collect();
         Self {
-            tokens: Some(tokens),
+            tokens,
+            anonymous: access.anonymous,
         }
     }
 
+    /// No tokens at all: every caller is anonymous.
     pub fn disabled() -> Self {
-        Self { tokens: None }
+        Self::new(Access {
+            tokens: Vec::new(),
+            anonymous: true,
+        })
     }
 
+    /// Whether a caller needs a token.
     pub fn is_enabled(&self) -> bool {
-        self.tokens.is_some()
+        !self.anonymous
     }
 
     pub fn check(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
-        let Some(tokens) = &self.tokens else {
-            return Ok(Identity::anonymous());
-        };
+        match self.token_identity(headers) {
+            Err(_) if self.anonymous => Ok(Identity::anonymous()),
+            result => result,
+        }
+    }
+
+    /// The identity of a caller that presented a configured token; `None` for everyone
+    /// else, anonymous callers included (the probes' details are for token holders).
+    pub fn token_holder(&self, headers: &HeaderMap) -> Option<Identity> {
+        self.token_identity(headers).ok()
+    }
+
+    fn token_identity(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
         let value = headers
             .get(header::AUTHORIZATION)
             .ok_or(Denied::Missing)?
@@ -73,22 +109,37 @@ impl Auth {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(Denied::Malformed);
         }
-        let presented = presented.trim().as_bytes();
+        let presented = TokenDigest::of(presented.trim().as_bytes());
         // Compare with every token so the time taken does not say which one matched.
         let mut found = None;
-        for (secret, identity) in tokens {
-            if bool::from(secret.expose().as_bytes().ct_eq(presented)) {
+        for (digest, identity) in &self.tokens {
+            if bool::from(digest.0.ct_eq(&presented.0)) {
                 found = Some(identity);
             }
         }
         found.cloned().ok_or(Denied::Invalid)
+    }
+
+    /// Only the digests of the tokens are kept (for the unit test that says so).
+    #[cfg(test)]
+    fn kept(&self) -> Vec<[u8; 32]> {
+        self.tokens.iter().map(|(digest, _)| digest.0).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
+    use crate::config::tokens::TokenSpec;
     use http::HeaderValue;
+
+    fn auth(specs: Vec<TokenSpec>) -> Auth {
+        Auth::new(Access {
+            tokens: specs,
+            anonymous: false,
+        })
+    }
 
     fn headers(auth: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -107,7 +158,7 @@ mod tests {
 
     #[test]
     fn accepts_the_right_token_only() {
-        let auth = Auth::new(vec![spec("ci", "s3cret-s3cret-s3cret", None, false)]);
+        let auth = auth(vec![spec("ci", "s3cret-s3cret-s3cret", None, false)]);
         assert_eq!(
             &*auth
                 .check(&headers("Bearer s3cret-s3cret-s3cret"))
@@ -132,7 +183,7 @@ mod tests {
 
     #[test]
     fn identities_carry_their_scopes() {
-        let auth = Auth::new(vec![
+        let auth = auth(vec![
             spec(
                 "reader",
                 "reader-token-0123456789",
@@ -151,6 +202,78 @@ mod tests {
         assert!(
             !format!("{auth:?}").contains("reader-token"),
             "Debug hides secrets"
+        );
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::config::tokens::TokenSpec;
+    use http::HeaderValue;
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        h
+    }
+
+    fn one(name: &str, secret: &str, admin: bool) -> TokenSpec {
+        TokenSpec {
+            name: name.into(),
+            secret: Secret::new(secret),
+            tools: None,
+            admin,
+        }
+    }
+
+    /// Tokens are kept and compared as fixed-length digests: a presented token of any
+    /// length is hashed first, so nothing returns early on a length mismatch.
+    #[test]
+    fn tokens_are_kept_only_as_digests() {
+        let auth = Auth::new(Access {
+            tokens: vec![one("ci", "s3cret-s3cret-s3cret", false)],
+            anonymous: false,
+        });
+        let expected: [u8; 32] = Sha256::digest(b"s3cret-s3cret-s3cret").into();
+        assert_eq!(auth.kept(), vec![expected]);
+        for wrong in [
+            "s",
+            "s3cret-s3cret-s3cre",
+            "s3cret-s3cret-s3cretx",
+            &"x".repeat(4096),
+        ] {
+            assert_eq!(auth.check(&bearer(wrong)), Err(Denied::Invalid));
+        }
+    }
+
+    /// With authentication off, callers are anonymous and never admins; only the admin
+    /// token reaches the admin API.
+    #[test]
+    fn anonymous_callers_are_never_admins() {
+        let open = Auth::disabled();
+        let anonymous = open.check(&HeaderMap::new()).unwrap();
+        assert!(!anonymous.admin && anonymous.may_call("query_sql"));
+        let with_admin = Auth::new(Access {
+            tokens: vec![one("admin", "admin-token-0123456789", true)],
+            anonymous: true,
+        });
+        assert!(!with_admin.check(&HeaderMap::new()).unwrap().admin);
+        assert!(
+            !with_admin
+                .check(&bearer("wrong-token-0123456789"))
+                .unwrap()
+                .admin
+        );
+        assert!(
+            with_admin
+                .check(&bearer("admin-token-0123456789"))
+                .unwrap()
+                .admin
         );
     }
 }

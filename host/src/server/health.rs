@@ -2,45 +2,74 @@
 //!
 //! `GET /health`: liveness plus a summary, answered by the health component (in its
 //! sandbox, under a short deadline). If that component traps, hangs or is missing, the
-//! host still answers, with 503 and the reason. Concurrent probes share one check, and a
-//! result is reused for [`HEALTH_CACHE`], so many probes cost at most a few checks per
-//! second.
+//! host still answers, with 503 and the reason.
 //!
 //! `GET /ready`: 200 only when the database answers, every component instantiates and
 //! no file in the components directory stands rejected; 503 with the reasons
 //! otherwise, and from the moment shutdown begins.
+//!
+//! For both, concurrent probes share one check and a result answers further probes for
+//! [`PROBE_CACHE`], so a flood of probes costs at most a few checks per second and never
+//! starves tool calls. Anyone gets the states; the full report (components, digests,
+//! error text) needs a valid token.
 
 use super::App;
 use super::respond::{self, Body};
 use crate::runtime::HealthState;
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Value, json};
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// How long one health result answers further probes.
-pub const HEALTH_CACHE: Duration = Duration::from_millis(500);
+/// How long one probe result answers further probes.
+pub const PROBE_CACHE: Duration = Duration::from_millis(500);
 /// How long `/ready` waits for the database.
 const READY_PING_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The last health result, and the lock that makes concurrent probes share a check.
+/// The last result of one probe, and the lock that makes concurrent probes share a check.
 #[derive(Default)]
-pub struct HealthCache {
+pub struct ProbeCache {
     last: Mutex<Option<(Instant, StatusCode, Value)>>,
 }
 
-pub async fn health(app: &App) -> Response<Body> {
-    let mut last = app.health.last.lock().await;
-    if let Some((at, status, body)) = last.as_ref()
-        && at.elapsed() < HEALTH_CACHE
-    {
-        return respond::json(*status, body);
+impl ProbeCache {
+    /// The cached result while fresh, else `check`'s (run by one probe while the others
+    /// wait for it).
+    async fn get<F: Future<Output = (StatusCode, Value)>>(
+        &self,
+        check: impl FnOnce() -> F,
+    ) -> (StatusCode, Value) {
+        let mut last = self.last.lock().await;
+        if let Some((at, status, body)) = last.as_ref()
+            && at.elapsed() < PROBE_CACHE
+        {
+            return (*status, body.clone());
+        }
+        let (status, body) = check().await;
+        *last = Some((Instant::now(), status, body.clone()));
+        (status, body)
     }
-    let (status, body) = check(app).await;
-    let response = respond::json(status, &body);
-    *last = Some((Instant::now(), status, body));
-    response
+}
+
+/// Whether this probe may see the full report.
+fn detailed(app: &App, headers: &HeaderMap) -> bool {
+    app.auth.token_holder(headers).is_some()
+}
+
+pub async fn health(app: &App, headers: &HeaderMap) -> Response<Body> {
+    let (status, body) = app.health.get(|| check(app)).await;
+    if detailed(app, headers) {
+        return respond::json(status, &body);
+    }
+    let checks: Vec<Value> = body["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| json!({"name": c["name"], "state": c["state"]}))
+        .collect();
+    respond::json(status, &json!({"state": body["state"], "checks": checks}))
 }
 
 async fn check(app: &App) -> (StatusCode, Value) {
@@ -67,16 +96,51 @@ async fn check(app: &App) -> (StatusCode, Value) {
             "micros": invocation.timings.total.as_micros() as u64,
         },
         "pool": app.runtime.db().status(),
+        "database": database_report(app),
         "components": app.runtime.components(),
     });
     (status, body)
 }
 
-pub async fn ready(app: &App) -> Response<Body> {
-    let mut reasons = Vec::new();
-    if app.draining.load(Ordering::Relaxed) {
-        reasons.push("shutting down".to_owned());
+/// How the server reaches the database: TLS, and what the login role may do.
+fn database_report(app: &App) -> Value {
+    let db = app.runtime.db();
+    let status = db.status();
+    json!({
+        "tls": {
+            "sslmode": db.ssl_mode().as_str(),
+            "encrypted_connections": status.encrypted,
+            "connections": status.size,
+        },
+        "role": db.role().map(|report| json!({
+            "name": report.role,
+            "read_only": report.read_only(),
+            "capabilities": report.capabilities,
+            "notes": report.notes,
+            "allowed_by_override": !report.read_only() && db.allows_privileged_role(),
+        })),
+    })
+}
+
+pub async fn ready(app: &App, headers: &HeaderMap) -> Response<Body> {
+    // Shutting down is known at once, not one cache period later.
+    let (status, body) = if app.draining.load(Ordering::Relaxed) {
+        let reasons = ["shutting down"];
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"ready": false, "reasons": reasons}),
+        )
+    } else {
+        app.readiness.get(|| readiness(app)).await
+    };
+    if detailed(app, headers) {
+        return respond::json(status, &body);
     }
+    respond::json(status, &json!({"ready": body["ready"]}))
+}
+
+async fn readiness(app: &App) -> (StatusCode, Value) {
+    let mut reasons = Vec::new();
     let database = match app.runtime.db().ping(READY_PING_TIMEOUT).await {
         Ok(latency) => json!({"ok": true, "micros": latency.as_micros() as u64}),
         Err(reason) => {
@@ -114,9 +178,9 @@ pub async fn ready(app: &App) -> Response<Body> {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    respond::json(
+    (
         status,
-        &json!({
+        json!({
             "ready": ready,
             "reasons": reasons,
             "database": database,

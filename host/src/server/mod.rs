@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod conn;
 mod health;
 mod hosts;
 mod legacy;
@@ -18,14 +19,10 @@ use crate::mcp::McpHandler;
 use crate::mcp::legacy_sse::LegacySessions;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
-use health::HealthCache;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use health::ProbeCache;
 use hyper_util::server::graceful::GracefulShutdown;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +50,10 @@ pub struct Settings {
     /// load balancers stop sending traffic before the listener closes
     pub shutdown_delay: Duration,
     pub max_request_bytes: usize,
+    /// a request head (the first on a connection included) must arrive within this
+    pub header_timeout: Duration,
+    /// connections open at once, on each listener
+    pub max_connections: usize,
     /// the largest `.wasm` body `PUT /admin/components/NAME` accepts
     pub max_component_bytes: usize,
     pub public: PublicSettings,
@@ -94,13 +95,16 @@ pub struct App {
     hosts: hosts::AllowedHosts,
     /// ends long-lived MCP streams at shutdown
     streams: CancellationToken,
-    health: HealthCache,
+    health: ProbeCache,
+    readiness: ProbeCache,
     started: Instant,
     /// set when shutdown begins: `/ready` fails from then on
     draining: AtomicBool,
     max_request_bytes: usize,
     max_component_bytes: usize,
     shutdown_delay: Duration,
+    header_timeout: Duration,
+    max_connections: usize,
 }
 
 impl App {
@@ -138,12 +142,15 @@ impl App {
             hosts: hosts::AllowedHosts::new(&settings.allowed_hosts),
             sse_keep_alive: settings.sse_keep_alive,
             streams,
-            health: HealthCache::default(),
+            health: ProbeCache::default(),
+            readiness: ProbeCache::default(),
             started: Instant::now(),
             draining: AtomicBool::new(false),
             max_request_bytes: settings.max_request_bytes,
             max_component_bytes: settings.max_component_bytes,
             shutdown_delay: settings.shutdown_delay,
+            header_timeout: settings.header_timeout,
+            max_connections: settings.max_connections,
         })
     }
 
@@ -209,7 +216,13 @@ pub async fn run(
 /// One accept loop; on `stop`, stops accepting and drains its connections.
 async fn serve(listener: TcpListener, app: Arc<App>, port: Port, stop: CancellationToken) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    // Each listener its own connection slots: a flood on one leaves the other (metrics,
+    // say) reachable.
+    let limits = conn::Limits {
+        header_timeout: app.header_timeout,
+        slots: Arc::new(tokio::sync::Semaphore::new(app.max_connections)),
+    };
+    let builder = conn::builder(&limits);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -222,26 +235,27 @@ async fn serve(listener: TcpListener, app: Arc<App>, port: Port, stop: Cancellat
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let service = service_fn(move |request| {
-                    let app = app.clone();
-                    async move {
-                        Ok::<_, Infallible>(match port {
-                            Port::Main => app.handle(request).await,
-                            Port::Metrics => app.handle_metrics_port(request).await,
-                        })
-                    }
-                });
-                let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!("connection ended with an error: {e}");
-                    }
-                });
+                let Some(permit) = conn::admit(&limits, &app.metrics) else {
+                    continue; // dropping the stream closes it
+                };
+                let handler = app.clone();
+                conn::serve(
+                    stream,
+                    permit,
+                    builder.clone(),
+                    &graceful,
+                    limits.header_timeout,
+                    app.metrics.clone(),
+                    move |request| {
+                        let app = handler.clone();
+                        async move {
+                            match port {
+                                Port::Main => app.handle(request).await,
+                                Port::Metrics => app.handle_metrics_port(request).await,
+                            }
+                        }
+                    },
+                );
             }
             () = stop.cancelled() => break,
         }

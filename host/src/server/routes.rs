@@ -1,5 +1,8 @@
-//! Routing. Open: `/health`, `/ready`, the OAuth metadata. Token required: `/mcp`,
-//! `/metrics`; admin scope: `/admin/...`. Every request is counted by route and status.
+//! Routing. Probes, open to anyone and unchecked: `/health`, `/ready` (their details only
+//! for a valid token). Every other route passes the Host and Origin checks first; then
+//! the OAuth metadata is open, `/mcp`, `/sse`, `/messages/` and `/metrics` need a token,
+//! and `/admin/...` an admin token (even with authentication off). Every request is
+//! counted by route and status.
 
 use super::respond::{self, Body};
 use super::{App, Denied, Identity, admin, health, legacy, wellknown};
@@ -40,8 +43,12 @@ impl App {
         response
     }
 
-    /// Serves one request on the metrics port: `/metrics` only, no token.
+    /// Serves one request on the metrics port: `/metrics` only, no token, after the Host
+    /// and Origin checks.
     pub async fn handle_metrics_port(&self, request: Request<Incoming>) -> Response<Body> {
+        if let Err(refused) = self.check_host_and_origin(request.headers()) {
+            return *refused;
+        }
         match request.uri().path() {
             "/metrics" => self.metrics_response().await,
             _ => respond::error(StatusCode::NOT_FOUND, "only /metrics is served here"),
@@ -51,15 +58,26 @@ impl App {
     async fn route(&self, request: Request<Incoming>) -> Response<Body> {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
+        // Probes come from load balancers and kubelets, with whatever Host they use.
         match path.as_str() {
-            "/health" => match method {
-                Method::GET | Method::HEAD => health::health(self).await,
-                _ => method_not_allowed("GET, HEAD"),
-            },
-            "/ready" => match method {
-                Method::GET | Method::HEAD => health::ready(self).await,
-                _ => method_not_allowed("GET, HEAD"),
-            },
+            "/health" => {
+                return match method {
+                    Method::GET | Method::HEAD => health::health(self, request.headers()).await,
+                    _ => method_not_allowed("GET, HEAD"),
+                };
+            }
+            "/ready" => {
+                return match method {
+                    Method::GET | Method::HEAD => health::ready(self, request.headers()).await,
+                    _ => method_not_allowed("GET, HEAD"),
+                };
+            }
+            _ => {}
+        }
+        if let Err(refused) = self.check_host_and_origin(request.headers()) {
+            return *refused;
+        }
+        match path.as_str() {
             wellknown::METADATA_PATH | wellknown::ROOT_METADATA_PATH => match method {
                 Method::GET | Method::HEAD => wellknown::metadata(self, request.headers()),
                 _ => method_not_allowed("GET, HEAD"),
@@ -69,7 +87,7 @@ impl App {
                 Ok(_) => self.metrics_response().await,
             },
             "/mcp" => {
-                let identity = match self.mcp_caller(request.headers()) {
+                let identity = match self.authenticate(request.headers()) {
                     Ok(identity) => identity,
                     Err(response) => return *response,
                 };
@@ -95,7 +113,7 @@ impl App {
                 response
             }
             "/sse" => {
-                let identity = match self.mcp_caller(request.headers()) {
+                let identity = match self.authenticate(request.headers()) {
                     Ok(identity) => identity,
                     Err(response) => return *response,
                 };
@@ -105,7 +123,7 @@ impl App {
                 }
             }
             "/messages" | legacy::MESSAGES_PATH => {
-                let identity = match self.mcp_caller(request.headers()) {
+                let identity = match self.authenticate(request.headers()) {
                     Ok(identity) => identity,
                     Err(response) => return *response,
                 };
@@ -131,9 +149,10 @@ impl App {
         }
     }
 
-    /// The rules of every MCP route: an allowed Host and Origin (when sent), then a
-    /// valid token. (rmcp checks the Host of `/mcp` requests again.)
-    fn mcp_caller(&self, headers: &HeaderMap) -> Result<Identity, Box<Response<Body>>> {
+    /// The rules of every route but the probes: an allowed Host, and an allowed Origin
+    /// when one is sent (a browser page on another site). (rmcp checks the Host of `/mcp`
+    /// requests again.)
+    fn check_host_and_origin(&self, headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
         let host = headers
             .get(header::HOST)
             .map(|h| h.to_str().unwrap_or("\u{0}"));
@@ -145,8 +164,7 @@ impl App {
                 "this Host is not allowed (see --allowed-host)",
             )));
         }
-        self.check_origin(headers)?;
-        self.authenticate(headers)
+        self.check_origin(headers)
     }
 
     /// Reads an `/mcp` body up to the size limit (413 beyond it) and, for JSON posts,
@@ -198,7 +216,9 @@ impl App {
 
     async fn metrics_response(&self) -> Response<Body> {
         let sessions = self.sessions.sessions.read().await.len() + self.legacy.len();
-        let text = self.metrics.render(self.runtime.db().status(), sessions);
+        let db = self.runtime.db();
+        let privileged = db.role().is_some_and(|r| !r.read_only());
+        let text = self.metrics.render(db.status(), privileged, sessions);
         let mut response = Response::new(respond::text(text));
         response.headers_mut().insert(
             header::CONTENT_TYPE,

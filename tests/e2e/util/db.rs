@@ -49,7 +49,39 @@ async fn install_test_objects(url: &str) -> Result<(), tokio_postgres::Error> {
              INSERT INTO test_objects.prepared_afresh VALUES (1); \
              GRANT SELECT ON test_objects.prepared_afresh TO PUBLIC",
         )
-        .await
+        .await?;
+    // Login roles for the role checks (`sql_guard`): what each may do is set here, once,
+    // since concurrent GRANTs on one table collide in the catalog.
+    let mut roles = String::new();
+    for (name, extra) in PROBE_ROLES {
+        roles.push_str(&format!(
+            "CREATE ROLE {name} LOGIN; GRANT USAGE ON SCHEMA public TO {name}; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {name}; {extra};"
+        ));
+    }
+    client.batch_execute(&roles).await
+}
+
+/// The login roles [`install_test_objects`] creates: a proper read-only role, and one
+/// for each way a role can do more than read.
+const PROBE_ROLES: &[(&str, &str)] = &[
+    ("probe_reader", "SELECT 1"),
+    (
+        "probe_writer",
+        "GRANT INSERT ON public.orders TO probe_writer; \
+         GRANT USAGE ON SEQUENCE public.orders_id_seq TO probe_writer",
+    ),
+    (
+        "probe_signaller",
+        "GRANT pg_signal_backend TO probe_signaller",
+    ),
+    ("probe_bypass", "ALTER ROLE probe_bypass BYPASSRLS"),
+    ("probe_later", "SELECT 1"),
+];
+
+/// A URL for one of the probe roles.
+pub fn role_url(role: &str) -> String {
+    format!("postgres://{role}@127.0.0.1:{}/postgres", port())
 }
 
 /// The read-only role the server connects as.

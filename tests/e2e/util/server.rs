@@ -52,10 +52,7 @@ impl TestServer {
         let Command::Serve(serve) = cli.command else {
             unreachable!("parsed a serve command")
         };
-        let auth = match serve.token_specs().expect("valid tokens") {
-            Some(tokens) => Auth::new(tokens),
-            None => Auth::disabled(),
-        };
+        let auth = Auth::new(serve.access().expect("valid tokens"));
         let app = mcp_sandbox::build_app(
             serve.database_url.expose(),
             auth,
@@ -101,6 +98,13 @@ impl TestServer {
     /// An initialized MCP session with another token.
     pub async fn mcp_as(&self, token: Option<&str>) -> Mcp {
         Mcp::connect(self.http(), token.map(str::to_owned), "2025-06-18").await
+    }
+
+    /// `/health` or `/ready` with the server's token: the full report (anonymous callers
+    /// get the states only).
+    pub async fn probe(&self, path: &str) -> super::client::Response {
+        let auth = format!("Bearer {}", self.token.as_deref().unwrap_or_default());
+        self.http().get(path, &[("authorization", &auth)]).await
     }
 
     /// `/metrics` text, fetched with the server's token.
