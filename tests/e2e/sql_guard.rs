@@ -6,7 +6,7 @@ use crate::util::TestServer;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-crate::trials!(sql_guard: every_form_of_write_is_refused_and_nothing_changes, the_guard_holds_even_for_a_superuser_connection, nothing_leaks_between_calls, statement_timeout_cancels_on_the_server, million_rows_return_quickly_capped, byte_cap_truncates, a_privileged_login_role_is_refused, a_role_that_gains_writes_is_refused_on_new_connections, resetting_the_role_gains_nothing, db_role_is_gone_with_a_reason, functions_that_run_sql_text_are_refused_as_pg_proc_lists_them, no_denied_function_is_reached_through_sql_text, exhausted_pool_fails_fast_and_recovers, connections_rest_outside_a_transaction);
+crate::trials!(sql_guard: every_form_of_write_is_refused_and_nothing_changes, the_guard_holds_even_for_a_superuser_connection, nothing_leaks_between_calls, statement_timeout_cancels_on_the_server, million_rows_return_quickly_capped, byte_cap_truncates, a_privileged_login_role_is_refused, a_role_that_gains_writes_is_refused_on_new_connections, resetting_the_role_gains_nothing, db_role_is_gone_with_a_reason, functions_that_run_sql_text_are_refused_as_pg_proc_lists_them, no_denied_function_is_reached_through_sql_text, denied_functions_are_refused_in_field_notation, exhausted_pool_fails_fast_and_recovers, connections_rest_outside_a_transaction);
 
 /// Writes, DDL, transaction control, writable CTEs, writing functions, DO, COPY,
 /// sequences, EXPLAIN ANALYZE, role changes, locks, LISTEN/NOTIFY, PREPARE, and the
@@ -90,6 +90,9 @@ const ATTACKS: &[&str] = &[
     "SELECT table_to_xml('orders', true, false, '')",
     "SELECT schema_to_xml('public', true, false, '')",
     "SELECT database_to_xml(true, false, '')",
+    // Field notation calls a one-argument function without parentheses.
+    "SELECT (1::bigint).pg_advisory_lock",
+    "SELECT ('SELECT to_tsvector(public.bump_price()::text)'::text).ts_stat",
 ];
 
 /// md5 of every row of every sample table, the sequences, and the catalog's object
@@ -354,41 +357,11 @@ async fn byte_cap_truncates() {
     assert_eq!(out["truncated"], true);
 }
 
-/// Builds the app for `url` with `flags` the way `serve` does; the start-up error, if any.
-async fn start_error(url: &str, flags: &[&str]) -> Option<String> {
-    use clap::Parser;
-    let mut args = vec![
-        "mcp-sandbox",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        url,
-        "--token",
-        crate::util::server::TOKEN,
-    ];
-    args.extend(flags);
-    let cli = mcp_sandbox::config::Cli::try_parse_from(args).unwrap();
-    let mcp_sandbox::config::Command::Serve(serve) = cli.command else {
-        unreachable!("parsed a serve command")
-    };
-    let auth = mcp_sandbox::server::Auth::new(serve.access().unwrap());
-    mcp_sandbox::build_app(
-        serve.database_url.expose(),
-        auth,
-        serve.listen,
-        &serve.common,
-    )
-    .await
-    .err()
-    .map(|e| format!("{e:#}"))
-}
-
 /// A login role that can write, or is a superuser, is refused at start with what it can
 /// do and the SQL that makes a proper role; the loud override lets it in and says so in
 /// `/health`, a metric and the log.
 async fn a_privileged_login_role_is_refused() {
-    let error = start_error(&crate::util::db::superuser_url(), &[])
+    let error = crate::util::server::start_error(&crate::util::db::superuser_url(), &[])
         .await
         .expect("a superuser is refused");
     for expected in [
@@ -401,7 +374,7 @@ async fn a_privileged_login_role_is_refused() {
         assert!(error.contains(expected), "{expected:?} in {error}");
     }
     let writer = crate::util::db::role_url("probe_writer");
-    let error = start_error(&writer, &[])
+    let error = crate::util::server::start_error(&writer, &[])
         .await
         .expect("a writer is refused");
     assert!(
@@ -413,15 +386,20 @@ async fn a_privileged_login_role_is_refused() {
     for (role, what) in [
         ("probe_signaller", "pg_signal_backend"),
         ("probe_bypass", "BYPASSRLS"),
+        // A superuser whose sessions start as a read-only role (ALTER ROLE … SET role):
+        // set_config('role', 'none', true) is all it takes to be the superuser again.
+        ("probe_super_defaulted", "is a superuser"),
+        // Writes behind a membership it does not inherit, a set_config('role', …) away.
+        ("probe_noinherit", "public.orders"),
     ] {
-        let error = start_error(&crate::util::db::role_url(role), &[])
+        let error = crate::util::server::start_error(&crate::util::db::role_url(role), &[])
             .await
             .expect("refused");
         assert!(error.contains(what), "{what} in {error}");
     }
     // A proper read-only role starts.
     assert_eq!(
-        start_error(&crate::util::db::role_url("probe_reader"), &[]).await,
+        crate::util::server::start_error(&crate::util::db::role_url("probe_reader"), &[]).await,
         None
     );
     // The override: served, and said so.
@@ -507,15 +485,7 @@ async fn a_role_that_gains_writes_is_refused_on_new_connections() {
 /// the role leaves the session as that role, and what it may not read stays out of
 /// reach, through SQL text too.
 async fn resetting_the_role_gains_nothing() {
-    let superuser = crate::util::db::superuser().await;
-    superuser
-        .batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS vault; \
-             CREATE TABLE IF NOT EXISTS vault.secrets (s text); \
-             INSERT INTO vault.secrets SELECT 'the-secret' WHERE NOT EXISTS (SELECT 1 FROM vault.secrets)",
-        )
-        .await
-        .unwrap();
+    // vault.secrets ('the-secret') is made with the test database, out of mcp_reader's reach.
     let server = TestServer::start().await;
     let mut mcp = server.mcp().await;
     let out = mcp
@@ -543,9 +513,12 @@ async fn resetting_the_role_gains_nothing() {
 
 /// `--db-role` is gone: given, the server says why and what to do instead.
 async fn db_role_is_gone_with_a_reason() {
-    let error = start_error(&crate::util::db::reader_url(), &["--db-role", "mcp_reader"])
-        .await
-        .expect("refused");
+    let error = crate::util::server::start_error(
+        &crate::util::db::reader_url(),
+        &["--db-role", "mcp_reader"],
+    )
+    .await
+    .expect("refused");
     assert!(
         error.contains("--db-role")
             && error.contains("removed")
@@ -605,10 +578,10 @@ async fn functions_that_run_sql_text_are_refused_as_pg_proc_lists_them() {
     }
 }
 
-/// A backend of the same role (one a superuser session stands in for here) survives
-/// every attempt to signal it through a function that runs SQL text.
+/// Another backend of the server's own role (a second connection as `mcp_reader`)
+/// survives every attempt to signal it: through a function that runs SQL text, and
+/// through field notation, which calls a one-argument function without parentheses.
 async fn no_denied_function_is_reached_through_sql_text() {
-    let superuser = crate::util::db::superuser().await;
     let (victim, connection) =
         tokio_postgres::connect(&crate::util::db::reader_url(), tokio_postgres::NoTls)
             .await
@@ -634,13 +607,62 @@ async fn no_denied_function_is_reached_through_sql_text() {
         format!(
             "SELECT * FROM ts_stat(concat('SELECT to_tsvector(', 'pg_terminate', '_backend({pid})::text)'))"
         ),
+        format!("SELECT ({pid}).pg_terminate_backend"),
+        format!("SELECT (a.pid).pg_terminate_backend FROM pg_stat_activity a WHERE a.pid = {pid}"),
+        format!("SELECT a.pid.pg_terminate_backend FROM pg_stat_activity a WHERE a.pid = {pid}"),
+        format!(
+            "SELECT * FROM ts_stat(('SELECT to_tsvector(' || ({pid}).pg_terminate_backend || ')'))"
+        ),
     ] {
         let text = mcp.tool_error("query_sql", json!({ "sql": sql })).await;
         assert!(text.contains("not allowed"), "{sql}: {text}");
     }
     let alive: i32 = victim.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(alive, 1);
-    let _ = superuser;
+}
+
+/// Every function the guard denies that takes one argument (as this PostgreSQL's catalog
+/// lists them) is refused in field notation too: `(x).name` and `t.x.name` call it.
+async fn denied_functions_are_refused_in_field_notation() {
+    let superuser = crate::util::db::superuser().await;
+    let rows = superuser
+        .query(
+            "SELECT DISTINCT p.proname::text, format_type(p.proargtypes[0], NULL) \
+             FROM pg_catalog.pg_proc p \
+             WHERE p.pronamespace = 'pg_catalog'::regnamespace \
+               AND p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1 \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let denied: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .filter(|(name, _)| mcp_sandbox::db::denied_function(name))
+        .collect();
+    for expected in [
+        "pg_terminate_backend",
+        "pg_advisory_lock",
+        "ts_stat",
+        "lo_get",
+    ] {
+        assert!(
+            denied.iter().any(|(n, _)| n == expected),
+            "{expected} in {denied:?}"
+        );
+    }
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    for (name, arg_type) in &denied {
+        for sql in [
+            format!("SELECT (NULL::{arg_type}).{name}"),
+            format!("SELECT t.x.\"{name}\" FROM (SELECT NULL::{arg_type} AS x) t"),
+        ] {
+            let text = mcp.tool_error("query_sql", json!({ "sql": sql })).await;
+            assert!(text.contains("not allowed"), "{sql}: {text}");
+        }
+    }
 }
 
 async fn exhausted_pool_fails_fast_and_recovers() {

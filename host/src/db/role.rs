@@ -5,53 +5,70 @@
 //! the SQL that makes a proper read-only role, unless the operator overrides that loudly.
 
 use serde::Serialize;
+use std::time::Duration;
 use tokio_postgres::Client;
 
-/// One query: the role's attributes, the predefined roles it has the rights of, and
-/// samples of what it may write, create or owns (five of each, and how many in all).
+/// One query: what the session's login role can do, and every role it could switch to
+/// with `set_config('role', …)` (every role it is a member of, inherited or not: such a
+/// switch needs membership alone), taken together. Attributes, the predefined roles held,
+/// samples of what may be written, created or is owned (five of each, and how many).
 const INSPECT: &str = "\
 WITH me AS (
-  SELECT rolname, rolsuper, rolbypassrls, rolcreaterole, rolcreatedb, rolreplication
-  FROM pg_catalog.pg_roles WHERE rolname = current_user
+  SELECT oid, rolname, rolsuper FROM pg_catalog.pg_roles WHERE rolname = session_user
+), reach AS (
+  -- A superuser may become anyone; it is refused for being one, so look no further.
+  SELECT r.oid, r.rolname, r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolcreatedb,
+         r.rolreplication
+  FROM pg_catalog.pg_roles r, me
+  WHERE r.oid = me.oid
+     OR (NOT me.rolsuper AND pg_catalog.pg_has_role(me.oid, r.oid, 'MEMBER'))
 ), predefined AS (
-  SELECT coalesce(array_agg(r.rolname ORDER BY r.rolname), '{}') AS names
-  FROM pg_catalog.pg_roles r
-  WHERE r.rolname IN ('pg_write_server_files', 'pg_read_server_files',
-                      'pg_execute_server_program', 'pg_signal_backend',
-                      'pg_write_all_data', 'pg_read_all_data', 'pg_checkpoint')
-    AND pg_catalog.pg_has_role(current_user, r.oid, 'USAGE')
+  SELECT coalesce(array_agg(rolname::text ORDER BY rolname), '{}') AS names FROM reach
+  WHERE rolname IN ('pg_write_server_files', 'pg_read_server_files',
+                    'pg_execute_server_program', 'pg_signal_backend',
+                    'pg_write_all_data', 'pg_read_all_data', 'pg_checkpoint')
 ), rel AS (
-  SELECT c.oid, c.relkind, n.nspname, c.relname,
+  SELECT c.oid, c.relkind, c.relowner, n.nspname, c.relname,
          pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) AS name
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
 ), writable AS (
   -- pg_settings is updatable by everyone: an UPDATE of it is set_config(), which the
   -- guard's rollback undoes.
-  SELECT name FROM rel
-  WHERE NOT (nspname = 'pg_catalog' AND relname = 'pg_settings')
-    AND CASE WHEN relkind = 'S'
-             THEN pg_catalog.has_sequence_privilege(oid, 'UPDATE, USAGE')
-             ELSE pg_catalog.has_table_privilege(oid, 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER')
-                  OR pg_catalog.has_any_column_privilege(oid, 'INSERT, UPDATE') END
+  SELECT DISTINCT rel.name FROM rel, reach
+  WHERE NOT (rel.nspname = 'pg_catalog' AND rel.relname = 'pg_settings')
+    AND CASE WHEN rel.relkind = 'S'
+             THEN pg_catalog.has_sequence_privilege(reach.oid, rel.oid, 'UPDATE, USAGE')
+             ELSE pg_catalog.has_table_privilege(reach.oid, rel.oid,
+                                                 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER')
+                  OR pg_catalog.has_any_column_privilege(reach.oid, rel.oid, 'INSERT, UPDATE')
+        END
 ), owned AS (
-  SELECT name FROM rel r JOIN pg_catalog.pg_class c ON c.oid = r.oid
-  WHERE r.nspname NOT IN ('pg_catalog', 'information_schema')
-    AND pg_catalog.pg_has_role(c.relowner, 'USAGE')
+  SELECT name FROM rel
+  WHERE nspname NOT IN ('pg_catalog', 'information_schema')
+    AND relowner IN (SELECT oid FROM reach)
 ), creatable AS (
-  SELECT pg_catalog.quote_ident(nspname) AS name FROM pg_catalog.pg_namespace
-  WHERE nspname NOT LIKE 'pg\\_temp\\_%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
-    AND pg_catalog.has_schema_privilege(oid, 'CREATE')
+  SELECT DISTINCT pg_catalog.quote_ident(n.nspname) AS name
+  FROM pg_catalog.pg_namespace n, reach
+  WHERE n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+    AND pg_catalog.has_schema_privilege(reach.oid, n.oid, 'CREATE')
 )
-SELECT me.rolname::text, me.rolsuper, me.rolbypassrls, me.rolcreaterole, me.rolcreatedb,
-       me.rolreplication, predefined.names::text[],
-       pg_catalog.has_database_privilege(current_database(), 'CREATE'),
+SELECT me.rolname::text,
+       (SELECT bool_or(rolsuper) FROM reach), (SELECT bool_or(rolbypassrls) FROM reach),
+       (SELECT bool_or(rolcreaterole) FROM reach), (SELECT bool_or(rolcreatedb) FROM reach),
+       (SELECT bool_or(rolreplication) FROM reach),
+       predefined.names,
+       (SELECT bool_or(pg_catalog.has_database_privilege(oid, current_database(), 'CREATE'))
+        FROM reach),
        (SELECT count(*) FROM writable),
        ARRAY(SELECT name FROM writable ORDER BY name LIMIT 5),
        (SELECT count(*) FROM owned),
        ARRAY(SELECT name FROM owned ORDER BY name LIMIT 5),
        ARRAY(SELECT name FROM creatable ORDER BY name LIMIT 5),
-       current_database()::text
+       current_database()::text,
+       ARRAY(SELECT rolname::text FROM reach WHERE oid <> me.oid AND rolname NOT LIKE 'pg\\_%'
+             ORDER BY rolname),
+       current_user::text
 FROM me, predefined";
 
 /// Predefined roles that only read: reported, never a reason to refuse.
@@ -116,9 +133,21 @@ fn some(total: i64, sample: &[String]) -> String {
     }
 }
 
-/// Inspects the role `client` is logged in as.
-pub async fn inspect(client: &Client) -> Result<RoleReport, tokio_postgres::Error> {
-    let row = client.query_one(INSPECT, &[]).await?;
+/// Inspects the role `client` is logged in as, in a read-only transaction of its own
+/// under `timeout` (not the session's statement timeout, which may be a few ms).
+pub async fn inspect(
+    client: &Client,
+    timeout: Duration,
+) -> Result<RoleReport, tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "BEGIN READ ONLY; SET LOCAL statement_timeout = {}",
+            timeout.as_millis().max(1)
+        ))
+        .await?;
+    let row = client.query_one(INSPECT, &[]).await;
+    client.batch_execute("ROLLBACK").await?;
+    let row = row?;
     let role: String = row.try_get(0)?;
     let mut capabilities = Vec::new();
     let mut notes = Vec::new();
@@ -161,6 +190,20 @@ pub async fn inspect(client: &Client) -> Result<RoleReport, tokio_postgres::Erro
         capabilities.push(format!(
             "may create objects in schema {}",
             creatable.join(", ")
+        ));
+    }
+    let others: Vec<String> = row.try_get(14)?;
+    if !others.is_empty() && !capabilities.is_empty() {
+        // What it can do may come from a role it can switch to.
+        capabilities.push(format!(
+            "(this counts the roles it can switch to with set_config('role', …): {})",
+            others.join(", ")
+        ));
+    }
+    let current: String = row.try_get(15)?;
+    if current != role {
+        notes.push(format!(
+            "starts each session as role {current} (ALTER ROLE … SET role, or the URL's options)"
         ));
     }
     Ok(RoleReport {

@@ -101,9 +101,11 @@ pub fn classify(sql: &str) -> Result<Path, String> {
             None => break,
         }
     }
+    // Postgres's identifier characters (any non-ASCII one among them), so `SELECT\u{a0}1`
+    // is one word, as Postgres reads it, and not the keyword.
     let word: String = rest
         .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '$' || !c.is_ascii())
         .collect();
     let keyword = word.to_ascii_lowercase();
     if keyword.is_empty() {
@@ -128,21 +130,32 @@ pub fn classify(sql: &str) -> Result<Path, String> {
     }
 }
 
-/// Refuses calls of [`DENIED_FUNCTIONS`] and [`DENIED_PREFIXES`]: every identifier
-/// followed by `(`, outside strings and comments, quoted or not, schema-qualified or not.
+/// Refuses calls of [`DENIED_FUNCTIONS`] and [`DENIED_PREFIXES`], outside strings and
+/// comments, quoted or not, schema-qualified or not: every denied identifier followed by
+/// `(`, and every one that follows a `.`, since PostgreSQL calls any one-argument
+/// function written as a field (`(pid).pg_terminate_backend`, `t.col.lo_get`). A column
+/// whose name matches a denied name is refused in that dotted form too; it is a better
+/// mistake than the other.
 fn check_functions(sql: &str) -> Result<(), String> {
+    let refuse = |name: &str| {
+        Err(format!(
+            "function {name}() is not allowed: it acts outside the read-only transaction or \
+             runs SQL this guard cannot see"
+        ))
+    };
     let mut last_identifier: Option<String> = None;
+    let mut after_dot = false;
     for token in Lexer::new(sql) {
-        match token? {
+        let token = token?;
+        let dotted = std::mem::replace(&mut after_dot, token == Token::Dot);
+        match token {
+            Token::Identifier(name) if dotted && denied(&name) => return refuse(&name),
             Token::Identifier(name) => last_identifier = Some(name),
             Token::Open => {
                 if let Some(name) = last_identifier.take()
                     && denied(&name)
                 {
-                    return Err(format!(
-                        "function {name}() is not allowed: it acts outside the read-only \
-                         transaction or runs SQL this guard cannot see"
-                    ));
+                    return refuse(&name);
                 }
             }
             Token::Dot => {}
@@ -152,7 +165,8 @@ fn check_functions(sql: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn denied(name: &str) -> bool {
+/// Whether calls of the function `name` (lower-case, as Postgres folds it) are refused.
+pub fn denied(name: &str) -> bool {
     DENIED_FUNCTIONS.contains(&name) || DENIED_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
@@ -209,10 +223,14 @@ impl<'a> Lexer<'a> {
                 self.skip_dollar_string()?;
                 Token::Other
             }
-            c if c.is_alphabetic() || c == '_' => {
+            // Postgres's classes: ASCII letters, `_` and every non-ASCII character start an
+            // identifier; digits and `$` may follow.
+            c if c.is_ascii_alphabetic() || c == '_' || !c.is_ascii() => {
                 let end = self
                     .rest
-                    .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+                    .find(|c: char| {
+                        !(c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii())
+                    })
                     .unwrap_or(self.rest.len());
                 let word = self.rest[..end].to_lowercase();
                 self.advance(end);
@@ -303,10 +321,13 @@ impl Iterator for Lexer<'_> {
     }
 }
 
+/// Postgres's whitespace; other Unicode spaces are identifier characters to it.
+const WHITESPACE: &[char] = &[' ', '\t', '\n', '\r', '\x0b', '\x0c'];
+
 /// Skips whitespace and comments (`-- …` and nested `/* … */`).
 fn skip_blank(mut s: &str) -> Result<&str, String> {
     loop {
-        s = s.trim_start();
+        s = s.trim_start_matches(WHITESPACE);
         if let Some(after) = s.strip_prefix("--") {
             s = after.find('\n').map_or("", |i| &after[i + 1..]);
         } else if s.starts_with("/*") {
@@ -444,6 +465,21 @@ mod tests {
             "SELECT pg_advisory_lock /* c */ (1)",
             Err("pg_advisory_lock()"),
         );
+        // Field notation calls a one-argument function.
+        check(
+            "SELECT (pid).pg_terminate_backend FROM pg_stat_activity",
+            Err("pg_terminate_backend()"),
+        );
+        check("SELECT ('SELECT 1'::text).ts_stat", Err("ts_stat()"));
+        check(
+            "SELECT (1::bigint) . \"pg_advisory_lock\"",
+            Err("pg_advisory_lock()"),
+        );
+        check("SELECT t.x.lo_get FROM t", Err("lo_get()"));
+        check(
+            "SELECT (x) /* c */ . PG_CANCEL_BACKEND FROM t",
+            Err("pg_cancel_backend()"),
+        );
     }
 
     #[test]
@@ -464,5 +500,18 @@ mod tests {
         check("SELECT count(*) FROM pg_locks", Ok(Path::Limited));
         check("SELECT $1::int", Ok(Path::Limited));
         check("SELECT 'open", Err("unterminated string"));
+        // Field access to ordinary columns stays fine.
+        check("SELECT t.pid, (r).name FROM t", Ok(Path::Limited));
+    }
+
+    #[test]
+    fn lexes_as_postgres_does() {
+        // A no-break space is part of an identifier to Postgres, not blank: `x\u{a0}e` is
+        // one word, so what follows is a standard string, not an E'' one.
+        check(
+            "SELECT x\u{a0}e'\\', pg_terminate_backend(1) --'",
+            Err("pg_terminate_backend()"),
+        );
+        check("SELECT\u{a0}1", Err("only read-only"));
     }
 }

@@ -50,9 +50,30 @@ async fn install_test_objects(url: &str) -> Result<(), tokio_postgres::Error> {
              GRANT SELECT ON test_objects.prepared_afresh TO PUBLIC",
         )
         .await?;
+    // A table the reader may not read (`sql_guard::resetting_the_role_gains_nothing`),
+    // made here: tests that fingerprint the catalog run beside that one.
+    client
+        .batch_execute(
+            "CREATE SCHEMA vault; CREATE TABLE vault.secrets (s text); \
+             INSERT INTO vault.secrets VALUES ('the-secret')",
+        )
+        .await?;
     // Login roles for the role checks (`sql_guard`): what each may do is set here, once,
     // since concurrent GRANTs on one table collide in the catalog.
-    let mut roles = String::new();
+    let mut roles = String::from(
+        // A role whose writes sit behind a membership it does not inherit: switching to
+        // it takes only set_config('role', …).
+        "CREATE ROLE probe_hidden_writer NOLOGIN; \
+         GRANT INSERT ON public.orders TO probe_hidden_writer; \
+         CREATE ROLE probe_noinherit LOGIN NOINHERIT IN ROLE probe_hidden_writer; \
+         GRANT USAGE ON SCHEMA public TO probe_noinherit; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO probe_noinherit; \
+         CREATE ROLE probe_reader_by_default NOLOGIN; \
+         GRANT USAGE ON SCHEMA public TO probe_reader_by_default; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO probe_reader_by_default; \
+         CREATE ROLE probe_super_defaulted LOGIN SUPERUSER; \
+         ALTER ROLE probe_super_defaulted SET role = probe_reader_by_default;",
+    );
     for (name, extra) in PROBE_ROLES {
         roles.push_str(&format!(
             "CREATE ROLE {name} LOGIN; GRANT USAGE ON SCHEMA public TO {name}; \
