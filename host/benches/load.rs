@@ -3,9 +3,11 @@
 //! one POST per call, no session) at 1, 16 and 64 concurrent clients; and, in the same
 //! run, the same SQL statements sent straight through tokio-postgres (prepared, a pool
 //! as large as the server's) at the same concurrency: the database's own limit here.
+//! Then TLS: a second server whose pool connects with `sslmode=verify-full` against the
+//! first (`sslmode=disable`), `query_sql` at 1 and 16 clients, alternating, same run.
 //! Run with `cargo bench -p mcp-sandbox --bench load`; `MCP_SANDBOX_BENCH_ONLY=query_sql/16`
-//! (any part of `case/clients`, or `swap`) runs only the matching cases, e.g. under a
-//! profiler attached to the server's pid, which goes to stderr.
+//! (any part of `case/clients`, or `swap`, or `tls`) runs only the matching cases, e.g.
+//! under a profiler attached to the server's pid, which goes to stderr.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -344,12 +346,75 @@ async fn swap_case(http: &Http, port: u16, swapping: bool) -> (Outcome, usize) {
     (outcome, swaps)
 }
 
+/// `query_sql` through a second server whose pool speaks `verify-full` TLS, against the
+/// plain one, in alternating rounds; and that server's resident memory when idle.
+async fn tls_case(http: &Http, plain_port: u16, verified_url: &str) -> anyhow::Result<()> {
+    let port = common::free_port();
+    let server = common::Server(
+        common::serve_command(port, TOKEN, verified_url)
+            .args(["--pool-size", &POOL_SIZE.to_string()])
+            .spawn()?,
+    );
+    let started = Instant::now();
+    while !health(http, port).await {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "TLS server not up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.0.id()))?;
+    let idle_mib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0;
+    println!();
+    println!(
+        "| query_sql, pool over | clients | round | calls/s | p50 | p99 | errors | TLS / plain |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let args = Arc::new(json!({"sql": LOOKUP}));
+    for clients in [1, 16] {
+        for round in 1..=2 {
+            let mut rates = Vec::new();
+            for (label, port) in [("plain TCP", plain_port), ("verify-full TLS", port)] {
+                let (h, args) = (http.clone(), args.clone());
+                let mut outcome = drive(clients, move || {
+                    let (h, args) = (h.clone(), args.clone());
+                    async move { tool_call(&h, port, "query_sql", &args).await }
+                })
+                .await;
+                rates.push(outcome.per_second());
+                let ratio = if rates.len() == 2 {
+                    format!("{:.0}%", 100.0 * rates[1] / rates[0].max(1e-9))
+                } else {
+                    String::new()
+                };
+                println!(
+                    "| {label} | {clients} | {round} | {:.0} | {} | {} | {} | {ratio} |",
+                    outcome.per_second(),
+                    ms(outcome.quantile(0.5)),
+                    ms(outcome.quantile(0.99)),
+                    outcome.errors,
+                );
+            }
+        }
+    }
+    println!();
+    println!("resident memory of the TLS-pool server, idle after start: {idle_mib:.1} MiB");
+    drop(server);
+    Ok(())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
 fn main() -> anyhow::Result<()> {
-    common::with_sample_database(|database_url| async move {
+    common::with_sample_database_tls(|database_url, verified_url| async move {
         let port = common::free_port();
         let server = common::Server(
             common::serve_command(port, TOKEN, &database_url)
@@ -466,6 +531,9 @@ fn main() -> anyhow::Result<()> {
         println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for row in cpu_rows {
             println!("{row}");
+        }
+        if selected("tls") {
+            tls_case(&http, port, &verified_url).await?;
         }
         if !selected("swap") {
             return Ok(());

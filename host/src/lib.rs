@@ -67,6 +67,9 @@ pub async fn build_app(
         runtime,
         metrics,
         Settings {
+            tls: common.tls_files(),
+            metrics_tls: common.metrics_tls_files(),
+            tls_watch_interval: common.watch_interval,
             auth,
             allowed_hosts,
             allowed_origins,
@@ -75,6 +78,7 @@ pub async fn build_app(
             shutdown_delay: common.shutdown_delay,
             max_request_bytes: (common.max_request_kib as usize) << 10,
             header_timeout: common.header_timeout,
+            idle_timeout: common.idle_timeout,
             max_connections: common.max_connections as usize,
             max_component_bytes: (common.max_component_mib as usize) << 20,
             public: PublicSettings {
@@ -82,7 +86,7 @@ pub async fn build_app(
                 authorization_servers: common.authorization_servers.clone(),
             },
         },
-    ))
+    )?)
 }
 
 /// One connection at start: a TLS failure or a login role that can write stops the start

@@ -48,9 +48,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app =
         mcp_sandbox::build_app(args.database_url.expose(), auth, args.listen, &args.common).await?;
     let (listener, metrics) = mcp_sandbox::bind_all(args.listen, &args.common).await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    let scheme = |https: bool| if https { "https" } else { "http" };
+    println!(
+        "listening on {}://{}",
+        scheme(app.is_https()),
+        listener.local_addr()?
+    );
     if let Some(metrics) = &metrics {
-        println!("metrics on http://{}/metrics", metrics.local_addr()?);
+        println!(
+            "metrics on {}://{}/metrics",
+            scheme(app.metrics_is_https()),
+            metrics.local_addr()?
+        );
     }
     server::run(listener, metrics, app, mcp_sandbox::shutdown_signal()).await?;
     Ok(())

@@ -65,6 +65,8 @@ pub struct Metrics {
     sessions: IntGauge,
     connections_open: IntGauge,
     connections_refused: IntCounterVec,
+    tls_expiry: IntGaugeVec,
+    tls_reloads: IntCounterVec,
 }
 
 /// Why a connection was closed by the server before it was served to its end.
@@ -196,6 +198,16 @@ impl Metrics {
                 "Client connections open (all listeners)",
             )
             .expect("a valid gauge"),
+            tls_expiry: gauge(
+                "tls_certificate_expiry_timestamp_seconds",
+                "When the certificate a listener serves expires (its notAfter), seconds since the epoch",
+                &["listener"],
+            ),
+            tls_reloads: counter(
+                "tls_certificate_reloads_total",
+                "Certificate files that changed and were loaded (applied) or not (rejected: the old certificate keeps serving)",
+                &["listener", "result"],
+            ),
             connections_refused: counter(
                 "http_connections_refused_total",
                 "Connections the server closed unserved, by reason (over_capacity: --max-connections reached; header_timeout: no complete request head within --header-timeout; tls_handshake: failed or too slow)",
@@ -226,6 +238,8 @@ impl Metrics {
             Box::new(m.sessions.clone()),
             Box::new(m.connections_open.clone()),
             Box::new(m.connections_refused.clone()),
+            Box::new(m.tls_expiry.clone()),
+            Box::new(m.tls_reloads.clone()),
             Box::new(build),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -250,6 +264,23 @@ impl Metrics {
     pub fn connection_opened(&self) -> OpenConnection {
         self.connections_open.inc();
         OpenConnection(self.connections_open.clone())
+    }
+
+    /// The certificate `listener` serves now, by its expiry; its reload counters at zero.
+    pub fn tls_certificate(&self, listener: &str, not_after: Option<i64>) {
+        self.tls_expiry
+            .with_label_values(&[listener])
+            .set(not_after.unwrap_or(0));
+        for result in ["applied", "rejected"] {
+            self.tls_reloads.with_label_values(&[listener, result]);
+        }
+    }
+
+    /// Changed certificate files were loaded (`applied`) or not (`rejected`).
+    pub fn tls_reload(&self, listener: &str, result: &str) {
+        self.tls_reloads
+            .with_label_values(&[listener, result])
+            .inc();
     }
 
     /// A connection was closed unserved; `reason` is one of [`CONNECTION_REFUSALS`].

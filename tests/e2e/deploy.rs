@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-crate::trials!(deploy: manifests_pass_strict_schema_validation, manifests_and_dockerfile_speak_the_binarys_language, probes_and_ports_answer);
+crate::trials!(deploy: manifests_pass_strict_schema_validation, manifests_and_dockerfile_speak_the_binarys_language, probes_and_ports_answer, the_tls_variant_is_a_valid_https_deployment);
 
 /// Kubernetes release the manifests are checked against.
 const KUBERNETES: &str = "1.33.0";
@@ -177,4 +177,44 @@ async fn probes_and_ports_answer() {
     let scraped = metrics.get("/metrics", &[]).await;
     assert_eq!(scraped.status, StatusCode::OK);
     assert!(scraped.text().contains("component_info{"));
+}
+
+/// The TLS overlay's patch, applied to the base Deployment as kustomize applies it, gives
+/// a Deployment that passes the strict check, mounts the Secret where the server is told
+/// to look, and probes over HTTPS; the variables it sets are ones `serve` reads.
+async fn the_tls_variant_is_a_valid_https_deployment() {
+    let overlay = read("kubernetes/tls/kustomization.yaml");
+    assert!(overlay.contains("- ../") && overlay.contains("path: deployment-https.yaml"));
+    let dir = TempDir::new();
+    let patched = dir.path().join("deployment.yaml");
+    let output = Command::new(tools::python())
+        .arg(tools::repo().join("scripts/apply-json-patch"))
+        .arg(deploy_dir().join("kubernetes/deployment.yaml"))
+        .arg(deploy_dir().join("kubernetes/tls/deployment-https.yaml"))
+        .arg(&patched)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (ok, report) = validate(std::slice::from_ref(&patched));
+    assert!(ok, "{report}");
+    let text = std::fs::read_to_string(&patched).unwrap();
+    assert_eq!(text.matches("scheme: HTTPS").count(), 3, "{text}");
+    for expected in [
+        "MCP_SANDBOX_TLS_CERT",
+        "/etc/mcp-sandbox-tls/tls.crt",
+        "MCP_SANDBOX_TLS_KEY",
+        "mountPath: /etc/mcp-sandbox-tls",
+        "secretName: mcp-sandbox-tls",
+        "prometheus.io/scheme: https",
+    ] {
+        assert!(text.contains(expected), "{expected} in {text}");
+    }
+    let known = serve_env_names();
+    for name in ["MCP_SANDBOX_TLS_CERT", "MCP_SANDBOX_TLS_KEY"] {
+        assert!(known.contains(name), "{name} is not read by serve");
+    }
 }

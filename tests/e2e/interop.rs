@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::Command;
 
-crate::trials!(interop: python_streamable_http_legacy_handshake, python_streamable_http_auto_discovers_2026, python_sse_client, typescript_streamable_http, typescript_sse_client);
+crate::trials!(interop: python_streamable_http_legacy_handshake, python_streamable_http_auto_discovers_2026, python_sse_client, typescript_streamable_http, typescript_sse_client, python_over_https_with_the_test_ca, typescript_over_https_with_the_test_ca);
 
 /// One SDK client run, far longer than it needs (about a second), for a loaded machine.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -23,9 +23,20 @@ async fn run_client(
     mode: &str,
     path: &str,
 ) -> Value {
-    let url = format!("http://{}{path}", server.addr);
+    let url = format!("{}{path}", server.base_url());
     let token = server.token.clone().unwrap();
-    let child = Command::new(&program)
+    let ca_dir = crate::util::TempDir::new();
+    let ca_file = ca_dir.path().join("ca.crt");
+    std::fs::write(&ca_file, server.ca_pem().unwrap_or_default()).unwrap();
+    let mut command = Command::new(&program);
+    if server.ca_pem().is_some() {
+        // How each SDK's HTTP stack is told of a private CA: httpx reads SSL_CERT_FILE,
+        // Node.js NODE_EXTRA_CA_CERTS.
+        command
+            .env("SSL_CERT_FILE", &ca_file)
+            .env("NODE_EXTRA_CA_CERTS", &ca_file);
+    }
+    let child = command
         .arg(&script)
         .args([mode, &url, &token])
         .stdin(Stdio::null())
@@ -77,24 +88,30 @@ async fn no_session_left(server: &TestServer) {
 }
 
 async fn python_client(mode: &str, path: &str) -> Value {
-    let server = TestServer::start().await;
+    python_on(&TestServer::start().await, mode, path).await
+}
+
+async fn python_on(server: &TestServer, mode: &str, path: &str) -> Value {
     let script = tools::repo().join("interop/python/client.py");
-    let seen = run_client(&server, tools::python(), script, mode, path).await;
-    no_session_left(&server).await;
+    let seen = run_client(server, tools::python(), script, mode, path).await;
+    no_session_left(server).await;
     seen
 }
 
 async fn typescript(mode: &str, path: &str) -> Value {
-    let server = TestServer::start().await;
+    typescript_on(&TestServer::start().await, mode, path).await
+}
+
+async fn typescript_on(server: &TestServer, mode: &str, path: &str) -> Value {
     let seen = run_client(
-        &server,
+        server,
         "node".into(),
         tools::typescript_client(),
         mode,
         path,
     )
     .await;
-    no_session_left(&server).await;
+    no_session_left(server).await;
     seen
 }
 
@@ -121,5 +138,42 @@ async fn typescript_streamable_http() {
 
 async fn typescript_sse_client() {
     let seen = typescript("sse", "/sse").await;
+    assert_eq!(seen["server"], "mcp-sandbox", "{seen}");
+}
+
+/// A server on HTTPS with a certificate from the tests' own CA, which the clients are
+/// told to trust the way each SDK's HTTP stack is configured.
+async fn https_server() -> (TestServer, crate::util::TempDir) {
+    let ca = crate::util::pki::Ca::new("interop CA");
+    let dir = crate::util::TempDir::new();
+    let (cert, key) = ca
+        .server(&["127.0.0.1", "localhost"])
+        .write(dir.path(), "server");
+    let server = TestServer::with_flags(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ])
+    .await
+    .trusting(ca.pem());
+    (server, dir)
+}
+
+async fn python_over_https_with_the_test_ca() {
+    let (server, _dir) = https_server().await;
+    let seen = python_on(&server, "streamable-legacy", "/mcp").await;
+    assert_eq!(seen["protocol_version"], "2025-11-25", "{seen}");
+    let seen = python_on(&server, "streamable-auto", "/mcp").await;
+    assert_eq!(seen["protocol_version"], "2026-07-28", "{seen}");
+    let seen = python_on(&server, "sse", "/sse").await;
+    assert_eq!(seen["protocol_version"], "2025-11-25", "{seen}");
+}
+
+async fn typescript_over_https_with_the_test_ca() {
+    let (server, _dir) = https_server().await;
+    let seen = typescript_on(&server, "streamable", "/mcp").await;
+    assert_eq!(seen["session"], true, "{seen}");
+    let seen = typescript_on(&server, "sse", "/sse").await;
     assert_eq!(seen["server"], "mcp-sandbox", "{seen}");
 }

@@ -13,9 +13,11 @@ mod bad_input;
 mod binary;
 mod cancellation;
 mod connections;
+mod db_tls;
 mod deploy;
 mod describe_table;
 mod health;
+mod https;
 mod interop;
 mod legacy_sse;
 mod list_tables;
@@ -30,6 +32,16 @@ mod stateless;
 mod swap;
 
 fn main() {
+    // The in-process servers and their clients share this process's descriptors (the
+    // connection tests open thousands): raise the soft limit to the hard one.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    );
     let args = libtest_mimic::Arguments::from_args();
     let trials: Vec<_> = [
         auth::trials(),
@@ -37,9 +49,11 @@ fn main() {
         binary::trials(),
         cancellation::trials(),
         connections::trials(),
+        db_tls::trials(),
         deploy::trials(),
         describe_table::trials(),
         health::trials(),
+        https::trials(),
         interop::trials(),
         legacy_sse::trials(),
         list_tables::trials(),
@@ -58,5 +72,6 @@ fn main() {
     .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     util::db::shutdown();
+    util::tls_db::shutdown();
     conclusion.exit();
 }

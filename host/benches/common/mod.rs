@@ -1,25 +1,69 @@
 //! Set-up shared by the benchmarks that need a database: a throwaway PostgreSQL with the
-//! sample schema, and a 2-worker runtime (the machine's two cores) to run the body on.
+//! sample schema (TLS on, with a certificate from a CA made for the run, plaintext
+//! allowed too), and a 2-worker runtime (the machine's two cores) to run the body on.
 
-use mcp_sandbox::demo::{READER_ROLE, TempPostgres, load_sample};
+use mcp_sandbox::demo::{ClusterConfig, READER_ROLE, TempPostgres, load_sample};
 use std::future::Future;
 
 /// Runs `body` with the read-only role's URL of a fresh sample database; the database is
 /// removed afterwards.
+#[allow(dead_code)] // each bench binary uses one of the two
 pub fn with_sample_database<F, Fut>(body: F) -> anyhow::Result<()>
 where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let pg = TempPostgres::start()?;
+    with_sample_database_tls(|plain, _verified| body(plain))
+}
+
+/// Like [`with_sample_database`], with a second URL to the same database that connects
+/// with `sslmode=verify-full` (the server's certificate names `localhost`).
+#[allow(dead_code)]
+pub fn with_sample_database_tls<F, Fut>(body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(String, String) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_pem = ca_params.self_signed(&ca_key)?.pem();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate()?;
+    let server_cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?
+        .signed_by(&server_key, &issuer)?
+        .pem();
+    let pg = TempPostgres::start_with(ClusterConfig {
+        files: vec![
+            ("server.crt".into(), server_cert.into_bytes()),
+            ("server.key".into(), server_key.serialize_pem().into_bytes()),
+        ],
+        settings: vec![
+            ("ssl".into(), "on".into()),
+            ("ssl_cert_file".into(), "server.crt".into()),
+            ("ssl_key_file".into(), "server.key".into()),
+        ],
+        hba: None,
+    })?;
+    let ca_file =
+        std::env::temp_dir().join(format!("mcp-sandbox-bench-ca-{}.crt", std::process::id()));
+    std::fs::write(&ca_file, ca_pem)?;
+    let verified = format!(
+        "postgres://{READER_ROLE}@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        pg.port(),
+        ca_file.display()
+    );
+    let plain = format!("{}?sslmode=disable", pg.url(READER_ROLE, "postgres"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         load_sample(&pg.url("postgres", "postgres")).await?;
-        body(pg.url(READER_ROLE, "postgres")).await
-    })
+        body(plain, verified).await
+    });
+    let _ = std::fs::remove_file(&ca_file);
+    result
 }
 
 /// A port nobody listens on right now.

@@ -30,6 +30,7 @@ pub const DEFAULT_MAX_REQUEST_KIB: u32 = 4096;
 pub const DEFAULT_WATCH_INTERVAL: &str = "250ms";
 pub const DEFAULT_MAX_COMPONENT_MIB: u32 = 64;
 pub const DEFAULT_HEADER_TIMEOUT: &str = "10s";
+pub const DEFAULT_IDLE_TIMEOUT: &str = "60s";
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
 /// Browser origins accepted by default: pages served from this machine.
 pub const DEFAULT_ALLOWED_ORIGINS: &[&str] = &[
@@ -182,6 +183,31 @@ pub struct CommonArgs {
     #[arg(long, env = "MCP_SANDBOX_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Serve HTTPS: the certificate chain (PEM, the leaf first); reloaded when the file
+    /// changes (checked every --watch-interval)
+    #[arg(long, env = "MCP_SANDBOX_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "MCP_SANDBOX_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// A certificate of its own for --metrics-listen (default: --tls-cert's)
+    #[arg(
+        long,
+        env = "MCP_SANDBOX_METRICS_TLS_CERT",
+        requires = "metrics_tls_key"
+    )]
+    pub metrics_tls_cert: Option<PathBuf>,
+
+    /// The private key of --metrics-tls-cert
+    #[arg(
+        long,
+        env = "MCP_SANDBOX_METRICS_TLS_KEY",
+        requires = "metrics_tls_cert"
+    )]
+    pub metrics_tls_key: Option<PathBuf>,
+
     /// The server's public base URL (e.g. https://mcp.example.com), for the OAuth
     /// protected-resource metadata; defaults to http://<Host header>
     #[arg(long, env = "MCP_SANDBOX_PUBLIC_URL")]
@@ -204,7 +230,8 @@ pub struct CommonArgs {
     #[arg(long, env = "MCP_SANDBOX_NO_CACHE", conflicts_with = "cache_dir")]
     pub no_cache: bool,
 
-    /// How often the components directory is checked for changes
+    /// How often the components directory and the TLS certificate files are checked for
+    /// changes
     #[arg(long, env = "MCP_SANDBOX_WATCH_INTERVAL", default_value = DEFAULT_WATCH_INTERVAL, value_parser = parse_duration)]
     pub watch_interval: Duration,
 
@@ -260,6 +287,11 @@ pub struct CommonArgs {
     #[arg(long, env = "MCP_SANDBOX_HEADER_TIMEOUT", default_value = DEFAULT_HEADER_TIMEOUT, value_parser = parse_duration)]
     pub header_timeout: Duration,
 
+    /// A connection with no request in flight (and no response streaming) this long is
+    /// closed; a request's body must arrive within it too
+    #[arg(long, env = "MCP_SANDBOX_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
     /// Client connections open at once on each listener; further ones are closed as soon
     /// as accepted
     #[arg(long, env = "MCP_SANDBOX_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -297,6 +329,22 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The main listener's certificate, if it serves HTTPS.
+    pub fn tls_files(&self) -> Option<crate::server::TlsFiles> {
+        Some(crate::server::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
+    }
+
+    /// The metrics listener's own certificate, if it has one.
+    pub fn metrics_tls_files(&self) -> Option<crate::server::TlsFiles> {
+        Some(crate::server::TlsFiles {
+            cert: self.metrics_tls_cert.clone()?,
+            key: self.metrics_tls_key.clone()?,
+        })
+    }
+
     /// The cache directory in effect: the flag, else the user's cache directory.
     pub fn cache_dir(&self) -> Option<PathBuf> {
         if self.no_cache {

@@ -21,5 +21,6 @@ pub use guard::{CLEANUP, begin_sql, limited_sql};
 pub use guard::{Limits, Session, SessionOptions, SessionStats};
 pub use pool::{Db, DbConfigError, PoolSettings, PoolStatus};
 pub use role::RoleReport;
+pub use statement::denied as denied_function;
 pub use tls::{SslMode, TlsConfigError};
 pub use value::{Column, DbError, QueryError, Rows, Value};

@@ -78,6 +78,8 @@ impl Drop for Pooled {
 pub struct Manager {
     connector: Arc<Connector>,
     allow_privileged: bool,
+    /// bound on the role inspection (the connect timeout)
+    inspect_timeout: Duration,
     encrypted: Arc<AtomicUsize>,
     /// the last inspection of the role, for `/health`
     role: Arc<Mutex<Option<RoleReport>>>,
@@ -89,7 +91,7 @@ impl managed::Manager for Manager {
 
     async fn create(&self) -> Result<Pooled, ConnectError> {
         let conn = self.connector.connect().await?;
-        let report = role::inspect(conn.client())
+        let report = role::inspect(conn.client(), self.inspect_timeout)
             .await
             .map_err(|e| ConnectError::Inspection(e.to_string()))?;
         let refused = !report.read_only() && !self.allow_privileged;
@@ -184,6 +186,7 @@ impl Db {
         let manager = Manager {
             connector: connector.clone(),
             allow_privileged: settings.allow_privileged_role,
+            inspect_timeout: settings.connect_timeout,
             encrypted: encrypted.clone(),
             role: role.clone(),
         };

@@ -317,6 +317,14 @@ pub fn describe_handshake_error(error: &(dyn std::error::Error + 'static)) -> Op
     None
 }
 
+/// `localhost` out of rustls's `DnsName("localhost")` (and likewise for addresses).
+fn bare_name(presented: &str) -> &str {
+    presented
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .map_or(presented, |inner| inner.trim_matches('"'))
+}
+
 fn describe_rustls(error: &rustls::Error) -> String {
     use rustls::AlertDescription as Alert;
     match error {
@@ -326,7 +334,11 @@ fn describe_rustls(error: &rustls::Error) -> String {
             }
             CertificateError::NotValidForNameContext { expected, presented } => format!(
                 "the server's certificate is for {} and not for {:?} (sslmode=verify-full checks the name)",
-                if presented.is_empty() { "no name".to_owned() } else { presented.join(", ") },
+                if presented.is_empty() {
+                    "no name".to_owned()
+                } else {
+                    presented.iter().map(|n| bare_name(n)).collect::<Vec<_>>().join(", ")
+                },
                 expected.to_str()
             ),
             CertificateError::UnknownIssuer => {

@@ -3,7 +3,7 @@
 
 mod postgres;
 
-pub use postgres::TempPostgres;
+pub use postgres::{ClusterConfig, TempPostgres};
 
 use crate::config::tokens::TokenSpec;
 use crate::config::{Access, DemoArgs, Secret};
@@ -40,7 +40,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     let (listener, metrics) = crate::bind_all(args.listen, &args.common).await?;
     let addr = listener.local_addr()?;
-    print_banner(addr, &token);
+    print_banner(addr, &token, app.is_https());
     server::run(listener, metrics, app, crate::shutdown_signal()).await?;
     eprintln!("removing the throwaway PostgreSQL...");
     tokio::task::spawn_blocking(move || drop(pg)).await?;
@@ -73,8 +73,9 @@ fn generate_token() -> anyhow::Result<String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn print_banner(addr: SocketAddr, token: &str) {
-    let url = format!("http://{addr}/mcp");
+fn print_banner(addr: SocketAddr, token: &str, https: bool) {
+    let scheme = if https { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}/mcp");
     let config = serde_json::json!({
         "mcpServers": {
             "mcp-sandbox-demo": {
@@ -85,12 +86,12 @@ fn print_banner(addr: SocketAddr, token: &str) {
         }
     });
     let config = serde_json::to_string_pretty(&config).unwrap_or_default();
-    println!("listening on http://{addr}");
+    println!("listening on {scheme}://{addr}");
     println!();
     println!("MCP endpoint: {url}");
     println!("token:        {token}");
-    println!("health:       http://{addr}/health");
-    println!("metrics:      http://{addr}/metrics (with the token)");
+    println!("health:       {scheme}://{addr}/health");
+    println!("metrics:      {scheme}://{addr}/metrics (with the token)");
     println!();
     println!("client configuration (Claude Desktop, Cursor, VS Code and others):");
     println!("{config}");

@@ -25,6 +25,17 @@ pub struct TempPostgres {
     port: u16,
     owner: Option<(u32, u32)>,
     child: Option<Child>,
+    settings: Vec<(String, String)>,
+}
+
+/// What a cluster starts with beyond the defaults (the TLS tests' server certificate,
+/// say): files written into the data directory (owned by the server, mode 0600), server
+/// settings, and a `pg_hba.conf` in place of initdb's.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterConfig {
+    pub files: Vec<(String, Vec<u8>)>,
+    pub settings: Vec<(String, String)>,
+    pub hba: Option<String>,
 }
 
 impl std::fmt::Debug for TempPostgres {
@@ -39,6 +50,11 @@ impl std::fmt::Debug for TempPostgres {
 impl TempPostgres {
     /// Creates and starts a cluster. Blocking: a second or two.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(ClusterConfig::default())
+    }
+
+    /// Creates and starts a cluster configured by `config`.
+    pub fn start_with(config: ClusterConfig) -> anyhow::Result<Self> {
         let bin = find_bin_dir()?;
         let root = unique_temp_dir()?;
         let owner = if rustix::process::geteuid().is_root() {
@@ -57,10 +73,28 @@ impl TempPostgres {
             port: free_port()?,
             owner,
             child: None,
+            settings: config.settings,
         };
         pg.initdb()?;
+        pg.install(&config.files, config.hba.as_deref())?;
         pg.start_server()?;
         Ok(pg)
+    }
+
+    /// Writes `files` (and `pg_hba.conf`) into the data directory, readable by the server
+    /// alone (PostgreSQL refuses a key file others may read).
+    fn install(&self, files: &[(String, Vec<u8>)], hba: Option<&str>) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let hba = hba.map(|text| ("pg_hba.conf".to_owned(), text.as_bytes().to_vec()));
+        for (name, bytes) in files.iter().cloned().chain(hba) {
+            let path = self.data_dir().join(&name);
+            fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+            if let Some((uid, gid)) = self.owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn port(&self) -> u16 {
@@ -70,6 +104,16 @@ impl TempPostgres {
     /// A connection URL for `user` on database `db` (loopback trusts every user).
     pub fn url(&self, user: &str, db: &str) -> String {
         format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The same as a key-value connection string over the Unix socket (whatever
+    /// `pg_hba.conf` says of TCP).
+    pub fn socket_url(&self, user: &str, db: &str) -> String {
+        format!(
+            "host={} port={} user={user} dbname={db}",
+            self.root.display(),
+            self.port
+        )
     }
 
     pub fn is_running(&self) -> bool {
@@ -151,6 +195,11 @@ impl TempPostgres {
                 "full_page_writes=off",
             ])
             .args(["-c", "max_connections=200", "-c", "shared_buffers=32MB"])
+            .args(
+                self.settings
+                    .iter()
+                    .flat_map(|(key, value)| ["-c".to_owned(), format!("{key}={value}")]),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

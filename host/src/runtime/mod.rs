@@ -290,16 +290,16 @@ impl Runtime {
         results
     }
 
-    /// Waits until no invocation runs, then refuses new ones (shutdown). False if calls
-    /// were still running at `timeout`.
+    /// Waits until no invocation runs (shutdown, once the listeners are closed and the
+    /// connections shutting down gracefully). A request the HTTP layer had already taken
+    /// in may still start a call afterwards, and is served: refusing it would fail a call
+    /// the client had every reason to expect answered. False if calls were still running
+    /// at `timeout`.
     pub async fn drain(&self, timeout: Duration) -> bool {
         let all = self.shared.limits.max_concurrency;
-        let drained = tokio::time::timeout(timeout, self.shared.slots.acquire_many(all))
+        tokio::time::timeout(timeout, self.shared.slots.acquire_many(all))
             .await
-            .map(|permits| permits.map(|p| p.forget()))
-            .is_ok();
-        self.shared.slots.close();
-        drained
+            .is_ok()
     }
 }
 

@@ -74,7 +74,16 @@ async fn show(app: &App, name: &str) -> Response<Body> {
 /// `PUT /admin/components/NAME` with the `.wasm` bytes as the body.
 async fn put(app: &App, name: &str, body: Incoming) -> Response<Body> {
     let limit = app.max_component_bytes;
-    let bytes = match read_limited(body, limit).await {
+    let Ok(read) = tokio::time::timeout(app.idle_timeout, read_limited(body, limit)).await else {
+        return respond::error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the component did not arrive within {} s (--idle-timeout)",
+                app.idle_timeout.as_secs()
+            ),
+        );
+    };
+    let bytes = match read {
         Ok(bytes) => bytes,
         Err(None) => {
             return respond::error(

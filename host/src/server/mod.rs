@@ -10,17 +10,18 @@ mod legacy;
 mod origin;
 mod respond;
 mod routes;
+mod tls;
 mod wellknown;
 
 pub use auth::{Auth, Denied, Identity};
 pub use origin::Origins;
+pub use tls::{TlsError, TlsFiles};
 
 use crate::mcp::McpHandler;
 use crate::mcp::legacy_sse::LegacySessions;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use health::ProbeCache;
-use hyper_util::server::graceful::GracefulShutdown;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use std::future::Future;
@@ -52,11 +53,20 @@ pub struct Settings {
     pub max_request_bytes: usize,
     /// a request head (the first on a connection included) must arrive within this
     pub header_timeout: Duration,
+    /// a connection with nothing in flight this long is closed; a request body must
+    /// arrive within it
+    pub idle_timeout: Duration,
     /// connections open at once, on each listener
     pub max_connections: usize,
     /// the largest `.wasm` body `PUT /admin/components/NAME` accepts
     pub max_component_bytes: usize,
     pub public: PublicSettings,
+    /// HTTPS on the main listener
+    pub tls: Option<TlsFiles>,
+    /// HTTPS on the metrics listener (default: the main listener's certificate)
+    pub metrics_tls: Option<TlsFiles>,
+    /// how often the certificate files are checked for changes
+    pub tls_watch_interval: Duration,
 }
 
 /// What the OAuth protected-resource metadata says about us.
@@ -104,12 +114,56 @@ pub struct App {
     max_component_bytes: usize,
     shutdown_delay: Duration,
     header_timeout: Duration,
+    idle_timeout: Duration,
     max_connections: usize,
+    /// the TLS acceptors of the main and metrics listeners
+    https: Https,
+}
+
+/// The listeners' certificates (reloaded from their files) and acceptors.
+#[derive(Default)]
+struct Https {
+    main: Option<tokio_rustls::TlsAcceptor>,
+    metrics: Option<tokio_rustls::TlsAcceptor>,
+    reloading: Vec<Arc<tls::Reloading>>,
+}
+
+impl Https {
+    fn load(settings: &Settings, metrics: &Metrics) -> Result<Self, TlsError> {
+        let mut https = Https::default();
+        if let Some(files) = &settings.tls {
+            let reloading = tls::Reloading::new(files.clone(), "main", metrics)?;
+            https.main = Some(tls::acceptor(reloading.clone())?);
+            https.reloading.push(reloading);
+        }
+        https.metrics = match &settings.metrics_tls {
+            Some(files) => {
+                let reloading = tls::Reloading::new(files.clone(), "metrics", metrics)?;
+                https.reloading.push(reloading.clone());
+                Some(tls::acceptor(reloading)?)
+            }
+            None => https.main.clone(),
+        };
+        Ok(https)
+    }
 }
 
 impl App {
-    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, settings: Settings) -> Arc<Self> {
+    /// The app; fails only when a certificate or key cannot be loaded.
+    pub fn new(
+        runtime: Runtime,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Result<Arc<Self>, TlsError> {
+        let https = Https::load(&settings, &metrics)?;
         let streams = CancellationToken::new();
+        for reloading in &https.reloading {
+            reloading.watch(
+                settings.tls_watch_interval,
+                metrics.clone(),
+                streams.clone(),
+            );
+        }
         let mut config = StreamableHttpServerConfig::default()
             .with_cancellation_token(streams.clone())
             .with_max_request_body_bytes(settings.max_request_bytes)
@@ -129,7 +183,7 @@ impl App {
         let handler = McpHandler::new(runtime.clone(), metrics.clone());
         let factory = handler.clone();
         let mcp = StreamableHttpService::new(move || Ok(factory.clone()), sessions.clone(), config);
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             runtime,
             metrics,
             auth: settings.auth,
@@ -150,8 +204,20 @@ impl App {
             max_component_bytes: settings.max_component_bytes,
             shutdown_delay: settings.shutdown_delay,
             header_timeout: settings.header_timeout,
+            idle_timeout: settings.idle_timeout,
             max_connections: settings.max_connections,
-        })
+            https,
+        }))
+    }
+
+    /// Whether the main listener speaks HTTPS.
+    pub fn is_https(&self) -> bool {
+        self.https.main.is_some()
+    }
+
+    /// Whether the metrics listener speaks HTTPS.
+    pub fn metrics_is_https(&self) -> bool {
+        self.https.metrics.is_some()
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -172,9 +238,10 @@ enum Port {
 
 /// Serves `app` on `listener` (and `/metrics` alone, without a token, on `metrics` when
 /// given) until `shutdown` resolves. Then: `/ready` fails, serving goes on for the
-/// shutdown delay (load balancers take a moment to notice), accepting stops, tool calls
-/// in flight finish (up to [`DRAIN_TIMEOUT`]; new ones are refused), MCP streams end,
-/// connections drain, and the pool closes.
+/// shutdown delay (load balancers take a moment to notice), accepting stops and every
+/// connection is shut down gracefully (no new requests on it), tool calls in flight
+/// finish (up to [`DRAIN_TIMEOUT`]), MCP streams end, connections drain, and the pool
+/// closes.
 pub async fn run(
     listener: TcpListener,
     metrics: Option<TcpListener>,
@@ -184,9 +251,11 @@ pub async fn run(
     let stop = CancellationToken::new();
     let metrics_task = metrics.map(|listener| {
         let (app, stop) = (app.clone(), stop.clone());
-        tokio::spawn(async move { serve(listener, app, Port::Metrics, stop).await })
+        let tls = app.https.metrics.clone();
+        tokio::spawn(async move { serve(listener, app, Port::Metrics, tls, stop).await })
     });
-    let main = tokio::spawn(serve(listener, app.clone(), Port::Main, stop.clone()));
+    let tls = app.https.main.clone();
+    let main = tokio::spawn(serve(listener, app.clone(), Port::Main, tls, stop.clone()));
     shutdown.await;
     app.draining.store(true, Ordering::Relaxed);
     if !app.shutdown_delay.is_zero() {
@@ -213,14 +282,22 @@ pub async fn run(
     Ok(())
 }
 
-/// One accept loop; on `stop`, stops accepting and drains its connections.
-async fn serve(listener: TcpListener, app: Arc<App>, port: Port, stop: CancellationToken) {
-    let graceful = GracefulShutdown::new();
+/// One accept loop; on `stop`, stops accepting and shuts its connections down
+/// gracefully, waiting (up to [`DRAIN_TIMEOUT`]) until they have all ended.
+async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    port: Port,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: CancellationToken,
+) {
     // Each listener its own connection slots: a flood on one leaves the other (metrics,
     // say) reachable.
     let limits = conn::Limits {
         header_timeout: app.header_timeout,
+        idle_timeout: app.idle_timeout,
         slots: Arc::new(tokio::sync::Semaphore::new(app.max_connections)),
+        tls,
     };
     let builder = conn::builder(&limits);
     loop {
@@ -242,9 +319,9 @@ async fn serve(listener: TcpListener, app: Arc<App>, port: Port, stop: Cancellat
                 conn::serve(
                     stream,
                     permit,
+                    &limits,
                     builder.clone(),
-                    &graceful,
-                    limits.header_timeout,
+                    stop.clone(),
                     app.metrics.clone(),
                     move |request| {
                         let app = handler.clone();
@@ -261,8 +338,12 @@ async fn serve(listener: TcpListener, app: Arc<App>, port: Port, stop: Cancellat
         }
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain deadline passed"),
+    // Every connection holds a slot until it ends: all of them back means all ended.
+    let all = u32::try_from(app.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN_TIMEOUT, limits.slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline passed");
     }
 }

@@ -31,8 +31,16 @@ fn route_label(path: &str) -> &'static str {
 
 impl App {
     /// Serves one request on the main port.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, mut request: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
+        // HTTP/2 sends the host as `:authority` (in the URI); every check, the metadata
+        // and rmcp read the Host header, so give them one.
+        if !request.headers().contains_key(header::HOST)
+            && let Some(authority) = request.uri().authority()
+            && let Ok(value) = HeaderValue::from_str(authority.as_str())
+        {
+            request.headers_mut().insert(header::HOST, value);
+        }
         let route = route_label(request.uri().path());
         let response = self.route(request).await;
         self.metrics.http_request(
@@ -43,10 +51,10 @@ impl App {
         response
     }
 
-    /// Serves one request on the metrics port: `/metrics` only, no token, after the Host
-    /// and Origin checks.
+    /// Serves one request on the metrics port: `/metrics` only, no token, after the
+    /// Origin check (not the Host check: scrapers address pods by IP).
     pub async fn handle_metrics_port(&self, request: Request<Incoming>) -> Response<Body> {
-        if let Err(refused) = self.check_host_and_origin(request.headers()) {
+        if let Err(refused) = self.check_origin(request.headers()) {
             return *refused;
         }
         match request.uri().path() {
@@ -74,7 +82,7 @@ impl App {
             }
             _ => {}
         }
-        if let Err(refused) = self.check_host_and_origin(request.headers()) {
+        if let Err(refused) = self.check_host_and_origin(request.headers(), request.uri()) {
             return *refused;
         }
         match path.as_str() {
@@ -149,13 +157,19 @@ impl App {
         }
     }
 
-    /// The rules of every route but the probes: an allowed Host, and an allowed Origin
-    /// when one is sent (a browser page on another site). (rmcp checks the Host of `/mcp`
-    /// requests again.)
-    fn check_host_and_origin(&self, headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
+    /// The rules of every route but the probes: an allowed Host (HTTP/2 sends it as the
+    /// `:authority`, which hyper puts in the URI), and an allowed Origin when one is sent
+    /// (a browser page on another site). (rmcp checks the Host of `/mcp` requests again.)
+    fn check_host_and_origin(
+        &self,
+        headers: &HeaderMap,
+        uri: &http::Uri,
+    ) -> Result<(), Box<Response<Body>>> {
         let host = headers
             .get(header::HOST)
-            .map(|h| h.to_str().unwrap_or("\u{0}"));
+            .map(|h| h.to_str().unwrap_or("\u{0}"))
+            .or_else(|| uri.authority().map(|a| a.as_str()));
+        // (`handle` has copied an HTTP/2 `:authority` into Host already.)
         if !self.hosts.allows(host) {
             self.metrics.auth_failure("forbidden_host");
             tracing::info!(host, "refused a request for a foreign Host");
@@ -175,7 +189,17 @@ impl App {
         body: Incoming,
     ) -> Result<Bytes, Box<Response<Body>>> {
         let limited = http_body_util::Limited::new(body, self.max_request_bytes);
-        let bytes = match limited.collect().await {
+        // A body trickled in forever would hold the connection and this task.
+        let Ok(collected) = tokio::time::timeout(self.idle_timeout, limited.collect()).await else {
+            return Err(Box::new(respond::error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {} s (--idle-timeout)",
+                    self.idle_timeout.as_secs()
+                ),
+            )));
+        };
+        let bytes = match collected {
             Ok(collected) => collected.to_bytes(),
             Err(e)
                 if e.downcast_ref::<http_body_util::LengthLimitError>()

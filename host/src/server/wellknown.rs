@@ -12,7 +12,8 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource/mcp";
 /// The same document at the root, for clients that look there.
 pub const ROOT_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
-/// The server's public base URL: configured, or taken from the Host header.
+/// The server's public base URL: configured, or taken from the Host header (and the
+/// listener's scheme).
 pub fn base_url(app: &App, headers: &HeaderMap) -> String {
     if let Some(base) = &app.public.base_url {
         return base.trim_end_matches('/').to_owned();
@@ -22,7 +23,8 @@ pub fn base_url(app: &App, headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
         .unwrap_or("localhost");
-    format!("http://{host}")
+    let scheme = if app.is_https() { "https" } else { "http" };
+    format!("{scheme}://{host}")
 }
 
 pub fn metadata(app: &App, headers: &HeaderMap) -> Response<Body> {

@@ -1,19 +1,22 @@
-//! A plain HTTP client and a small MCP client on top of it (JSON-RPC over Streamable
+//! A plain HTTP(S) client and a small MCP client on top of it (JSON-RPC over Streamable
 //! HTTP, reading JSON or SSE responses), written to exercise the wire format exactly.
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// One HTTP response, fully read.
 #[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
+    pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -56,15 +59,44 @@ impl Response {
 
 #[derive(Clone)]
 pub struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
 }
 
 impl Http {
     pub fn new(addr: SocketAddr) -> Self {
+        Self::with(format!("http://{addr}"), rustls::RootCertStore::empty())
+    }
+
+    /// HTTPS to `addr` (by IP address), trusting the CA certificate `ca_pem`.
+    pub fn https(addr: SocketAddr, ca_pem: &str) -> Self {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots
+                .add(cert.expect("a PEM certificate"))
+                .expect("a CA certificate");
+        }
+        Self::with(format!("https://{addr}"), roots)
+    }
+
+    fn with(base: String, roots: rustls::RootCertStore) -> Self {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .build();
         Self {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            base: format!("http://{addr}"),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            base,
         }
     }
 
@@ -79,6 +111,7 @@ impl Http {
         let body = body.collect().await.expect("a body").to_bytes();
         Response {
             status: parts.status,
+            version: parts.version,
             headers: parts.headers,
             body,
         }
@@ -96,6 +129,7 @@ impl Http {
         let (parts, _body) = self.open(method, path, headers, body).await.into_parts();
         Response {
             status: parts.status,
+            version: parts.version,
             headers: parts.headers,
             body: Bytes::new(),
         }

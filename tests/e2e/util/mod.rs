@@ -4,7 +4,9 @@ pub mod client;
 pub mod db;
 pub mod load;
 pub mod metrics;
+pub mod pki;
 pub mod server;
+pub mod tls_db;
 pub mod tools;
 
 pub use client::{Http, Mcp};

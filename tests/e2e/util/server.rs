@@ -18,6 +18,8 @@ pub struct TestServer {
     /// the unauthenticated metrics listener, with `--metrics-listen`
     pub metrics_addr: Option<SocketAddr>,
     pub token: Option<String>,
+    /// the CA to trust when the server speaks HTTPS (see [`TestServer::trusting`])
+    ca: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<JoinHandle<()>>,
 }
@@ -81,13 +83,34 @@ impl TestServer {
             addr,
             metrics_addr,
             token: token.map(str::to_owned),
+            ca: None,
             stop: Some(stop),
             done: Some(done),
         }
     }
 
+    /// Talks HTTPS to this server (started with `--tls-cert`), trusting `ca_pem`.
+    pub fn trusting(mut self, ca_pem: &str) -> Self {
+        self.ca = Some(ca_pem.to_owned());
+        self
+    }
+
+    /// `http://ADDR` or, when it speaks HTTPS, `https://ADDR`.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA its clients trust, when it speaks HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_deref()
+    }
+
     pub fn http(&self) -> Http {
-        Http::new(self.addr)
+        match &self.ca {
+            Some(ca) => Http::https(self.addr, ca),
+            None => Http::new(self.addr),
+        }
     }
 
     /// An initialized MCP session (protocol 2025-06-18) with the server's token.
@@ -133,4 +156,40 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// Builds the app for `url` with `flags` exactly as `serve` does, without serving; the
+/// start-up error, if any (a refused role, a TLS failure, a bad flag).
+pub async fn start_error(url: &str, flags: &[&str]) -> Option<String> {
+    let mut args = vec![
+        "mcp-sandbox",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        url,
+        "--token",
+        TOKEN,
+    ];
+    args.extend(flags);
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return Some(e.to_string()),
+    };
+    let Command::Serve(serve) = cli.command else {
+        unreachable!("parsed a serve command")
+    };
+    let access = match serve.access() {
+        Ok(access) => access,
+        Err(e) => return Some(format!("{e:#}")),
+    };
+    mcp_sandbox::build_app(
+        serve.database_url.expose(),
+        Auth::new(access),
+        serve.listen,
+        &serve.common,
+    )
+    .await
+    .err()
+    .map(|e| format!("{e:#}"))
 }
