@@ -108,32 +108,9 @@ async fn check_database(db: &db::Db, timeout: std::time::Duration) -> anyhow::Re
             report.capabilities.join("; ")
         );
     }
-    let status = db.status();
-    if status.size > 0 && status.encrypted == 0 {
-        let remote: Vec<String> = db
-            .hosts()
-            .into_iter()
-            .filter(|h| !is_local_host(h))
-            .collect();
-        if !remote.is_empty() {
-            tracing::warn!(
-                sslmode = db.ssl_mode().as_str(),
-                "the connection to {} is not encrypted: passwords and query results cross \
-                 the network in the clear; use sslmode=verify-full (with sslrootcert)",
-                remote.join(", ")
-            );
-        }
-    }
+    // (A connection that ends up unencrypted beyond loopback is warned about by the pool,
+    // whenever it happens.)
     Ok(())
-}
-
-/// Loopback names and addresses, and Unix sockets (paths).
-fn is_local_host(host: &str) -> bool {
-    host.starts_with('/')
-        || host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Binds the main listener and, when configured, the metrics listener.

@@ -156,11 +156,25 @@ async fn scram_channel_binding_is_required_and_held() {
         )
         .await;
     assert_eq!(out["rows"], json!([[SCRAM_USER]]));
+    // Without TLS the same user and password get in (pg_hba.conf admits this one user
+    // in plaintext)...
     let plain = format!(
-        "postgres://{SCRAM_USER}:{SCRAM_PASSWORD}@localhost:{}/postgres?sslmode=disable&channel_binding=require",
+        "postgres://{SCRAM_USER}:{SCRAM_PASSWORD}@localhost:{}/postgres?sslmode=disable",
         tls.port
     );
     let server = TestServer::launch(&plain, Some(TOKEN), &[]).await;
+    let out = server
+        .mcp()
+        .await
+        .structured(
+            "query_sql",
+            json!({"sql": "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"}),
+        )
+        .await;
+    assert_eq!(out["rows"], json!([[false]]));
+    // ...but not when the exchange must be bound to a TLS session there is none of.
+    let bound = format!("{plain}&channel_binding=require");
+    let server = TestServer::launch(&bound, Some(TOKEN), &[]).await;
     let text = server
         .mcp()
         .await
@@ -339,8 +353,16 @@ async fn the_environment_configures_tls_like_libpq() {
 /// value is refused at its header above the TLS layer.
 async fn statements_are_cancelled_and_huge_values_refused_over_tls() {
     let tls = tls_db::get();
+    // Through a relay that records how each connection begins: the cancellation's own
+    // connection must ask for TLS too (PostgreSQL would take a plaintext cancel request).
+    let relay = Relay::start(tls.port).await;
+    let url = format!(
+        "postgres://{READER_ROLE}@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        relay.port,
+        tls.ca_file.display()
+    );
     let server = TestServer::launch(
-        &tls.verified_url(READER_ROLE),
+        &url,
         Some(TOKEN),
         &["--call-timeout", "1s", "--statement-timeout", "20s"],
     )
@@ -372,6 +394,18 @@ async fn statements_are_cancelled_and_huge_values_refused_over_tls() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let openings = relay.openings();
+    assert!(
+        openings.len() >= 2,
+        "the statement's and the cancel's connections: {openings:?}"
+    );
+    for opening in &openings {
+        assert_eq!(
+            opening.as_slice(),
+            SSL_REQUEST,
+            "a connection through the relay began without asking for TLS: {openings:?}"
+        );
+    }
     let text = watch
         .tool_error(
             "query_sql",
@@ -382,4 +416,56 @@ async fn statements_are_cancelled_and_huge_values_refused_over_tls() {
     watch
         .structured("query_sql", json!({"sql": "SELECT 1 AS after"}))
         .await;
+}
+
+/// The 8 bytes of an SSLRequest: length 8, code 80877103.
+const SSL_REQUEST: &[u8] = &[0, 0, 0, 8, 4, 210, 22, 47];
+
+/// A TCP relay to a local port that keeps the first 8 bytes of every connection.
+struct Relay {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(to: u16) -> Self {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut first = [0u8; 8];
+                    if client.read_exact(&mut first).await.is_err() {
+                        return;
+                    }
+                    record.lock().unwrap().push(first.to_vec());
+                    let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    else {
+                        return;
+                    };
+                    use tokio::io::AsyncWriteExt;
+                    if server.write_all(&first).await.is_err() {
+                        return;
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        Self { port, seen, task }
+    }
+
+    fn openings(&self) -> Vec<Vec<u8>> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -6,7 +6,7 @@ use crate::util::TestServer;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-crate::trials!(sql_guard: every_form_of_write_is_refused_and_nothing_changes, the_guard_holds_even_for_a_superuser_connection, nothing_leaks_between_calls, statement_timeout_cancels_on_the_server, million_rows_return_quickly_capped, byte_cap_truncates, a_privileged_login_role_is_refused, a_role_that_gains_writes_is_refused_on_new_connections, resetting_the_role_gains_nothing, db_role_is_gone_with_a_reason, functions_that_run_sql_text_are_refused_as_pg_proc_lists_them, no_denied_function_is_reached_through_sql_text, denied_functions_are_refused_in_field_notation, exhausted_pool_fails_fast_and_recovers, connections_rest_outside_a_transaction);
+crate::trials!(sql_guard: every_form_of_write_is_refused_and_nothing_changes, the_guard_holds_even_for_a_superuser_connection, nothing_leaks_between_calls, statement_timeout_cancels_on_the_server, million_rows_return_quickly_capped, byte_cap_truncates, a_privileged_login_role_is_refused, a_role_that_gains_writes_is_refused_on_new_connections, resetting_the_role_gains_nothing, db_role_is_gone_with_a_reason, functions_that_run_sql_text_are_refused_as_pg_proc_lists_them, no_denied_function_is_reached_through_sql_text, denied_functions_are_refused_in_field_notation, the_guard_reads_sql_as_postgres_does, exhausted_pool_fails_fast_and_recovers, connections_rest_outside_a_transaction);
 
 /// Writes, DDL, transaction control, writable CTEs, writing functions, DO, COPY,
 /// sequences, EXPLAIN ANALYZE, role changes, locks, LISTEN/NOTIFY, PREPARE, and the
@@ -619,6 +619,100 @@ async fn no_denied_function_is_reached_through_sql_text() {
     }
     let alive: i32 = victim.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(alive, 1);
+}
+
+/// A differential check of the guard's lexer against Postgres's: statements built from
+/// pieces where lexers disagree (comment ends, string kinds, dollar-quote tags, quoted
+/// identifiers, Unicode blanks) followed by a denied call. Whenever the guard admits one,
+/// Postgres must not see the call in it: `EXPLAIN (VERBOSE)` shows every function a plan
+/// would run.
+async fn the_guard_reads_sql_as_postgres_does() {
+    const PIECES: &[&str] = &[
+        "--c\r",
+        "--c\n",
+        "--",
+        "/* c */",
+        "/* /* c */ */",
+        "/*",
+        "*/",
+        "'s'",
+        "'",
+        "''",
+        "'\\'",
+        "E'\\''",
+        "e'",
+        "E'",
+        "$$",
+        "$$d$$",
+        "$t$",
+        "$t$d$t$",
+        "$\u{20ac}$",
+        "$\u{a0}$",
+        "$1",
+        "\"q\"",
+        "\"",
+        "\"\"",
+        "x\u{a0}e",
+        "\u{a0}",
+        "\u{2003}",
+        "\t",
+        "\x0b",
+        "\x0c",
+        "\r",
+        "U&'x'",
+        "b'0'",
+        "x",
+        ",",
+        "(",
+        ")",
+        ".",
+        " ",
+    ];
+    let superuser = crate::util::db::superuser().await;
+    // A fixed seed: the same thousands of statements every run.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut admitted, mut checked) = (0, 0);
+    for _ in 0..3000 {
+        let mut sql = String::from("SELECT 1 AS a ");
+        for _ in 0..(next() % 5 + 1) {
+            sql.push_str(PIECES[(next() % PIECES.len() as u64) as usize]);
+            if next() % 2 == 0 {
+                sql.push(' ');
+            }
+        }
+        sql.push_str(", pg_advisory_xact_lock(7) AS b");
+        if mcp_sandbox::db::admits(&sql).is_err() {
+            continue;
+        }
+        admitted += 1;
+        let explained = superuser
+            .simple_query(&format!("EXPLAIN (VERBOSE) {sql}"))
+            .await;
+        let Ok(messages) = explained else { continue };
+        checked += 1;
+        let plan: String = messages
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !plan.contains("pg_advisory"),
+            "the guard admitted {sql:?}, in which Postgres calls a denied function:\n{plan}"
+        );
+    }
+    eprintln!("lexer differential: {admitted} of 3000 admitted, {checked} planned by Postgres");
+    assert!(
+        checked > 0,
+        "no admitted statement was valid SQL: the test checked nothing"
+    );
 }
 
 /// Every function the guard denies that takes one argument (as this PostgreSQL's catalog

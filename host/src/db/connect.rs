@@ -122,18 +122,6 @@ impl Connector {
         self.mode
     }
 
-    /// The host names of the URL (for the warning about plaintext beyond loopback).
-    pub fn hosts(&self) -> Vec<String> {
-        self.config
-            .get_hosts()
-            .iter()
-            .map(|h| match h {
-                Host::Tcp(name) => name.clone(),
-                Host::Unix(path) => path.display().to_string(),
-            })
-            .collect()
-    }
-
     /// Tries each host of the URL in turn; the first connection made, or the last error.
     pub async fn connect(&self) -> Result<Conn, ConnectError> {
         let hosts = self.config.get_hosts();
@@ -144,6 +132,9 @@ impl Connector {
             return Err(ConnectError::NoHost);
         }
         let mut last = ConnectError::NoHost;
+        // A host whose TLS is wrong is skipped, as libpq does; if no host serves, that
+        // (configuration) error is the one reported.
+        let mut first_permanent: Option<ConnectError> = None;
         for i in 0..count {
             let port = ports
                 .get(i)
@@ -174,20 +165,27 @@ impl Connector {
                 (None, None) => continue,
             };
             for target in targets {
-                match tokio::time::timeout(self.connect_timeout, self.connect_to(&target)).await {
+                let timeout = self
+                    .config
+                    .get_connect_timeout()
+                    .copied()
+                    .unwrap_or(self.connect_timeout);
+                match tokio::time::timeout(timeout, self.connect_to(&target)).await {
                     Ok(Ok(conn)) => return Ok(conn),
-                    Ok(Err(e)) if e.is_permanent() => return Err(e),
+                    Ok(Err(e)) if e.is_permanent() => {
+                        first_permanent.get_or_insert(e);
+                    }
                     Ok(Err(e)) => last = e,
                     Err(_) => {
                         last = ConnectError::Timeout {
                             target: target.to_string(),
-                            after: self.connect_timeout,
+                            after: timeout,
                         }
                     }
                 }
             }
         }
-        Err(last)
+        Err(first_permanent.unwrap_or(last))
     }
 
     async fn connect_to(&self, target: &Target) -> Result<Conn, ConnectError> {
@@ -321,6 +319,20 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Whether this connection crosses a network in the clear: TCP, not encrypted, to an
+    /// address beyond loopback.
+    pub fn exposed(&self) -> bool {
+        match &self.target {
+            Target::Tcp { addr, .. } => !self.encrypted && !addr.ip().is_loopback(),
+            Target::Unix(_) => false,
+        }
+    }
+
+    /// Where it goes, for messages.
+    pub fn target(&self) -> String {
+        self.target.to_string()
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }

@@ -71,6 +71,8 @@ pub fn parse(
     }
     let mode = match tls.get("sslmode") {
         Some(mode) => SslMode::parse(mode)?,
+        // libpq 16: the platform's roots make sense only with the name checked.
+        None if tls.get("sslrootcert").map(String::as_str) == Some("system") => SslMode::VerifyFull,
         None => SslMode::Prefer,
     };
     let home_file = |name: &str| {
@@ -83,11 +85,13 @@ pub fn parse(
         Some(path) => Roots::File(PathBuf::from(path)),
         None => home_file("root.crt").map_or(Roots::None, Roots::File),
     };
+    // As in libpq, a missing half comes from ~/.postgresql when present there.
     let (cert, key) = match (tls.get("sslcert"), tls.get("sslkey")) {
         (None, None) => match (home_file("postgresql.crt"), home_file("postgresql.key")) {
             (Some(cert), Some(key)) => (Some(cert), Some(key)),
             _ => (None, None),
         },
+        (Some(cert), None) => (Some(PathBuf::from(cert)), home_file("postgresql.key")),
         (cert, key) => (cert.map(PathBuf::from), key.map(PathBuf::from)),
     };
     Ok((

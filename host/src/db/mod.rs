@@ -22,5 +22,11 @@ pub use guard::{Limits, Session, SessionOptions, SessionStats};
 pub use pool::{Db, DbConfigError, PoolSettings, PoolStatus};
 pub use role::RoleReport;
 pub use statement::denied as denied_function;
+
+/// Whether the guard's statement check (keywords, denied functions) admits `sql`; for
+/// tests that compare its reading of SQL with Postgres's.
+pub fn admits(sql: &str) -> Result<(), String> {
+    statement::classify(sql).map(drop)
+}
 pub use tls::{SslMode, TlsConfigError};
 pub use value::{Column, DbError, QueryError, Rows, Value};

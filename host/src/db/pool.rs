@@ -13,7 +13,7 @@ use deadpool::managed::{
     self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, Timeouts,
 };
 use std::ops::Deref;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,8 @@ pub struct Manager {
     /// bound on the role inspection (the connect timeout)
     inspect_timeout: Duration,
     encrypted: Arc<AtomicUsize>,
+    /// the plaintext warning was given (once per process is enough)
+    warned_exposed: AtomicBool,
     /// the last inspection of the role, for `/health`
     role: Arc<Mutex<Option<RoleReport>>>,
 }
@@ -99,6 +101,14 @@ impl managed::Manager for Manager {
         *self.role.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
         if let Some(refusal) = refusal {
             return Err(ConnectError::Privileged(refusal));
+        }
+        if conn.exposed() && !self.warned_exposed.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target = conn.target(),
+                sslmode = self.connector.mode().as_str(),
+                "a database connection is not encrypted: passwords and query results cross \
+                 the network in the clear; use sslmode=verify-full (with sslrootcert)"
+            );
         }
         let encrypted = conn.encrypted().then(|| {
             self.encrypted.fetch_add(1, Ordering::Relaxed);
@@ -188,6 +198,7 @@ impl Db {
             allow_privileged: settings.allow_privileged_role,
             inspect_timeout: settings.connect_timeout,
             encrypted: encrypted.clone(),
+            warned_exposed: AtomicBool::new(false),
             role: role.clone(),
         };
         let pool = Pool::builder(manager)
@@ -222,11 +233,6 @@ impl Db {
 
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
-    }
-
-    /// The hosts of the database URL.
-    pub fn hosts(&self) -> Vec<String> {
-        self.inner.connector.hosts()
     }
 
     /// The `sslmode` in effect.

@@ -290,10 +290,11 @@ impl<'a> Lexer<'a> {
         let after = &self.rest[1..];
         let end = after.find('$')?;
         let tag = &after[..end];
-        let valid = tag
-            .chars()
-            .enumerate()
-            .all(|(i, c)| c == '_' || c.is_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        // Postgres's classes: `_`, ASCII letters and every non-ASCII character; digits
+        // after the first.
+        let valid = tag.chars().enumerate().all(|(i, c)| {
+            c == '_' || c.is_ascii_alphabetic() || !c.is_ascii() || (i > 0 && c.is_ascii_digit())
+        });
         valid.then(|| &self.rest[..end + 2])
     }
 
@@ -329,7 +330,8 @@ fn skip_blank(mut s: &str) -> Result<&str, String> {
     loop {
         s = s.trim_start_matches(WHITESPACE);
         if let Some(after) = s.strip_prefix("--") {
-            s = after.find('\n').map_or("", |i| &after[i + 1..]);
+            // Postgres ends a `--` comment at a carriage return too.
+            s = after.find(['\n', '\r']).map_or("", |i| &after[i + 1..]);
         } else if s.starts_with("/*") {
             let mut depth = 0usize;
             let mut chars = s.char_indices().peekable();
@@ -513,5 +515,19 @@ mod tests {
             Err("pg_terminate_backend()"),
         );
         check("SELECT\u{a0}1", Err("only read-only"));
+        // A carriage return ends a `--` comment.
+        check(
+            "SELECT 1 AS a --x\r, pg_advisory_lock(42)",
+            Err("pg_advisory_lock()"),
+        );
+        // Any non-ASCII character may be part of a dollar-quote tag.
+        check(
+            "SELECT $\u{20ac}$'$\u{20ac}$, pg_advisory_lock(7) --'",
+            Err("pg_advisory_lock()"),
+        );
+        check(
+            "SELECT $\u{a0}$'$\u{a0}$, pg_advisory_lock(7) --'",
+            Err("pg_advisory_lock()"),
+        );
     }
 }

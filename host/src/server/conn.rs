@@ -1,9 +1,10 @@
 //! One accepted connection: the connection cap, a deadline for the TLS handshake and the
 //! first request (a client that connects and stays silent, or trickles its first request,
-//! is closed), hyper's header timeout for every later request head, and an idle timeout
-//! (no request in flight, no response streaming) after which the connection is shut down
-//! gracefully, which HTTP/2 would otherwise never do. Shutdown of the server shuts every
-//! connection down gracefully too.
+//! is closed), and an idle timeout (no request in flight, no response streaming) after
+//! which the connection is shut down gracefully, which HTTP/2 would otherwise never do;
+//! hyper's header timeout, set to the idle timeout, closes an HTTP/1.1 connection waiting
+//! that long for its next request head (an idle keep-alive connection, or a slow one).
+//! Shutdown of the server shuts every connection down gracefully too.
 
 use super::respond::Body;
 use crate::metrics::Metrics;
@@ -37,8 +38,7 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// What every connection of one listener shares.
 #[derive(Clone)]
 pub struct Limits {
-    /// the TLS handshake and the first request's head must arrive within this; hyper
-    /// applies it to every later request head on the connection too
+    /// the TLS handshake and the first request's head must arrive within this
     pub header_timeout: Duration,
     /// a connection with nothing in flight this long is shut down
     pub idle_timeout: Duration,
@@ -51,10 +51,13 @@ pub struct Limits {
 /// The hyper builder every connection is served with.
 pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // After the first request, an HTTP/1.1 connection waits for the next head up to the
+    // idle timeout (load balancers keep idle connections open for a minute or so); the
+    // first request's head has its own, shorter deadline (`Connection::run`).
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.idle_timeout.max(limits.header_timeout));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -163,11 +166,12 @@ impl Connection {
                         let timed_out = e
                             .downcast_ref::<hyper::Error>()
                             .is_some_and(hyper::Error::is_timeout);
-                        if timed_out {
-                            self.metrics.connection_refused("header_timeout");
-                        } else {
+                        if !timed_out {
                             tracing::debug!("connection ended with an error: {e}");
+                        } else if !activity.started() {
+                            self.metrics.connection_refused("header_timeout");
                         }
+                        // (After a first request, a timeout is an idle connection closed.)
                     }
                     return;
                 }

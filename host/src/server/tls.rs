@@ -57,22 +57,18 @@ impl TlsFiles {
         })
     }
 
-    /// What identifies the files' current contents: size, modification time and inode of
-    /// each, symlinks followed (a Kubernetes Secret update swaps a symlink).
-    fn fingerprint(&self) -> Option<Vec<(u64, i128, u64)>> {
-        [&self.cert, &self.key]
-            .iter()
-            .map(|path| {
-                use std::os::unix::fs::MetadataExt;
-                let meta = std::fs::metadata(path).ok()?;
-                let modified = meta
-                    .modified()
-                    .ok()?
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i128);
-                Some((meta.len(), modified, meta.ino()))
-            })
-            .collect()
+    /// What identifies the files' current contents: a digest of both (they are small),
+    /// read through any symlink (a Kubernetes Secret update swaps one). Sizes and times
+    /// would miss a rewrite of the same length within one tick of the file system's clock.
+    fn fingerprint(&self) -> Option<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        for path in [&self.cert, &self.key] {
+            let bytes = std::fs::read(path).ok()?;
+            digest.update((bytes.len() as u64).to_be_bytes());
+            digest.update(&bytes);
+        }
+        Some(digest.finalize().into())
     }
 }
 
@@ -97,7 +93,7 @@ pub struct Reloading {
     current: ArcSwap<CertifiedKey>,
     files: TlsFiles,
     /// the fingerprint of the files last tried (loaded or not)
-    seen: Mutex<Option<Vec<(u64, i128, u64)>>>,
+    seen: Mutex<Option<[u8; 32]>>,
     name: &'static str,
 }
 

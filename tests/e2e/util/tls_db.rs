@@ -1,5 +1,6 @@
 //! PostgreSQL with TLS, for the tests of the pool's TLS: a cluster whose `pg_hba.conf`
-//! admits only `hostssl` (one user signs in by client certificate, one by SCRAM), its
+//! admits only `hostssl` (one user signs in by client certificate, one by SCRAM, the only
+//! one also admitted without TLS, so channel binding has something to refuse), its
 //! certificate issued by the tests' CA for `localhost` alone; and a second cluster whose
 //! certificate expired. Started on first use, removed by `main` when the tests are done.
 
@@ -47,6 +48,7 @@ fn start() -> TlsDb {
         "local all all trust\n\
          hostssl all {CERT_USER} 127.0.0.1/32 cert\n\
          hostssl all {SCRAM_USER} 127.0.0.1/32 scram-sha-256\n\
+         hostnossl all {SCRAM_USER} 127.0.0.1/32 scram-sha-256\n\
          hostssl all all 127.0.0.1/32 trust\n"
     );
     let tls_settings = || {
