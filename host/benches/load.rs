@@ -5,12 +5,16 @@
 //! as large as the server's) at the same concurrency: the database's own limit here.
 //! Then TLS: a second server whose pool connects with `sslmode=verify-full` against the
 //! first (`sslmode=disable`), `query_sql` at 1 and 16 clients, alternating, same run.
+//! Then OAuth: a server that takes both a static token and JWT access tokens from an
+//! issuer in this process, `query_sql` at 16 clients with either, alternating.
 //! Run with `cargo bench -p mcp-sandbox --bench load`; `MCP_SANDBOX_BENCH_ONLY=query_sql/16`
-//! (any part of `case/clients`, or `swap`, or `tls`) runs only the matching cases, e.g.
+//! (any part of `case/clients`, or `swap`, `tls`, `oauth`) runs only the matching cases, e.g.
 //! under a profiler attached to the server's pid, which goes to stderr.
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/issuer.rs"]
+mod issuer;
 
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -243,6 +247,10 @@ async fn driver_call(pool: &Pool, sql: &str, tool: &str, guarded: bool) -> bool 
 }
 
 async fn tool_call(http: &Http, port: u16, tool: &str, arguments: &Value) -> bool {
+    tool_call_as(http, port, TOKEN, tool, arguments).await
+}
+
+async fn tool_call_as(http: &Http, port: u16, bearer: &str, tool: &str, arguments: &Value) -> bool {
     let body = json!({
         "jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {
@@ -255,7 +263,7 @@ async fn tool_call(http: &Http, port: u16, tool: &str, arguments: &Value) -> boo
         }
     });
     let Ok(request) = Request::post(format!("http://127.0.0.1:{port}/mcp"))
-        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("authorization", format!("Bearer {bearer}"))
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2026-07-28")
@@ -409,6 +417,68 @@ async fn tls_case(http: &Http, plain_port: u16, verified_url: &str) -> anyhow::R
     Ok(())
 }
 
+/// `query_sql` at 16 clients on a server with a static token and OAuth, each call with
+/// the static token or with a JWT access token (validated once, then from the cache), in
+/// alternating rounds.
+async fn oauth_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
+    let issuer = issuer::Issuer::start().await?;
+    let port = common::free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let ca = issuer.ca_file.display().to_string();
+    let server = common::Server(
+        common::serve_command(port, TOKEN, database_url)
+            .args(["--pool-size", &POOL_SIZE.to_string()])
+            .args(["--public-url", &public, "--oauth-issuer", &issuer.url])
+            .args(["--oauth-ca-file", &ca])
+            .spawn()?,
+    );
+    let jwt = Arc::new(issuer.token(&format!("{public}/mcp"), "mcp:tools")?);
+    let args = Arc::new(json!({"sql": LOOKUP}));
+    let started = Instant::now();
+    // Up, and the issuer's keys loaded (they are fetched in the background).
+    while !tool_call_as(http, port, &jwt, "query_sql", &args).await {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "OAuth server not up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!();
+    println!(
+        "| query_sql, 16 clients, bearer | round | calls/s | p50 | p99 | errors | JWT / static |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for round in 1..=3 {
+        let mut rates = Vec::new();
+        for (label, bearer) in [
+            ("static token", Arc::new(TOKEN.to_owned())),
+            ("JWT", jwt.clone()),
+        ] {
+            let (h, args) = (http.clone(), args.clone());
+            let mut outcome = drive(16, move || {
+                let (h, args, bearer) = (h.clone(), args.clone(), bearer.clone());
+                async move { tool_call_as(&h, port, &bearer, "query_sql", &args).await }
+            })
+            .await;
+            rates.push(outcome.per_second());
+            let ratio = if rates.len() == 2 {
+                format!("{:.0}%", 100.0 * rates[1] / rates[0].max(1e-9))
+            } else {
+                String::new()
+            };
+            println!(
+                "| {label} | {round} | {:.0} | {} | {} | {} | {ratio} |",
+                outcome.per_second(),
+                ms(outcome.quantile(0.5)),
+                ms(outcome.quantile(0.99)),
+                outcome.errors,
+            );
+        }
+    }
+    drop(server);
+    Ok(())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
@@ -534,6 +604,9 @@ fn main() -> anyhow::Result<()> {
         }
         if selected("tls") {
             tls_case(&http, port, &verified_url).await?;
+        }
+        if selected("oauth") {
+            oauth_case(&http, &database_url).await?;
         }
         if !selected("swap") {
             return Ok(());

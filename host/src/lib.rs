@@ -83,7 +83,6 @@ pub async fn build_app(
             max_component_bytes: (common.max_component_mib as usize) << 20,
             public: PublicSettings {
                 base_url: common.public_url.clone(),
-                authorization_servers: common.authorization_servers.clone(),
             },
         },
     )?)

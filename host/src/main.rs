@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use mcp_sandbox::config::{Cli, Command, ServeArgs};
-use mcp_sandbox::server::{self, Auth};
+use mcp_sandbox::server;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -37,14 +37,13 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let access = args.access()?;
-    if access.anonymous {
+    let auth = args.auth()?;
+    if !auth.is_enabled() {
         tracing::warn!(
             "authentication is off (--insecure-no-auth): anyone who can reach {} can query the database",
             args.listen
         );
     }
-    let auth = Auth::new(access);
     let app =
         mcp_sandbox::build_app(args.database_url.expose(), auth, args.listen, &args.common).await?;
     let (listener, metrics) = mcp_sandbox::bind_all(args.listen, &args.common).await?;

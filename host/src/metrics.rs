@@ -340,6 +340,14 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Makes the `auth_failures_total` series for `reasons` exist at 0 (the OAuth ones,
+    /// when OAuth is on), so a rate over them is defined before the first failure.
+    pub fn declare_auth_failures<'a>(&self, reasons: impl IntoIterator<Item = &'a str>) {
+        for reason in reasons {
+            self.auth_failures.with_label_values(&[reason]);
+        }
+    }
+
     pub fn auth_failure(&self, reason: &str) {
         self.auth_failures.with_label_values(&[reason]).inc();
     }

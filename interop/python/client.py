@@ -4,6 +4,10 @@ Usage: client.py MODE URL TOKEN, MODE one of
   streamable-legacy  Streamable HTTP, initialize handshake (2025-era sessions)
   streamable-auto    Streamable HTTP, server/discover probe (2026-07-28, stateless)
   sse                the legacy HTTP+SSE transport (2024-11-05); URL ends in /sse
+  streamable-oauth   Streamable HTTP with no token given: from the 401, discover the
+                     authorization server and sign in with client credentials
+                     (OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_ISSUER, OAUTH_SCOPE);
+                     TOKEN unused
 
 Connects, lists the tools, calls each database tool, provokes a tool error and
 disconnects. Prints one JSON line of what it saw; exits non-zero on any surprise.
@@ -18,6 +22,8 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+import os
+
 EXPECTED_TOOLS = {"describe_table", "list_tables", "query_sql"}
 
 
@@ -26,9 +32,43 @@ def check(condition, what):
         raise AssertionError(what)
 
 
+class MemoryStorage:
+    """Where the SDK's OAuth provider keeps its tokens: in memory, for one run."""
+
+    def __init__(self):
+        self.tokens = None
+        self.client_info = None
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens):
+        self.tokens = tokens
+
+    async def get_client_info(self):
+        return self.client_info
+
+    async def set_client_info(self, client_info):
+        self.client_info = client_info
+
+
 async def run(mode, url, token):
     headers = {"Authorization": f"Bearer {token}"}
-    if mode == "sse":
+    if mode == "streamable-oauth":
+        from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+
+        auth = ClientCredentialsOAuthProvider(
+            server_url=url,
+            storage=MemoryStorage(),
+            client_id=os.environ["OAUTH_CLIENT_ID"],
+            client_secret=os.environ["OAUTH_CLIENT_SECRET"],
+            issuer=os.environ["OAUTH_ISSUER"],
+            scope=os.environ.get("OAUTH_SCOPE"),
+        )
+        http = create_mcp_http_client(auth=auth)
+        transport = streamable_http_client(url, http_client=http)
+        connect_mode = "legacy"
+    elif mode == "sse":
         transport = sse_client(url, headers=headers)
         connect_mode = "legacy"
     else:

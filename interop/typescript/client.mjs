@@ -3,12 +3,16 @@
 // Usage: node client.mjs MODE URL TOKEN, MODE one of
 //   streamable  Streamable HTTP with a session (initialize handshake)
 //   sse         the legacy HTTP+SSE transport (2024-11-05); URL ends in /sse
+//   streamable-oauth  Streamable HTTP with no token given: from the 401, discover the
+//               authorization server and sign in with client credentials (OAUTH_CLIENT_ID,
+//               OAUTH_CLIENT_SECRET, OAUTH_ISSUER, OAUTH_SCOPE); TOKEN unused
 //
 // Connects, lists the tools, calls each database tool, provokes a tool error and
 // disconnects. Prints one JSON line of what it saw; exits non-zero on any surprise.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { ClientCredentialsProvider } from "@modelcontextprotocol/sdk/client/auth-extensions.js";
 
 const EXPECTED_TOOLS = ["describe_table", "list_tables", "query_sql"];
 
@@ -29,13 +33,22 @@ async function run(mode, url, token) {
     });
   } else if (mode === "streamable") {
     transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } });
+  } else if (mode === "streamable-oauth") {
+    const authProvider = new ClientCredentialsProvider({
+      clientId: process.env.OAUTH_CLIENT_ID,
+      clientSecret: process.env.OAUTH_CLIENT_SECRET,
+      expectedIssuer: process.env.OAUTH_ISSUER,
+      // The SDK asks for exactly this scope (not the challenge's).
+      scope: process.env.OAUTH_SCOPE,
+    });
+    transport = new StreamableHTTPClientTransport(new URL(url), { authProvider });
   } else {
     throw new Error(`unknown mode ${mode}`);
   }
   const client = new Client({ name: "mcp-sandbox-interop", version: "1.0.0" });
   await client.connect(transport);
   const seen = { mode, server: client.getServerVersion()?.name };
-  if (mode === "streamable") {
+  if (mode.startsWith("streamable")) {
     seen.session = Boolean(transport.sessionId);
     seen.protocol_version = transport.protocolVersion;
   }
@@ -76,7 +89,7 @@ async function run(mode, url, token) {
   check(refused.isError === true, `a write must be a tool error: ${JSON.stringify(refused)}`);
   seen.tool_error = refused.content[0].text.slice(0, 120);
 
-  if (mode === "streamable") await transport.terminateSession();
+  if (mode.startsWith("streamable")) await transport.terminateSession();
   await client.close();
   seen.disconnected = true;
   return seen;

@@ -20,10 +20,6 @@ const JSON_HEADERS: [(&str, &str); 2] = [
 async fn mcp_needs_a_valid_token() {
     let server = TestServer::start().await;
     let http = server.http();
-    let metadata = format!(
-        "resource_metadata=\"http://{}/.well-known/oauth-protected-resource/mcp\"",
-        server.addr
-    );
     let wrong = format!("Bearer {TOKEN}x");
     let cases: [(&[(&str, &str)], bool); 4] = [
         (&[], false),
@@ -36,8 +32,13 @@ async fn mcp_needs_a_valid_token() {
         let response = http.post("/mcp", &headers, INIT).await;
         assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{extra:?}");
         let challenge = response.header("www-authenticate").unwrap_or_default();
-        assert!(challenge.starts_with("Bearer "), "{challenge}");
-        assert!(challenge.contains(&metadata), "{challenge}");
+        assert!(
+            challenge.starts_with("Bearer realm=\"mcp-sandbox\""),
+            "{challenge}"
+        );
+        // No OAuth configured: no pointer to metadata that would start an OAuth flow the
+        // server cannot finish.
+        assert!(!challenge.contains("resource_metadata"), "{challenge}");
         assert_eq!(
             challenge.contains("error=\"invalid_token\""),
             invalid,
@@ -57,11 +58,7 @@ async fn mcp_needs_a_valid_token() {
 
 async fn probes_need_no_token() {
     let server = TestServer::start().await;
-    for path in [
-        "/health",
-        "/ready",
-        "/.well-known/oauth-protected-resource/mcp",
-    ] {
+    for path in ["/health", "/ready"] {
         let response = server.http().get(path, &[]).await;
         assert_eq!(
             response.status,
@@ -76,34 +73,26 @@ async fn probes_need_no_token() {
     }
 }
 
+/// Without OAuth there is no protected-resource metadata to send clients after (RFC 9728
+/// is served when `--oauth-issuer` is given; `oauth::*` tests it), and the old
+/// `--authorization-server`, which advertised an issuer whose tokens were then refused,
+/// stops the start with what to use instead.
 async fn protected_resource_metadata() {
-    let server = TestServer::with_flags(&[
-        "--public-url",
-        "https://mcp.example.com/",
-        "--authorization-server",
-        "https://login.example.com",
-    ])
-    .await;
+    let server = TestServer::with_flags(&["--public-url", "https://mcp.example.com/"]).await;
     for path in [
         "/.well-known/oauth-protected-resource/mcp",
         "/.well-known/oauth-protected-resource",
     ] {
-        let body = server.http().get(path, &[]).await.json();
-        assert_eq!(body["resource"], "https://mcp.example.com/mcp", "{body}");
-        assert_eq!(body["bearer_methods_supported"], json!(["header"]));
-        assert_eq!(
-            body["authorization_servers"],
-            json!(["https://login.example.com"])
-        );
+        let response = server.http().get(path, &[]).await;
+        assert_eq!(response.status, StatusCode::NOT_FOUND, "{path}");
     }
-    let response = server.http().post("/mcp", &JSON_HEADERS, INIT).await;
-    let challenge = response.header("www-authenticate").unwrap_or_default();
-    assert!(
-        challenge.contains(
-            "resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
-        ),
-        "{challenge}"
-    );
+    let error = crate::util::server::start_error(
+        &crate::util::db::reader_url(),
+        &["--authorization-server", "https://login.example.com"],
+    )
+    .await
+    .expect("refused");
+    assert!(error.contains("--oauth-issuer"), "{error}");
 }
 
 const TOKENS: &str = r#"

@@ -151,13 +151,13 @@ async fn serve_reads_its_environment_and_stops_on_sigterm() {
 
     signal(&child, rustix::process::Signal::TERM);
     let logs = exits_cleanly(child, stderr).await;
-    // One structured line per invocation: tool, version, outcome, phases, token name.
+    // One structured line per invocation: tool, version, outcome, phases, caller.
     let line = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|l| l["target"] == "mcp_sandbox::invocation" && l["tool"] == "query_sql")
         .unwrap_or_else(|| panic!("no invocation line in: {logs}"));
-    assert_eq!(line["token"], "default", "{line}");
+    assert_eq!(line["caller"], "default", "{line}");
     assert_eq!(line["outcome"], "ok");
     assert_eq!(line["component"], "query-sql");
     assert_eq!(line["digest"].as_str().map(str::len), Some(12));

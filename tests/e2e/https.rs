@@ -108,15 +108,6 @@ async fn mcp_probes_and_admin_over_https() {
         )
         .await;
     assert_eq!(admin.status, StatusCode::OK);
-    let metadata = http
-        .get("/.well-known/oauth-protected-resource/mcp", &[])
-        .await
-        .json();
-    assert_eq!(
-        metadata["resource"],
-        format!("https://{}/mcp", server.addr),
-        "{metadata}"
-    );
     // HTTP/1.1 by ALPN, and with no ALPN at all.
     for alpn in [&[b"http/1.1".as_slice()][..], &[]] {
         let (agreed, leaf, status) = handshake(server.addr, ca.pem(), alpn, Some("/ready")).await;

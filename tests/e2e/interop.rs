@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::Command;
 
-crate::trials!(interop: python_streamable_http_legacy_handshake, python_streamable_http_auto_discovers_2026, python_sse_client, typescript_streamable_http, typescript_sse_client, python_over_https_with_the_test_ca, typescript_over_https_with_the_test_ca);
+crate::trials!(interop: python_streamable_http_legacy_handshake, python_streamable_http_auto_discovers_2026, python_sse_client, typescript_streamable_http, typescript_sse_client, python_over_https_with_the_test_ca, typescript_over_https_with_the_test_ca, python_signs_in_with_oauth, typescript_signs_in_with_oauth);
 
 /// One SDK client run, far longer than it needs (about a second), for a loaded machine.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -22,6 +22,7 @@ async fn run_client(
     script: PathBuf,
     mode: &str,
     path: &str,
+    env: &[(&str, String)],
 ) -> Value {
     let url = format!("{}{path}", server.base_url());
     let token = server.token.clone().unwrap();
@@ -37,6 +38,7 @@ async fn run_client(
             .env("NODE_EXTRA_CA_CERTS", &ca_file);
     }
     let child = command
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg(&script)
         .args([mode, &url, &token])
         .stdin(Stdio::null())
@@ -93,7 +95,7 @@ async fn python_client(mode: &str, path: &str) -> Value {
 
 async fn python_on(server: &TestServer, mode: &str, path: &str) -> Value {
     let script = tools::repo().join("interop/python/client.py");
-    let seen = run_client(server, tools::python(), script, mode, path).await;
+    let seen = run_client(server, tools::python(), script, mode, path, &[]).await;
     no_session_left(server).await;
     seen
 }
@@ -109,6 +111,7 @@ async fn typescript_on(server: &TestServer, mode: &str, path: &str) -> Value {
         tools::typescript_client(),
         mode,
         path,
+        &[],
     )
     .await;
     no_session_left(server).await;
@@ -176,4 +179,77 @@ async fn typescript_over_https_with_the_test_ca() {
     assert_eq!(seen["session"], true, "{seen}");
     let seen = typescript_on(&server, "sse", "/sse").await;
     assert_eq!(seen["server"], "mcp-sandbox", "{seen}");
+}
+
+/// A resource server behind a real authorization server (it also takes the static token,
+/// which the test uses for its own checks), and the settings an SDK client signs in with:
+/// the client's id and secret and the issuer it trusts, nothing else. The client finds
+/// the rest from the server's 401: the protected-resource metadata, then the issuer's.
+async fn oauth_setup() -> (
+    crate::util::oauth::AuthServer,
+    TestServer,
+    Vec<(&'static str, String)>,
+) {
+    use crate::util::oauth::{CLIENT_ID, CLIENT_SECRET, Format, SigningKey};
+    let token = crate::util::server::TOKEN;
+    let key = SigningKey::es256("interop");
+    let (auth, mut server) = crate::oauth::servers(Format::Jwt, &[key], &["--token", token]).await;
+    server.token = Some(token.into());
+    crate::oauth::until_keys_known(&server, &auth.token("mcp:tools").await).await;
+    let ca = auth.ca_file.display().to_string();
+    let env = vec![
+        ("OAUTH_CLIENT_ID", CLIENT_ID.to_owned()),
+        ("OAUTH_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
+        ("OAUTH_ISSUER", auth.issuer.clone()),
+        ("OAUTH_SCOPE", "mcp:tools".to_owned()),
+        ("SSL_CERT_FILE", ca.clone()),
+        ("NODE_EXTRA_CA_CERTS", ca),
+    ];
+    (auth, server, env)
+}
+
+/// The client got its token from the authorization server (not the static one).
+async fn signed_in(auth: &crate::util::oauth::AuthServer, server: &TestServer) {
+    assert!(
+        auth.hits().await["token"].as_u64().unwrap() >= 2,
+        "no token was issued"
+    );
+    let text = server.metrics().await;
+    assert!(
+        metrics::count(&text, "auth_failures_total", &[("reason", "missing")]) >= 1.0,
+        "the client did not start from the 401"
+    );
+}
+
+async fn python_signs_in_with_oauth() {
+    let (auth, server, env) = oauth_setup().await;
+    let script = tools::repo().join("interop/python/client.py");
+    let seen = run_client(
+        &server,
+        tools::python(),
+        script,
+        "streamable-oauth",
+        "/mcp",
+        &env,
+    )
+    .await;
+    no_session_left(&server).await;
+    assert_eq!(seen["protocol_version"], "2025-11-25", "{seen}");
+    signed_in(&auth, &server).await;
+}
+
+async fn typescript_signs_in_with_oauth() {
+    let (auth, server, env) = oauth_setup().await;
+    let seen = run_client(
+        &server,
+        "node".into(),
+        tools::typescript_client(),
+        "streamable-oauth",
+        "/mcp",
+        &env,
+    )
+    .await;
+    no_session_left(&server).await;
+    assert_eq!(seen["session"], true, "{seen}");
+    signed_in(&auth, &server).await;
 }

@@ -22,6 +22,7 @@ mod interop;
 mod legacy_sse;
 mod list_tables;
 mod metrics;
+mod oauth;
 mod protocol;
 mod query_sql;
 mod replicas;
@@ -58,6 +59,7 @@ fn main() {
         legacy_sse::trials(),
         list_tables::trials(),
         metrics::trials(),
+        oauth::trials(),
         protocol::trials(),
         query_sql::trials(),
         replicas::trials(),

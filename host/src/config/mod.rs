@@ -64,6 +64,8 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve MCP over HTTP against your PostgreSQL database
     Serve(ServeArgs),
@@ -108,7 +110,7 @@ pub struct ServeArgs {
         long,
         env = "MCP_SANDBOX_TOKEN",
         hide_env_values = true,
-        required_unless_present_any = ["insecure_no_auth", "tokens_file"]
+        required_unless_present_any = ["insecure_no_auth", "tokens_file", "oauth_issuers"]
     )]
     pub token: Option<Secret>,
 
@@ -139,7 +141,139 @@ pub struct ServeArgs {
     pub insecure_allow_public: bool,
 
     #[command(flatten)]
+    pub oauth: OAuthArgs,
+
+    #[command(flatten)]
     pub common: CommonArgs,
+}
+
+impl ServeArgs {
+    /// Authentication as configured: static tokens, anonymous callers, OAuth (whose
+    /// issuers are then discovered in the background).
+    pub fn auth(&self) -> anyhow::Result<crate::server::Auth> {
+        let auth = crate::server::Auth::new(self.access()?);
+        Ok(
+            match self.oauth.settings(self.common.public_url.as_deref())? {
+                Some(settings) => {
+                    let stop = tokio_util::sync::CancellationToken::new();
+                    auth.with_oauth(crate::server::oauth::Verifier::start(settings, stop)?)
+                }
+                None => auth,
+            },
+        )
+    }
+}
+
+impl OAuthArgs {
+    pub fn enabled(&self) -> bool {
+        !self.oauth_issuers.is_empty()
+    }
+
+    /// The verifier's settings, when OAuth is on. The audience is `--oauth-audience`, or
+    /// the public URL's `/mcp`.
+    pub fn settings(
+        &self,
+        public_url: Option<&str>,
+    ) -> Result<Option<crate::server::oauth::Settings>, crate::server::oauth::OAuthError> {
+        use crate::server::oauth::{IntrospectionSettings, OAuthError, ScopeMap, Settings};
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let audience = match (&self.oauth_audience, public_url) {
+            (Some(audience), _) => audience.clone(),
+            (None, Some(base)) => format!("{}/mcp", base.trim_end_matches('/')),
+            (None, None) => return Err(OAuthError::NoAudience),
+        };
+        let introspection = match (
+            &self.oauth_introspection_url,
+            &self.oauth_client_id,
+            &self.oauth_client_secret,
+        ) {
+            (Some(url), Some(client_id), Some(client_secret)) => Some(IntrospectionSettings {
+                url: url.clone(),
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Some(Settings {
+            issuers: self
+                .oauth_issuers
+                .iter()
+                .map(|i| i.trim().to_owned())
+                .collect(),
+            audience,
+            ca_file: self.oauth_ca_file.clone(),
+            introspection,
+            scopes: ScopeMap {
+                all_tools: self.oauth_scope_tools.clone(),
+                tool_prefix: self.oauth_scope_tool_prefix.clone(),
+                admin: self.oauth_scope_admin.clone(),
+            },
+        }))
+    }
+}
+
+/// OAuth 2.1: access tokens from an authorization server (beside any static tokens).
+#[derive(Clone, Debug, Args)]
+pub struct OAuthArgs {
+    /// Accept JWT access tokens from this issuer (https URL; repeat or separate with
+    /// commas); its metadata and keys are discovered and kept fresh
+    #[arg(
+        long = "oauth-issuer",
+        env = "MCP_SANDBOX_OAUTH_ISSUERS",
+        value_delimiter = ','
+    )]
+    pub oauth_issuers: Vec<String>,
+
+    /// The audience tokens must name: this server's resource URI (RFC 8707)
+    /// [default: --public-url + /mcp]
+    #[arg(long, env = "MCP_SANDBOX_OAUTH_AUDIENCE")]
+    pub oauth_audience: Option<String>,
+
+    /// A CA certificate (PEM) to trust for the issuers' HTTPS, beside the platform's
+    #[arg(long, env = "MCP_SANDBOX_OAUTH_CA_FILE")]
+    pub oauth_ca_file: Option<PathBuf>,
+
+    /// RFC 7662 introspection endpoint, for opaque (non-JWT) access tokens
+    #[arg(
+        long,
+        env = "MCP_SANDBOX_OAUTH_INTROSPECTION_URL",
+        requires_all = ["oauth_issuers", "oauth_client_id", "oauth_client_secret"]
+    )]
+    pub oauth_introspection_url: Option<String>,
+
+    /// This server's client id at the introspection endpoint
+    #[arg(long, env = "MCP_SANDBOX_OAUTH_CLIENT_ID")]
+    pub oauth_client_id: Option<String>,
+
+    /// This server's client secret at the introspection endpoint
+    #[arg(long, env = "MCP_SANDBOX_OAUTH_CLIENT_SECRET", hide_env_values = true)]
+    pub oauth_client_secret: Option<Secret>,
+
+    /// The scope that grants every tool
+    #[arg(
+        long,
+        env = "MCP_SANDBOX_OAUTH_SCOPE_TOOLS",
+        default_value = "mcp:tools"
+    )]
+    pub oauth_scope_tools: String,
+
+    /// The prefix of a scope that grants one tool (PREFIX + the tool's name)
+    #[arg(
+        long,
+        env = "MCP_SANDBOX_OAUTH_SCOPE_TOOL_PREFIX",
+        default_value = "mcp:tool:"
+    )]
+    pub oauth_scope_tool_prefix: String,
+
+    /// The scope that grants the admin API
+    #[arg(
+        long,
+        env = "MCP_SANDBOX_OAUTH_SCOPE_ADMIN",
+        default_value = "mcp:admin"
+    )]
+    pub oauth_scope_admin: String,
 }
 
 #[derive(Debug, Args)]
@@ -208,16 +342,18 @@ pub struct CommonArgs {
     )]
     pub metrics_tls_key: Option<PathBuf>,
 
-    /// The server's public base URL (e.g. https://mcp.example.com), for the OAuth
-    /// protected-resource metadata; defaults to http://<Host header>
+    /// The server's public base URL (e.g. https://mcp.example.com): the OAuth audience
+    /// and the protected-resource metadata; defaults to http(s)://<Host header>
     #[arg(long, env = "MCP_SANDBOX_PUBLIC_URL")]
     pub public_url: Option<String>,
 
-    /// An OAuth authorization server clients may get tokens from (RFC 9728 metadata)
+    /// Removed: it advertised an authorization server whose tokens the server then
+    /// refused. Kept only to say so at start (use --oauth-issuer)
     #[arg(
         long = "authorization-server",
         env = "MCP_SANDBOX_AUTHORIZATION_SERVERS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide = true
     )]
     pub authorization_servers: Vec<String>,
 
@@ -387,6 +523,13 @@ impl CommonArgs {
 
     /// Refuses flags that are gone, saying what to do instead.
     pub fn check_removed(&self) -> anyhow::Result<()> {
+        if !self.authorization_servers.is_empty() {
+            anyhow::bail!(
+                "--authorization-server (MCP_SANDBOX_AUTHORIZATION_SERVERS) was removed: it \
+                 advertised an authorization server whose tokens the server did not accept. \
+                 Use --oauth-issuer, which accepts its tokens and advertises it"
+            );
+        }
         if self.db_role.is_some() {
             anyhow::bail!(
                 "--db-role (MCP_SANDBOX_DB_ROLE) was removed: PostgreSQL lets any statement \
@@ -449,7 +592,7 @@ impl ServeArgs {
         if let Some(path) = &self.tokens_file {
             specs.extend(tokens::load(path)?);
         }
-        let tokens = if self.insecure_no_auth && specs.is_empty() {
+        let tokens = if specs.is_empty() && (self.insecure_no_auth || self.oauth.enabled()) {
             specs
         } else {
             tokens::validate(specs)?

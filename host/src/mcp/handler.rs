@@ -172,7 +172,6 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = identity(&context);
-        let caller_name = caller.as_ref().map_or("none", |c| &*c.name).to_owned();
         let allowed = caller.as_ref().is_some_and(|c| c.may_call(&request.name));
         if !allowed && let Some(spec) = self.runtime.tool(&request.name) {
             self.metrics
@@ -180,7 +179,8 @@ impl ServerHandler for McpHandler {
             tracing::info!(
                 target: "mcp_sandbox::invocation",
                 tool = &*request.name,
-                token = caller_name,
+                caller = caller.as_ref().map(|c| &*c.name),
+                client = caller.as_ref().and_then(|c| c.client.as_deref()),
                 outcome = "denied",
                 "tools/call"
             );
@@ -195,7 +195,7 @@ impl ServerHandler for McpHandler {
             .runtime
             .call_tool(&request.name, &arguments, &context.ct)
             .await;
-        log_invocation(&request.name, &caller_name, &invocation);
+        log_invocation(&request.name, caller.as_ref(), &invocation);
         to_mcp_result(invocation).map(CallToolResponse::from)
     }
 }
@@ -272,14 +272,21 @@ pub(crate) fn to_mcp_result(
 }
 
 /// One line per invocation: what ran, which version, how it ended, where time went.
-pub(crate) fn log_invocation(tool: &str, token: &str, invocation: &Invocation<ToolOutput>) {
+/// The caller is named by its token's name or its OAuth subject and client, never by
+/// anything secret.
+pub(crate) fn log_invocation(
+    tool: &str,
+    caller: Option<&Identity>,
+    invocation: &Invocation<ToolOutput>,
+) {
     let outcome = invocation.outcome();
     let t = &invocation.timings;
     let digest = invocation.digest.as_deref().map(|d| &d[..d.len().min(12)]);
     tracing::info!(
         target: "mcp_sandbox::invocation",
         tool,
-        token,
+        caller = caller.map(|c| &*c.name),
+        client = caller.and_then(|c| c.client.as_deref()),
         component = invocation.component.as_deref(),
         digest,
         outcome,

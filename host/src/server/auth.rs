@@ -1,9 +1,12 @@
 //! Bearer-token authentication: the SHA-256 digest of the presented token compared in
 //! constant time with the digest of every configured token (digests have one length, so
-//! neither the comparison nor an early exit on length says anything about a token), and
-//! the identity a request carries on (its name, never the token, and its scopes).
+//! neither the comparison nor an early exit on length says anything about a token); then,
+//! when OAuth is on, the token as an access token (`oauth/`). The result is the identity
+//! a request carries on (a name, never the token, and its scopes).
 
+use super::oauth::{Rejection, ScopeMap, Verifier};
 pub use crate::access::Identity;
+use crate::access::Origin;
 use crate::config::Access;
 use http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
@@ -31,26 +34,40 @@ impl std::fmt::Debug for TokenDigest {
 pub enum Denied {
     Missing,
     Malformed,
+    /// no configured token, and not an access token either (OAuth off)
     Invalid,
+    /// an access token that did not pass
+    Token(Rejection),
 }
 
 impl Denied {
-    /// The `reason` label of `auth_failures_total`.
+    /// The `reason` label of `auth_failures_total` (a bounded set).
     pub fn reason(self) -> &'static str {
         match self {
             Denied::Missing => "missing",
             Denied::Malformed => "malformed",
             Denied::Invalid => "invalid",
+            Denied::Token(rejection) => rejection.reason(),
+        }
+    }
+
+    /// The `error_description` of the challenge, when there is more to say.
+    pub fn description(self) -> Option<&'static str> {
+        match self {
+            Denied::Token(rejection) => Some(rejection.description()),
+            _ => None,
         }
     }
 }
 
-/// The configured tokens, and whether callers without a valid one are let in anyway
-/// (authentication off: they are anonymous, with every tool and no admin rights).
+/// The configured tokens, OAuth when on, and whether callers without a valid token are
+/// let in anyway (authentication off: they are anonymous, with every tool and no admin
+/// rights).
 #[derive(Clone, Debug)]
 pub struct Auth {
     tokens: Vec<(TokenDigest, Identity)>,
     anonymous: bool,
+    oauth: Option<(Verifier, ScopeMap)>,
 }
 
 impl Auth {
@@ -61,8 +78,10 @@ impl Auth {
             .map(|spec| {
                 let identity = Identity {
                     name: Arc::from(spec.name),
+                    client: None,
                     tools: spec.tools.map(Arc::new),
                     admin: spec.admin,
+                    origin: Origin::Token,
                 };
                 (TokenDigest::of(spec.secret.expose().as_bytes()), identity)
             })
@@ -70,7 +89,19 @@ impl Auth {
         Self {
             tokens,
             anonymous: access.anonymous,
+            oauth: None,
         }
+    }
+
+    /// Accepts OAuth access tokens too.
+    pub fn with_oauth(mut self, verifier: Verifier) -> Self {
+        let scopes = verifier.settings().scopes.clone();
+        self.oauth = Some((verifier, scopes));
+        self
+    }
+
+    pub fn oauth(&self) -> Option<&Verifier> {
+        self.oauth.as_ref().map(|(verifier, _)| verifier)
     }
 
     /// No tokens at all: every caller is anonymous.
@@ -86,20 +117,21 @@ impl Auth {
         !self.anonymous
     }
 
-    pub fn check(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
-        match self.token_identity(headers) {
+    pub async fn check(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
+        match self.token_identity(headers).await {
             Err(_) if self.anonymous => Ok(Identity::anonymous()),
             result => result,
         }
     }
 
-    /// The identity of a caller that presented a configured token; `None` for everyone
-    /// else, anonymous callers included (the probes' details are for token holders).
-    pub fn token_holder(&self, headers: &HeaderMap) -> Option<Identity> {
-        self.token_identity(headers).ok()
+    /// The identity of a caller that presented a configured token or a valid access
+    /// token; `None` for everyone else, anonymous callers included (the probes' details
+    /// are for token holders).
+    pub async fn token_holder(&self, headers: &HeaderMap) -> Option<Identity> {
+        self.token_identity(headers).await.ok()
     }
 
-    fn token_identity(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
+    async fn token_identity(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
         let value = headers
             .get(header::AUTHORIZATION)
             .ok_or(Denied::Missing)?
@@ -109,15 +141,26 @@ impl Auth {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(Denied::Malformed);
         }
-        let presented = TokenDigest::of(presented.trim().as_bytes());
+        let presented = presented.trim();
+        let digest = TokenDigest::of(presented.as_bytes());
         // Compare with every token so the time taken does not say which one matched.
         let mut found = None;
-        for (digest, identity) in &self.tokens {
-            if bool::from(digest.0.ct_eq(&presented.0)) {
+        for (known, identity) in &self.tokens {
+            if bool::from(known.0.ct_eq(&digest.0)) {
                 found = Some(identity);
             }
         }
-        found.cloned().ok_or(Denied::Invalid)
+        if let Some(identity) = found {
+            return Ok(identity.clone());
+        }
+        match &self.oauth {
+            Some((verifier, scopes)) => verifier
+                .verify(presented)
+                .await
+                .map(|grant| scopes.identity(&grant))
+                .map_err(Denied::Token),
+            None => Err(Denied::Invalid),
+        }
     }
 
     /// Only the digests of the tokens are kept (for the unit test that says so).
@@ -130,6 +173,14 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Auth::check`, run to completion (no I/O happens without OAuth).
+    pub(super) fn check(auth: &Auth, headers: &HeaderMap) -> Result<Identity, Denied> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(auth.check(headers))
+    }
     use crate::config::Secret;
     use crate::config::tokens::TokenSpec;
     use http::HeaderValue;
@@ -160,25 +211,27 @@ mod tests {
     fn accepts_the_right_token_only() {
         let auth = auth(vec![spec("ci", "s3cret-s3cret-s3cret", None, false)]);
         assert_eq!(
-            &*auth
-                .check(&headers("Bearer s3cret-s3cret-s3cret"))
+            &*check(&auth, &headers("Bearer s3cret-s3cret-s3cret"))
                 .unwrap()
                 .name,
             "ci"
         );
-        assert!(auth.check(&headers("bearer s3cret-s3cret-s3cret")).is_ok());
+        assert!(check(&auth, &headers("bearer s3cret-s3cret-s3cret")).is_ok());
         assert_eq!(
-            auth.check(&headers("Bearer s3cret-s3cret-s3cre")),
+            check(&auth, &headers("Bearer s3cret-s3cret-s3cre")),
             Err(Denied::Invalid)
         );
         assert_eq!(
-            auth.check(&headers("Bearer s3cret-s3cret-s3cretx")),
+            check(&auth, &headers("Bearer s3cret-s3cret-s3cretx")),
             Err(Denied::Invalid)
         );
-        assert_eq!(auth.check(&headers("Basic s3cret")), Err(Denied::Malformed));
-        assert_eq!(auth.check(&headers("s3cret")), Err(Denied::Malformed));
-        assert_eq!(auth.check(&HeaderMap::new()), Err(Denied::Missing));
-        assert!(Auth::disabled().check(&HeaderMap::new()).is_ok());
+        assert_eq!(
+            check(&auth, &headers("Basic s3cret")),
+            Err(Denied::Malformed)
+        );
+        assert_eq!(check(&auth, &headers("s3cret")), Err(Denied::Malformed));
+        assert_eq!(check(&auth, &HeaderMap::new()), Err(Denied::Missing));
+        assert!(check(&Auth::disabled(), &HeaderMap::new()).is_ok());
     }
 
     #[test]
@@ -192,12 +245,10 @@ mod tests {
             ),
             spec("ops", "ops-token-0123456789", None, true),
         ]);
-        let reader = auth
-            .check(&headers("Bearer reader-token-0123456789"))
-            .unwrap();
+        let reader = check(&auth, &headers("Bearer reader-token-0123456789")).unwrap();
         assert!(reader.may_call("list_tables") && !reader.may_call("query_sql"));
         assert!(!reader.admin);
-        let ops = auth.check(&headers("Bearer ops-token-0123456789")).unwrap();
+        let ops = check(&auth, &headers("Bearer ops-token-0123456789")).unwrap();
         assert!(ops.may_call("query_sql") && ops.admin);
         assert!(
             !format!("{auth:?}").contains("reader-token"),
@@ -208,6 +259,7 @@ mod tests {
 
 #[cfg(test)]
 mod digest_tests {
+    use super::tests::check;
     use super::*;
     use crate::config::Secret;
     use crate::config::tokens::TokenSpec;
@@ -247,7 +299,7 @@ mod digest_tests {
             "s3cret-s3cret-s3cretx",
             &"x".repeat(4096),
         ] {
-            assert_eq!(auth.check(&bearer(wrong)), Err(Denied::Invalid));
+            assert_eq!(check(&auth, &bearer(wrong)), Err(Denied::Invalid));
         }
     }
 
@@ -256,22 +308,20 @@ mod digest_tests {
     #[test]
     fn anonymous_callers_are_never_admins() {
         let open = Auth::disabled();
-        let anonymous = open.check(&HeaderMap::new()).unwrap();
+        let anonymous = check(&open, &HeaderMap::new()).unwrap();
         assert!(!anonymous.admin && anonymous.may_call("query_sql"));
         let with_admin = Auth::new(Access {
             tokens: vec![one("admin", "admin-token-0123456789", true)],
             anonymous: true,
         });
-        assert!(!with_admin.check(&HeaderMap::new()).unwrap().admin);
+        assert!(!check(&with_admin, &HeaderMap::new()).unwrap().admin);
         assert!(
-            !with_admin
-                .check(&bearer("wrong-token-0123456789"))
+            !check(&with_admin, &bearer("wrong-token-0123456789"))
                 .unwrap()
                 .admin
         );
         assert!(
-            with_admin
-                .check(&bearer("admin-token-0123456789"))
+            check(&with_admin, &bearer("admin-token-0123456789"))
                 .unwrap()
                 .admin
         );

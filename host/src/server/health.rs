@@ -54,13 +54,13 @@ impl ProbeCache {
 }
 
 /// Whether this probe may see the full report.
-fn detailed(app: &App, headers: &HeaderMap) -> bool {
-    app.auth.token_holder(headers).is_some()
+async fn detailed(app: &App, headers: &HeaderMap) -> bool {
+    app.auth.token_holder(headers).await.is_some()
 }
 
 pub async fn health(app: &App, headers: &HeaderMap) -> Response<Body> {
     let (status, body) = app.health.get(|| check(app)).await;
-    if detailed(app, headers) {
+    if detailed(app, headers).await {
         return respond::json(status, &body);
     }
     let checks: Vec<Value> = body["checks"]
@@ -133,7 +133,7 @@ pub async fn ready(app: &App, headers: &HeaderMap) -> Response<Body> {
     } else {
         app.readiness.get(|| readiness(app)).await
     };
-    if detailed(app, headers) {
+    if detailed(app, headers).await {
         return respond::json(status, &body);
     }
     respond::json(status, &json!({"ready": body["ready"]}))
@@ -161,6 +161,22 @@ async fn readiness(app: &App) -> (StatusCode, Value) {
             }
         })
         .collect();
+    // An OAuth issuer whose keys are not known: its tokens are refused until they are.
+    let oauth: Vec<Value> = app
+        .auth
+        .oauth()
+        .map(|verifier| verifier.status())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|status| {
+            if let Some(error) = &status.error
+                && status.keys == 0
+            {
+                reasons.push(format!("OAuth issuer {}: no keys: {error}", status.issuer));
+            }
+            json!(status)
+        })
+        .collect();
     // A file in the components directory that failed validation: the old version (or
     // none) is serving, not what the operator shipped.
     let rejected: Vec<Value> = app
@@ -186,6 +202,7 @@ async fn readiness(app: &App) -> (StatusCode, Value) {
             "database": database,
             "components": components,
             "rejected": rejected,
+            "oauth": oauth,
         }),
     )
 }

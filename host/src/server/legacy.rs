@@ -25,7 +25,7 @@ impl App {
             self.sse_keep_alive,
             &self.streams,
         );
-        tracing::info!(%session, token = &*identity.name, "legacy SSE session opened");
+        tracing::info!(%session, caller = &*identity.name, "legacy SSE session opened");
         let mut response = Response::new(BodyExt::boxed(body));
         let headers = response.headers_mut();
         headers.insert(
@@ -56,6 +56,9 @@ impl App {
             Ok(bytes) => bytes,
             Err(response) => return *response,
         };
+        if let Err(response) = self.step_up(&identity, &parts.headers, &bytes) {
+            return *response;
+        }
         if let Err(rejection) = validate::check(&bytes) {
             return respond::json(StatusCode::BAD_REQUEST, &rejection.to_json());
         }

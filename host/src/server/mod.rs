@@ -7,6 +7,7 @@ mod conn;
 mod health;
 mod hosts;
 mod legacy;
+pub mod oauth;
 mod origin;
 mod respond;
 mod routes;
@@ -69,11 +70,10 @@ pub struct Settings {
     pub tls_watch_interval: Duration,
 }
 
-/// What the OAuth protected-resource metadata says about us.
+/// Where the server is reachable, as its clients see it.
 #[derive(Clone, Debug, Default)]
 pub struct PublicSettings {
     pub base_url: Option<String>,
-    pub authorization_servers: Vec<String>,
 }
 
 impl Settings {
@@ -180,6 +180,9 @@ impl App {
         let mut sessions = LocalSessionManager::default();
         sessions.session_config.keep_alive = Some(settings.session_idle_timeout);
         let sessions = Arc::new(sessions);
+        if settings.auth.oauth().is_some() {
+            metrics.declare_auth_failures(oauth::Rejection::ALL.iter().map(|r| r.reason()));
+        }
         let handler = McpHandler::new(runtime.clone(), metrics.clone());
         let factory = handler.clone();
         let mcp = StreamableHttpService::new(move || Ok(factory.clone()), sessions.clone(), config);

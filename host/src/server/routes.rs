@@ -6,6 +6,7 @@
 
 use super::respond::{self, Body};
 use super::{App, Denied, Identity, admin, health, legacy, wellknown};
+use crate::access::Origin;
 use crate::mcp::validate;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -90,12 +91,12 @@ impl App {
                 Method::GET | Method::HEAD => wellknown::metadata(self, request.headers()),
                 _ => method_not_allowed("GET, HEAD"),
             },
-            "/metrics" => match self.authenticate(request.headers()) {
+            "/metrics" => match self.authenticate(request.headers()).await {
                 Err(response) => *response,
                 Ok(_) => self.metrics_response().await,
             },
             "/mcp" => {
-                let identity = match self.authenticate(request.headers()) {
+                let identity = match self.authenticate(request.headers()).await {
                     Ok(identity) => identity,
                     Err(response) => return *response,
                 };
@@ -105,6 +106,11 @@ impl App {
                     Ok(body) => body,
                     Err(response) => return *response,
                 };
+                if let Some(identity) = parts.extensions.get::<Identity>()
+                    && let Err(response) = self.step_up(identity, &parts.headers, &body)
+                {
+                    return *response;
+                }
                 let deleting = parts.method == Method::DELETE;
                 let mut mcp = self.mcp.clone();
                 let response = match mcp.call(Request::from_parts(parts, Full::new(body))).await {
@@ -121,7 +127,7 @@ impl App {
                 response
             }
             "/sse" => {
-                let identity = match self.authenticate(request.headers()) {
+                let identity = match self.authenticate(request.headers()).await {
                     Ok(identity) => identity,
                     Err(response) => return *response,
                 };
@@ -131,7 +137,7 @@ impl App {
                 }
             }
             "/messages" | legacy::MESSAGES_PATH => {
-                let identity = match self.authenticate(request.headers()) {
+                let identity = match self.authenticate(request.headers()).await {
                     Ok(identity) => identity,
                     Err(response) => return *response,
                 };
@@ -141,12 +147,13 @@ impl App {
                 }
             }
             p if p.starts_with("/admin/") => {
-                let identity = match self.authenticate(request.headers()) {
+                let identity = match self.authenticate(request.headers()).await {
                     Ok(identity) => identity,
                     Err(response) => return *response,
                 };
                 if !identity.admin {
-                    return self.forbidden(request.headers(), "admin");
+                    let scope = self.admin_scope(&identity);
+                    return self.forbidden(request.headers(), &scope);
                 }
                 admin::handle(self, request).await
             }
@@ -252,16 +259,25 @@ impl App {
     }
 
     /// The caller's identity, or the 401 to send.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, Box<Response<Body>>> {
-        self.auth.check(headers).map_err(|denied| {
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, Box<Response<Body>>> {
+        self.auth.check(headers).await.map_err(|denied| {
             self.metrics.auth_failure(denied.reason());
             tracing::info!(reason = denied.reason(), "authentication failed");
-            let error = (denied == Denied::Invalid).then_some(("invalid_token", ""));
+            let challenge = match denied {
+                Denied::Invalid | Denied::Token(_) => {
+                    wellknown::Challenge::InvalidToken(denied.description().unwrap_or(""))
+                }
+                Denied::Missing | Denied::Malformed => wellknown::Challenge::Missing,
+            };
             let mut response = respond::error(
                 StatusCode::UNAUTHORIZED,
-                "a valid bearer token is required (Authorization: Bearer <token>)",
+                denied
+                    .description()
+                    .unwrap_or("a valid bearer token is required (Authorization: Bearer <token>)"),
             );
-            if let Ok(value) = HeaderValue::from_str(&wellknown::challenge(self, headers, error)) {
+            if let Ok(value) =
+                HeaderValue::from_str(&wellknown::challenge(self, headers, challenge))
+            {
                 response
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, value);
@@ -270,19 +286,64 @@ impl App {
         })
     }
 
+    /// The scope that grants the admin API, as the caller would ask for it.
+    fn admin_scope(&self, identity: &Identity) -> String {
+        match (identity.origin, self.auth.oauth()) {
+            (Origin::OAuth, Some(verifier)) => verifier.settings().scopes.admin.clone(),
+            _ => "admin".to_owned(),
+        }
+    }
+
+    /// 403 with an `insufficient_scope` challenge naming `scope`, so an OAuth client can
+    /// ask for it.
     fn forbidden(&self, headers: &HeaderMap, scope: &str) -> Response<Body> {
         self.metrics.auth_failure("insufficient_scope");
         let mut response = respond::error(
             StatusCode::FORBIDDEN,
             &format!("this token lacks the `{scope}` scope"),
         );
-        let challenge = wellknown::challenge(self, headers, Some(("insufficient_scope", scope)));
+        let challenge = wellknown::challenge(
+            self,
+            headers,
+            wellknown::Challenge::InsufficientScope(scope),
+        );
         if let Ok(value) = HeaderValue::from_str(&challenge) {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);
         }
         response
+    }
+
+    /// For an OAuth caller, a `tools/call` of a tool its scopes do not grant is refused
+    /// at the HTTP level (403, `insufficient_scope` naming the tool's scope), so the
+    /// client can step up; static tokens keep the JSON-RPC error (-32003), which the
+    /// handler sends.
+    pub(super) fn step_up(
+        &self,
+        identity: &Identity,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), Box<Response<Body>>> {
+        let Some(verifier) = self.auth.oauth() else {
+            return Ok(());
+        };
+        if identity.origin != Origin::OAuth {
+            return Ok(());
+        }
+        let Some(tool) = validate::called_tool(body) else {
+            return Ok(());
+        };
+        if identity.may_call(&tool) || self.runtime.tool(&tool).is_none() {
+            return Ok(());
+        }
+        tracing::info!(
+            tool,
+            caller = &*identity.name,
+            "tools/call outside the token's scopes"
+        );
+        let scope = verifier.settings().scopes.for_tool(&tool);
+        Err(Box::new(self.forbidden(headers, &scope)))
     }
 
     fn check_origin(&self, headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {

@@ -1,5 +1,6 @@
 //! OAuth 2.0 Protected Resource Metadata (RFC 9728), so clients that follow the MCP
-//! authorization spec learn how to authenticate from the 401 challenge.
+//! authorization spec learn how to authenticate from the 401 challenge; served, and
+//! pointed to, only when OAuth is on.
 
 use super::App;
 use super::respond::{self, Body};
@@ -27,30 +28,68 @@ pub fn base_url(app: &App, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
-pub fn metadata(app: &App, headers: &HeaderMap) -> Response<Body> {
-    let base = base_url(app, headers);
-    let mut body = json!({
-        "resource": format!("{base}/mcp"),
+/// The protected-resource metadata, when OAuth is on (404 otherwise: advertising an
+/// authorization server whose tokens the server would refuse sends clients into an OAuth
+/// flow that cannot succeed): the resource (the audience tokens must name), the issuers,
+/// and the scopes this server understands.
+pub fn metadata(app: &App, _headers: &HeaderMap) -> Response<Body> {
+    let Some(verifier) = app.auth.oauth() else {
+        return respond::error(
+            StatusCode::NOT_FOUND,
+            "this server takes static bearer tokens; OAuth is not configured (--oauth-issuer)",
+        );
+    };
+    let settings = verifier.settings();
+    let tools = app.runtime.tools();
+    let body = json!({
+        "resource": settings.audience,
         "resource_name": "mcp-sandbox",
+        "authorization_servers": settings.issuers,
         "bearer_methods_supported": ["header"],
-        "scopes_supported": ["tools", "admin"],
+        "scopes_supported": settings.scopes.supported(tools.iter().map(|t| t.name.as_str())),
     });
-    if !app.public.authorization_servers.is_empty() {
-        body["authorization_servers"] = json!(app.public.authorization_servers);
-    }
     respond::json(StatusCode::OK, &body)
 }
 
-/// The `WWW-Authenticate` value of a 401 or 403.
-pub fn challenge(app: &App, headers: &HeaderMap, error: Option<(&str, &str)>) -> String {
-    let base = base_url(app, headers);
-    let mut value =
-        format!("Bearer realm=\"mcp-sandbox\", resource_metadata=\"{base}{METADATA_PATH}\"");
-    if let Some((code, scope)) = error {
-        value.push_str(&format!(", error=\"{code}\""));
-        if !scope.is_empty() {
-            value.push_str(&format!(", scope=\"{scope}\""));
+/// What a challenge adds to `Bearer realm=…`.
+pub enum Challenge<'a> {
+    /// no token, or an unusable header
+    Missing,
+    /// RFC 6750 `invalid_token`, with a description when there is one
+    InvalidToken(&'a str),
+    /// RFC 6750 `insufficient_scope`, naming the scope that would do
+    InsufficientScope(&'a str),
+}
+
+/// The `WWW-Authenticate` value of a 401 or 403. With OAuth on it points at the metadata
+/// (RFC 9728) and names the scope to ask for.
+pub fn challenge(app: &App, headers: &HeaderMap, challenge: Challenge<'_>) -> String {
+    let mut value = String::from("Bearer realm=\"mcp-sandbox\"");
+    let oauth = app.auth.oauth();
+    if oauth.is_some() {
+        let base = base_url(app, headers);
+        value.push_str(&format!(", resource_metadata=\"{base}{METADATA_PATH}\""));
+    }
+    match challenge {
+        Challenge::Missing => {}
+        Challenge::InvalidToken(description) => {
+            value.push_str(", error=\"invalid_token\"");
+            if !description.is_empty() {
+                value.push_str(&format!(", error_description=\"{description}\""));
+            }
         }
+        Challenge::InsufficientScope(scope) => {
+            value.push_str(&format!(
+                ", error=\"insufficient_scope\", scope=\"{scope}\""
+            ));
+            return value;
+        }
+    }
+    if let Some(verifier) = oauth {
+        value.push_str(&format!(
+            ", scope=\"{}\"",
+            verifier.settings().scopes.all_tools
+        ));
     }
     value
 }

@@ -4,6 +4,7 @@ pub mod client;
 pub mod db;
 pub mod load;
 pub mod metrics;
+pub mod oauth;
 pub mod pki;
 pub mod server;
 pub mod tls_db;
@@ -33,6 +34,14 @@ pub fn fixture(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A port nothing listens on right now (racy in theory; fine on this machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A temporary directory, removed on drop.

@@ -4,7 +4,7 @@
 use super::client::{Http, Mcp};
 use clap::Parser;
 use mcp_sandbox::config::{Cli, Command};
-use mcp_sandbox::server::{self, Auth};
+use mcp_sandbox::server;
 use std::net::SocketAddr;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -54,7 +54,7 @@ impl TestServer {
         let Command::Serve(serve) = cli.command else {
             unreachable!("parsed a serve command")
         };
-        let auth = Auth::new(serve.access().expect("valid tokens"));
+        let auth = serve.auth().expect("valid authentication settings");
         let app = mcp_sandbox::build_app(
             serve.database_url.expose(),
             auth,
@@ -179,13 +179,13 @@ pub async fn start_error(url: &str, flags: &[&str]) -> Option<String> {
     let Command::Serve(serve) = cli.command else {
         unreachable!("parsed a serve command")
     };
-    let access = match serve.access() {
-        Ok(access) => access,
+    let auth = match serve.auth() {
+        Ok(auth) => auth,
         Err(e) => return Some(format!("{e:#}")),
     };
     mcp_sandbox::build_app(
         serve.database_url.expose(),
-        Auth::new(access),
+        auth,
         serve.listen,
         &serve.common,
     )

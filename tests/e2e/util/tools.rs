@@ -68,6 +68,12 @@ pub fn typescript_client() -> PathBuf {
     repo().join("interop/typescript/client.mjs")
 }
 
+/// The test authorization server's script (oidc-provider installed beside it).
+pub fn authorization_server() -> PathBuf {
+    installed("interop/oauth/node_modules/oidc-provider");
+    repo().join("interop/oauth/server.mjs")
+}
+
 /// nginx, unpacked from Debian's package.
 pub fn nginx() -> PathBuf {
     installed("target/nginx/usr/sbin/nginx")
