@@ -22,6 +22,8 @@ pub struct Identity {
     pub name: Arc<str>,
     /// the OAuth client (`client_id` or `azp`)
     pub client: Option<Arc<str>>,
+    /// the OAuth issuer that vouched for `name`
+    pub issuer: Option<Arc<str>>,
     /// `None`: every tool
     pub tools: Option<Arc<BTreeSet<String>>>,
     /// may use the admin API
@@ -36,6 +38,7 @@ impl Identity {
         Self {
             name: Arc::from("anonymous"),
             client: None,
+            issuer: None,
             tools: None,
             admin: false,
             origin: Origin::Anonymous,
@@ -44,5 +47,53 @@ impl Identity {
 
     pub fn may_call(&self, tool: &str) -> bool {
         self.tools.as_ref().is_none_or(|tools| tools.contains(tool))
+    }
+
+    /// Whether the caller may do anything here at all (an OAuth token with none of this
+    /// server's scopes may not: it sees no metrics and no probe details either).
+    pub fn grants_anything(&self) -> bool {
+        self.admin || self.tools.as_ref().is_none_or(|tools| !tools.is_empty())
+    }
+
+    /// Who owns what this caller opens (a legacy SSE session): distinct for a static
+    /// token and an OAuth subject of the same name, and for one subject of two issuers.
+    pub fn owner(&self) -> String {
+        match (self.origin, &self.issuer) {
+            (Origin::OAuth, Some(issuer)) => format!("oauth {issuer} {}", self.name),
+            (Origin::OAuth, None) => format!("oauth {}", self.name),
+            (Origin::Token, _) => format!("token {}", self.name),
+            (Origin::Anonymous, _) => "anonymous".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oauth(name: &str, issuer: &str) -> Identity {
+        Identity {
+            name: Arc::from(name),
+            client: None,
+            issuer: Some(Arc::from(issuer)),
+            tools: Some(Arc::new(BTreeSet::new())),
+            admin: false,
+            origin: Origin::OAuth,
+        }
+    }
+
+    #[test]
+    fn owners_differ_by_origin_and_issuer() {
+        let token = Identity {
+            origin: Origin::Token,
+            issuer: None,
+            ..oauth("ci", "")
+        };
+        let a = oauth("ci", "https://a");
+        let b = oauth("ci", "https://b");
+        assert_ne!(token.owner(), a.owner());
+        assert_ne!(a.owner(), b.owner());
+        assert!(!a.grants_anything());
+        assert!(Identity::anonymous().grants_anything());
     }
 }

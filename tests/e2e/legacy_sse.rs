@@ -15,17 +15,17 @@ crate::trials!(legacy_sse: handshake_and_tools_over_the_2024_11_05_transport, to
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A legacy session: its stream, and where to post.
-struct Legacy {
+pub(crate) struct Legacy {
     http: Http,
     auth: String,
     stream: SseStream,
-    endpoint: String,
+    pub(crate) endpoint: String,
     next_id: u64,
 }
 
 impl Legacy {
     /// `GET /sse`, reading the `endpoint` event that must come first.
-    async fn open(server: &TestServer) -> Self {
+    pub(crate) async fn open(server: &TestServer) -> Self {
         let auth = format!("Bearer {}", server.token.as_deref().unwrap());
         let http = server.http();
         let response = http
@@ -55,7 +55,7 @@ impl Legacy {
         }
     }
 
-    async fn post(&self, message: &Value) -> crate::util::client::Response {
+    pub(crate) async fn post(&self, message: &Value) -> crate::util::client::Response {
         self.http
             .post(
                 &self.endpoint,
@@ -94,7 +94,7 @@ impl Legacy {
         }
     }
 
-    async fn initialize(&mut self, version: &str) -> Value {
+    pub(crate) async fn initialize(&mut self, version: &str) -> Value {
         let answer = self
             .request(
                 "initialize",

@@ -30,10 +30,20 @@ pub(crate) async fn servers(
 }
 
 async fn resource_server(auth: &AuthServer, port: u16, flags: &[&str]) -> TestServer {
+    resource_server_trusting(auth, &auth.ca_file, port, flags).await
+}
+
+/// [`resource_server`], trusting the CA certificates in `ca_file` for HTTPS to issuers.
+async fn resource_server_trusting(
+    auth: &AuthServer,
+    ca_file: &std::path::Path,
+    port: u16,
+    flags: &[&str],
+) -> TestServer {
     let listen = format!("127.0.0.1:{port}");
     let public = format!("http://127.0.0.1:{port}");
     let url = crate::util::db::reader_url();
-    let ca = auth.ca_file.display().to_string();
+    let ca = ca_file.display().to_string();
     let mut args = vec![
         "mcp-sandbox",
         "serve",
@@ -52,7 +62,8 @@ async fn resource_server(auth: &AuthServer, port: u16, flags: &[&str]) -> TestSe
     TestServer::from_args(&args, None).await
 }
 
-/// Waits until the server has the issuer's keys (it fetches them in the background).
+/// Waits until the server has the issuer's keys (it fetches them in the background, and
+/// retries a failed fetch after at most 30 s).
 pub(crate) async fn until_keys_known(server: &TestServer, token: &str) {
     let started = Instant::now();
     loop {
@@ -64,7 +75,7 @@ pub(crate) async fn until_keys_known(server: &TestServer, token: &str) {
             return;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(30),
+            started.elapsed() < Duration::from_secs(90),
             "the issuer's keys never loaded: {}",
             response.header("www-authenticate").unwrap_or_default()
         );
@@ -154,6 +165,15 @@ async fn issued_tokens_are_accepted_and_described_by_metadata() {
         );
         let (status, challenge) = try_token(&server, &token).await;
         assert_eq!(status, StatusCode::OK, "{:?}: {challenge}", key.alg);
+        // Without a `kid`: every published key of the algorithm's kind is tried.
+        let unnamed = key.sign_with(&auth.claims("mcp:tools"), |h| h.kid = None);
+        let (status, challenge) = try_token(&server, &unnamed).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{:?} without kid: {challenge}",
+            key.alg
+        );
     }
 }
 
@@ -169,7 +189,24 @@ async fn metrics_with(server: &TestServer, token: &str) -> String {
 
 async fn forged_and_mistaken_tokens_are_refused_with_their_reason() {
     let key = SigningKey::es256("es256-a");
-    let (auth, server) = servers(Format::Jwt, std::slice::from_ref(&key), &[]).await;
+    let port = free_port();
+    let resource = format!("http://127.0.0.1:{port}/mcp");
+    let auth = AuthServer::start(&resource, Format::Jwt, std::slice::from_ref(&key)).await;
+    // An attacker's authorization server, with a certificate the resource server trusts
+    // too, publishing the attacker's key under the real key's id: a server that followed
+    // `jku` (or fell back to any reachable key set) would accept the attacker's tokens.
+    let impostor_key = SigningKey::es256("es256-a");
+    let attacker =
+        AuthServer::start(&resource, Format::Jwt, std::slice::from_ref(&impostor_key)).await;
+    let dir = crate::util::TempDir::new();
+    let both = dir.path().join("both-cas.pem");
+    std::fs::write(&both, format!("{}{}", auth.ca.pem(), attacker.ca.pem())).unwrap();
+    let server = resource_server_trusting(&auth, &both, port, &[]).await;
+    let attacker_jwks = format!("{}/jwks", attacker.issuer);
+    assert!(
+        attacker.jwks_public().await.contains("es256-a"),
+        "the attacker's key set"
+    );
     let good = key.sign(&auth.claims("mcp:tools"));
     until_keys_known(&server, &good).await;
     assert_eq!(
@@ -209,12 +246,11 @@ async fn forged_and_mistaken_tokens_are_refused_with_their_reason() {
         .unwrap()
     };
     let stranger = SigningKey::es256("not-published").sign(&auth.claims("mcp:tools"));
-    let impostor_key = SigningKey::es256("es256-a");
     let impostor = impostor_key.sign(&auth.claims("mcp:tools"));
     // Header fields that name other keys are never followed: only the issuer's key set.
     let elsewhere = impostor_key.sign_with(&auth.claims("mcp:tools"), |header| {
-        header.jku = Some("https://127.0.0.1:1/attacker-jwks".into());
-        header.x5u = Some("https://127.0.0.1:1/attacker.pem".into());
+        header.jku = Some(attacker_jwks.clone());
+        header.x5u = Some(attacker_jwks.clone());
     });
     let id_token = key.sign_with(&auth.claims("mcp:tools"), |header| {
         header.typ = Some("id+jwt".into())
@@ -262,6 +298,16 @@ async fn forged_and_mistaken_tokens_are_refused_with_their_reason() {
             "token_malformed",
         ),
         (
+            "bound to a DPoP key",
+            with(&|c| c["cnf"] = json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})),
+            "token_bound",
+        ),
+        (
+            "oversized",
+            format!("{}.{}.{}", parts[0], "A".repeat(9000), parts[2]),
+            "token_malformed",
+        ),
+        (
             "scope smuggled in another issuer's token",
             {
                 let mut claims = auth.claims("mcp:admin");
@@ -270,7 +316,9 @@ async fn forged_and_mistaken_tokens_are_refused_with_their_reason() {
             },
             "token_issuer",
         ),
-        ("not a token", "x".repeat(40), "token_malformed"),
+        // Neither a JWT nor (without introspection) anything OAuth looks at: a wrong
+        // static token, counted with them.
+        ("not a token", "x".repeat(40), "invalid"),
     ];
     for (what, token, reason) in &cases {
         let counted = |text: &str| count(text, "auth_failures_total", &[("reason", reason)]);
@@ -279,7 +327,7 @@ async fn forged_and_mistaken_tokens_are_refused_with_their_reason() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
         assert!(
             challenge.contains("error=\"invalid_token\"")
-                && challenge.contains("error_description="),
+                && (*reason == "invalid" || challenge.contains("error_description=")),
             "{what}: {challenge}"
         );
         let text = metrics_with(&server, &good).await;
@@ -290,7 +338,7 @@ async fn forged_and_mistaken_tokens_are_refused_with_their_reason() {
 
 async fn scopes_decide_tools_and_the_admin_api() {
     let key = SigningKey::es256("es256-a");
-    let (auth, server) = servers(Format::Jwt, std::slice::from_ref(&key), &[]).await;
+    let (auth, mut server) = servers(Format::Jwt, std::slice::from_ref(&key), &[]).await;
     let lister = auth.token("mcp:tool:list_tables").await;
     until_keys_known(&server, &auth.token("mcp:tools").await).await;
     let mut mcp = Mcp::connect(server.http(), Some(lister.clone()), "2025-06-18").await;
@@ -319,6 +367,23 @@ async fn scopes_decide_tools_and_the_admin_api() {
             && challenge.contains("scope=\"mcp:tool:query_sql\""),
         "{challenge}"
     );
+    // The same over the legacy transport (the call is posted to /messages/).
+    server.token = Some(lister.clone());
+    let mut legacy = crate::legacy_sse::Legacy::open(&server).await;
+    legacy.initialize("2024-11-05").await;
+    let response = legacy.post(&call).await;
+    assert_eq!(
+        response.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        response.text()
+    );
+    assert!(
+        response
+            .header("www-authenticate")
+            .unwrap_or_default()
+            .contains("scope=\"mcp:tool:query_sql\"")
+    );
     // The admin API needs the admin scope.
     let tools_only = auth.token("mcp:tools").await;
     let response = server
@@ -344,11 +409,38 @@ async fn scopes_decide_tools_and_the_admin_api() {
         )
         .await;
     assert_eq!(response.status, StatusCode::OK);
-    // A token with none of this server's scopes may list nothing and call nothing.
+    // A token with none of this server's scopes (any client of the authorization server
+    // can get one) may list nothing, call nothing, and read no metrics or probe details.
     let nothing = auth.token("openid").await;
-    let mut mcp = Mcp::connect(server.http(), Some(nothing), "2025-06-18").await;
+    let mut mcp = Mcp::connect(server.http(), Some(nothing.clone()), "2025-06-18").await;
     let listed = mcp.request("tools/list", json!({})).await;
     assert_eq!(listed["result"]["tools"], json!([]));
+    let bearer = format!("Bearer {nothing}");
+    let metrics = server
+        .http()
+        .get("/metrics", &[("authorization", &bearer)])
+        .await;
+    assert_eq!(metrics.status, StatusCode::FORBIDDEN);
+    let health = server
+        .http()
+        .get("/health", &[("authorization", &bearer)])
+        .await;
+    assert!(
+        health.json().get("components").is_none(),
+        "{}",
+        health.text()
+    );
+    // A token with a scope, already verified, does see the details.
+    let bearer = format!("Bearer {lister}");
+    let health = server
+        .http()
+        .get("/health", &[("authorization", &bearer)])
+        .await;
+    assert!(
+        health.json().get("components").is_some(),
+        "{}",
+        health.text()
+    );
 }
 
 async fn a_rotated_key_is_accepted_after_one_refresh_and_forged_kids_do_not_hammer_the_issuer() {
@@ -483,6 +575,35 @@ async fn static_tokens_work_beside_oauth() {
     let token = auth.token("mcp:tools").await;
     until_keys_known(&server, &token).await;
     assert_eq!(try_token(&server, &token).await.0, StatusCode::OK);
+    // An OAuth subject named like the static token (`default`) is someone else: it
+    // cannot post into the static token's legacy session.
+    let mut claims = auth.claims("mcp:tools");
+    claims["sub"] = json!("default");
+    let namesake = key.sign(&claims);
+    let mut server = server;
+    server.token = Some(crate::util::server::TOKEN.into());
+    let mut legacy = crate::legacy_sse::Legacy::open(&server).await;
+    legacy.initialize("2024-11-05").await;
+    let ping = json!({"jsonrpc": "2.0", "id": 5, "method": "ping"});
+    let response = server
+        .http()
+        .post(
+            &legacy.endpoint,
+            &[
+                ("authorization", &format!("Bearer {namesake}")),
+                ("content-type", "application/json"),
+            ],
+            &ping.to_string(),
+        )
+        .await;
+    assert_eq!(
+        response.status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        response.text()
+    );
+    // The owner itself still can.
+    assert_eq!(legacy.post(&ping).await.status, StatusCode::ACCEPTED);
 }
 
 /// What an operator can get wrong stops the start, naming the flag: nothing that would

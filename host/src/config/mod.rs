@@ -128,7 +128,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "MCP_SANDBOX_INSECURE_NO_AUTH",
-        conflicts_with_all = ["token", "tokens_file"]
+        conflicts_with_all = ["token", "tokens_file", "oauth_issuers"]
     )]
     pub insecure_no_auth: bool,
 
@@ -196,6 +196,12 @@ impl OAuthArgs {
             }),
             _ => None,
         };
+        let scopes = ScopeMap {
+            all_tools: self.oauth_scope_tools.clone(),
+            tool_prefix: self.oauth_scope_tool_prefix.clone(),
+            admin: self.oauth_scope_admin.clone(),
+        };
+        scopes.validate()?;
         Ok(Some(Settings {
             issuers: self
                 .oauth_issuers
@@ -205,11 +211,7 @@ impl OAuthArgs {
             audience,
             ca_file: self.oauth_ca_file.clone(),
             introspection,
-            scopes: ScopeMap {
-                all_tools: self.oauth_scope_tools.clone(),
-                tool_prefix: self.oauth_scope_tool_prefix.clone(),
-                admin: self.oauth_scope_admin.clone(),
-            },
+            scopes,
         }))
     }
 }

@@ -79,6 +79,7 @@ impl Auth {
                 let identity = Identity {
                     name: Arc::from(spec.name),
                     client: None,
+                    issuer: None,
                     tools: spec.tools.map(Arc::new),
                     admin: spec.admin,
                     origin: Origin::Token,
@@ -124,14 +125,25 @@ impl Auth {
         }
     }
 
-    /// The identity of a caller that presented a configured token or a valid access
-    /// token; `None` for everyone else, anonymous callers included (the probes' details
-    /// are for token holders).
+    /// The identity of a caller that presented a configured token, or an access token
+    /// the verifier already knows to be valid and that grants something here; `None`
+    /// for everyone else, anonymous callers included (the probes' details are for token
+    /// holders). Probes are open to anyone, so no token is checked with the issuer or
+    /// introspected on their account.
     pub async fn token_holder(&self, headers: &HeaderMap) -> Option<Identity> {
-        self.token_identity(headers).await.ok()
+        self.identify(headers, false)
+            .await
+            .ok()
+            .filter(Identity::grants_anything)
     }
 
     async fn token_identity(&self, headers: &HeaderMap) -> Result<Identity, Denied> {
+        self.identify(headers, true).await
+    }
+
+    /// The caller's identity; OAuth tokens are checked in full only when `verify` (else
+    /// from the verifier's cache alone).
+    async fn identify(&self, headers: &HeaderMap, verify: bool) -> Result<Identity, Denied> {
         let value = headers
             .get(header::AUTHORIZATION)
             .ok_or(Denied::Missing)?
@@ -154,12 +166,18 @@ impl Auth {
             return Ok(identity.clone());
         }
         match &self.oauth {
-            Some((verifier, scopes)) => verifier
-                .verify(presented)
-                .await
-                .map(|grant| scopes.identity(&grant))
-                .map_err(Denied::Token),
-            None => Err(Denied::Invalid),
+            // A token OAuth would not look at (not a JWT, and no introspection) is just a
+            // wrong static token.
+            Some((verifier, scopes)) if verifier.handles(presented) => {
+                let grant = match verify {
+                    true => verifier.verify(presented).await,
+                    false => verifier.verify_cached(presented),
+                };
+                grant
+                    .map(|grant| scopes.identity(&grant))
+                    .map_err(Denied::Token)
+            }
+            _ => Err(Denied::Invalid),
         }
     }
 

@@ -11,6 +11,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use rmcp::model::{ClientJsonRpcMessage, GetExtensions};
+use std::sync::Arc;
 
 /// Where clients post their messages; the `endpoint` event names it.
 pub const MESSAGES_PATH: &str = "/messages/";
@@ -20,7 +21,7 @@ impl App {
     pub(super) fn open_legacy_stream(&self, identity: &Identity) -> Response<Body> {
         let (session, body) = self.legacy.open(
             self.handler.clone(),
-            identity.name.clone(),
+            Arc::from(identity.owner()),
             MESSAGES_PATH,
             self.sse_keep_alive,
             &self.streams,
@@ -73,7 +74,7 @@ impl App {
                 return respond::json(StatusCode::BAD_REQUEST, &rejection.to_json());
             }
         };
-        let caller = identity.name.clone();
+        let caller: Arc<str> = Arc::from(identity.owner());
         if let ClientJsonRpcMessage::Request(request) = &mut message {
             // The handler finds the caller's identity here, as for Streamable HTTP.
             parts.extensions.insert(identity);

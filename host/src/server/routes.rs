@@ -93,6 +93,12 @@ impl App {
             },
             "/metrics" => match self.authenticate(request.headers()).await {
                 Err(response) => *response,
+                // An OAuth token with none of this server's scopes (any client of the
+                // organisation's authorization server has one) sees nothing.
+                Ok(identity) if !identity.grants_anything() => {
+                    let scope = self.tools_scope();
+                    self.forbidden(request.headers(), &scope)
+                }
                 Ok(_) => self.metrics_response().await,
             },
             "/mcp" => {
@@ -283,6 +289,13 @@ impl App {
                     .insert(header::WWW_AUTHENTICATE, value);
             }
             Box::new(response)
+        })
+    }
+
+    /// The scope that grants every tool.
+    fn tools_scope(&self) -> String {
+        self.auth.oauth().map_or("tools".to_owned(), |v| {
+            v.settings().scopes.all_tools.clone()
         })
     }
 

@@ -22,7 +22,13 @@ pub fn base_url(app: &App, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+        // A host name, an IP literal and a port only: the value ends up in a header
+        // parameter and a URL a client follows.
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        })
         .unwrap_or("localhost");
     let scheme = if app.is_https() { "https" } else { "http" };
     format!("{scheme}://{host}")

@@ -19,6 +19,23 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Metadata, key sets and introspection answers are small.
 const MAX_BODY: usize = 1 << 20;
 
+/// Why a request to an authorization server failed; names the URL, never credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{url}: {reason}")]
+    Request { url: String, reason: String },
+    #[error("{url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("{url}: reading the answer: {reason}")]
+    Read { url: String, reason: String },
+    #[error("{url} answered {status}")]
+    Status { url: String, status: StatusCode },
+    #[error("{url} did not answer JSON: {reason}")]
+    NotJson { url: String, reason: String },
+    #[error("{url}: no answer within {} s", TIMEOUT.as_secs())]
+    Timeout { url: String },
+}
+
 #[derive(Clone)]
 pub struct Https {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -58,11 +75,14 @@ impl Https {
     }
 
     /// `GET url` as JSON.
-    pub async fn get_json(&self, url: &str) -> Result<Fetched, String> {
+    pub async fn get_json(&self, url: &str) -> Result<Fetched, FetchError> {
         let request = Request::get(url)
             .header(header::ACCEPT, "application/json")
             .body(Full::new(Bytes::new()))
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| FetchError::Request {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
         self.send(url, request).await
     }
 
@@ -73,7 +93,7 @@ impl Https {
         form: &str,
         client_id: &str,
         client_secret: &str,
-    ) -> Result<Fetched, String> {
+    ) -> Result<Fetched, FetchError> {
         use base64::Engine as _;
         let basic = base64::engine::general_purpose::STANDARD.encode(format!(
             "{}:{}",
@@ -87,34 +107,50 @@ impl Https {
             .header(header::ACCEPT, "application/json")
             .header(header::AUTHORIZATION, format!("Basic {basic}"))
             .body(Full::new(Bytes::from(form.to_owned())))
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| FetchError::Request {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
         self.send(url, request).await
     }
 
-    async fn send(&self, url: &str, request: Request<Full<Bytes>>) -> Result<Fetched, String> {
+    async fn send(&self, url: &str, request: Request<Full<Bytes>>) -> Result<Fetched, FetchError> {
+        let owned = url.to_owned();
         let attempt = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| format!("{url}: {}", describe(&e)))?;
+            let url = owned;
+            let response = match self.client.request(request).await {
+                Ok(response) => response,
+                Err(e) => {
+                    let reason = describe(&e);
+                    return Err(FetchError::Connect { url, reason });
+                }
+            };
             let status = response.status();
             let max_age = max_age(response.headers());
-            let body = Limited::new(response.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| format!("{url}: reading the answer: {e}"))?
-                .to_bytes();
+            let body = match Limited::new(response.into_body(), MAX_BODY).collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(e) => {
+                    let reason = e.to_string();
+                    return Err(FetchError::Read { url, reason });
+                }
+            };
             if status != StatusCode::OK {
-                return Err(format!("{url} answered {status}"));
+                return Err(FetchError::Status { url, status });
             }
-            let json = serde_json::from_slice(&body)
-                .map_err(|e| format!("{url} did not answer JSON: {e}"))?;
-            Ok(Fetched { json, max_age })
+            match serde_json::from_slice(&body) {
+                Ok(json) => Ok(Fetched { json, max_age }),
+                Err(e) => Err(FetchError::NotJson {
+                    url,
+                    reason: e.to_string(),
+                }),
+            }
         };
-        tokio::time::timeout(TIMEOUT, attempt)
-            .await
-            .unwrap_or_else(|_| Err(format!("{url}: no answer within {} s", TIMEOUT.as_secs())))
+        match tokio::time::timeout(TIMEOUT, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::Timeout {
+                url: url.to_owned(),
+            }),
+        }
     }
 }
 

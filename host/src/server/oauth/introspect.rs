@@ -11,6 +11,8 @@ use tokio::sync::Semaphore;
 
 /// Introspection requests in flight at once.
 const CONCURRENT: usize = 8;
+/// How long a request waits for one of them.
+const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Introspector {
     settings: IntrospectionSettings,
@@ -28,10 +30,11 @@ impl Introspector {
     }
 
     pub async fn introspect(&self, token: &str, audience: &str) -> Result<Grant, Rejection> {
-        let _permit = self
-            .permits
-            .acquire()
+        // A bounded wait: with the authorization server slow, callers are told to retry
+        // rather than queueing without end.
+        let _permit = tokio::time::timeout(QUEUE_WAIT, self.permits.acquire())
             .await
+            .map_err(|_| Rejection::IntrospectionFailed)?
             .map_err(|_| Rejection::IntrospectionFailed)?;
         let form = format!("token={}&token_type_hint=access_token", form_encode(token));
         let answer = self
@@ -60,8 +63,19 @@ fn grant(answer: &Value, audience: &str) -> Result<Grant, Rejection> {
         return Err(Rejection::Inactive);
     }
     let expires = answer["exp"].as_u64();
-    if expires.is_some_and(|exp| exp + super::LEEWAY.as_secs() < unix_now()) {
+    if expires.is_some_and(|exp| exp.saturating_add(super::LEEWAY.as_secs()) < unix_now()) {
         return Err(Rejection::Expired);
+    }
+    if answer.get("cnf").is_some() {
+        return Err(Rejection::Bound);
+    }
+    // RFC 7662 `token_type`: only a bearer access token is one to accept here.
+    if let Some(kind) = answer.get("token_type")
+        && !kind
+            .as_str()
+            .is_some_and(|k| k.eq_ignore_ascii_case("bearer"))
+    {
+        return Err(Rejection::BadType);
     }
     let audiences: Vec<&str> = match &answer["aud"] {
         Value::String(one) => vec![one.as_str()],
@@ -79,6 +93,7 @@ fn grant(answer: &Value, audience: &str) -> Result<Grant, Rejection> {
         .ok_or(Rejection::Malformed)?;
     Ok(Grant {
         subject,
+        issuer: answer["iss"].as_str().map(str::to_owned),
         client,
         scopes: scopes(answer.get("scope")),
         expires,
@@ -104,6 +119,13 @@ mod tests {
         assert_eq!(grant(&other, aud), Err(Rejection::BadAudience));
         let unnamed = json!({"active": true, "sub": "s", "scope": "mcp:tools"});
         assert_eq!(grant(&unnamed, aud), Err(Rejection::BadAudience));
+        let bound = json!({"active": true, "sub": "s", "aud": aud, "cnf": {"jkt": "x"}});
+        assert_eq!(grant(&bound, aud), Err(Rejection::Bound));
+        let refresh =
+            json!({"active": true, "sub": "s", "aud": aud, "token_type": "refresh_token"});
+        assert_eq!(grant(&refresh, aud), Err(Rejection::BadType));
+        let far = json!({"active": true, "sub": "s", "aud": aud, "exp": u64::MAX});
+        assert!(grant(&far, aud).is_ok());
         let ok = json!({"active": true, "client_id": "c", "scope": "mcp:tools", "aud": [aud]});
         let g = grant(&ok, aud).unwrap();
         assert_eq!(

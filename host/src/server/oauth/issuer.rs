@@ -5,9 +5,9 @@
 //! made-up key ids cannot hammer the issuer.
 
 use super::Rejection;
-use super::client::Https;
+use super::client::{FetchError, Https};
 use arc_swap::ArcSwap;
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::jwk::{Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -17,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Unknown key ids refresh the keys at most this often.
 pub const MIN_REFRESH: Duration = Duration::from_secs(10);
+/// How long a request waits for a refresh that another started.
+const REFRESH_WAIT: Duration = Duration::from_secs(2);
+/// Keys tried for a token without a `kid` (issuers publish a handful).
+const MAX_CANDIDATES: usize = 8;
 /// Background refresh interval, unless the issuer's `max-age` says otherwise (bounded).
 const REFRESH: Duration = Duration::from_secs(300);
 const REFRESH_MIN: Duration = Duration::from_secs(60);
@@ -24,6 +28,32 @@ const REFRESH_MAX: Duration = Duration::from_secs(3600);
 /// After a failed fetch, the next try comes after this, doubling up to [`RETRY_MAX`].
 const RETRY: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Why an issuer's keys could not be had (kept, as text, for `/ready`).
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("no metadata found: {}", join(.0))]
+    NoMetadata(Vec<FetchError>),
+    #[error("{url} names issuer {named:?}, not {expected:?}")]
+    IssuerMismatch {
+        url: String,
+        named: String,
+        expected: String,
+    },
+    #[error("{url} has no jwks_uri")]
+    NoJwksUri { url: String },
+    #[error("{url}: jwks_uri {jwks:?} is not https")]
+    JwksNotHttps { url: String, jwks: String },
+    #[error("the key set has no \"keys\" array")]
+    NoKeys,
+}
+
+fn join(errors: &[FetchError]) -> String {
+    let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    texts.join("; ")
+}
 
 /// A signing key and the one algorithm it may verify.
 #[derive(Clone)]
@@ -109,14 +139,18 @@ impl Issuer {
         });
     }
 
-    /// The key for a token's `kid` and `alg`; on an unknown `kid`, one refresh (unless
-    /// one ran within [`MIN_REFRESH`]) and another look.
-    pub async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<Key, Rejection> {
-        if let Some(key) = self.lookup(kid, alg)? {
-            return Ok(key);
+    /// The keys that may have signed a token with this `kid` and `alg` (without a `kid`,
+    /// every key of the kind). On an unknown `kid`, or before any keys are known, one
+    /// refresh (unless one ran within [`MIN_REFRESH`]) and another look.
+    pub async fn keys_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<Key>, Rejection> {
+        match self.lookup(kid, alg) {
+            Ok(keys) if !keys.is_empty() => return Ok(keys),
+            Ok(_) | Err(Rejection::KeysUnavailable) => {}
+            Err(other) => return Err(other),
         }
-        {
-            let mut last = self.refreshing.lock().await;
+        // A refresh under way (the background one, or another caller's) is waited for,
+        // briefly: it may bring the key; a stalled issuer does not hold requests long.
+        if let Ok(mut last) = tokio::time::timeout(REFRESH_WAIT, self.refreshing.lock()).await {
             let stale = last.is_none_or(|at| at.elapsed() >= MIN_REFRESH);
             if stale {
                 *last = Some(Instant::now());
@@ -128,10 +162,14 @@ impl Issuer {
                 }
             }
         }
-        self.lookup(kid, alg)?.ok_or(Rejection::UnknownKey)
+        let keys = self.lookup(kid, alg)?;
+        match keys.is_empty() {
+            true => Err(Rejection::UnknownKey),
+            false => Ok(keys),
+        }
     }
 
-    fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<Option<Key>, Rejection> {
+    fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<Key>, Rejection> {
         let keys = self.keys.load();
         if !keys.loaded {
             return Err(Rejection::KeysUnavailable);
@@ -140,32 +178,39 @@ impl Issuer {
             Some(kid) => keys.by_kid.get(kid).into_iter().collect(),
             None => keys.unnamed.iter().chain(keys.by_kid.values()).collect(),
         };
-        Ok(candidates.into_iter().find(|key| fits(key, alg)).cloned())
+        Ok(candidates
+            .into_iter()
+            .filter(|key| fits(key, alg))
+            .take(MAX_CANDIDATES)
+            .cloned()
+            .collect())
     }
 
     /// Discovery (once) and the keys.
-    async fn refresh(&self) -> Result<Option<Duration>, String> {
+    async fn refresh(&self) -> Result<Option<Duration>, IssuerError> {
         let mut last = self.refreshing.lock().await;
         *last = Some(Instant::now());
         self.fetch_keys().await
     }
 
-    async fn fetch_keys(&self) -> Result<Option<Duration>, String> {
+    async fn fetch_keys(&self) -> Result<Option<Duration>, IssuerError> {
         let result = self.try_fetch_keys().await;
         if let Err(e) = &result {
+            // Discover again next time: the issuer may have moved its keys.
+            self.jwks_uri.store(Arc::new(None));
             let current = self.keys.load_full();
             // Keys already known keep working; the error is for /ready.
             self.keys.store(Arc::new(Keys {
                 by_kid: current.by_kid.clone(),
                 unnamed: current.unnamed.clone(),
-                error: Some(e.clone()),
+                error: Some(e.to_string()),
                 loaded: current.loaded,
             }));
         }
         result
     }
 
-    async fn try_fetch_keys(&self) -> Result<Option<Duration>, String> {
+    async fn try_fetch_keys(&self) -> Result<Option<Duration>, IssuerError> {
         let jwks_uri = match self.jwks_uri.load_full().as_ref() {
             Some(uri) => uri.clone(),
             None => {
@@ -185,28 +230,34 @@ impl Issuer {
         Ok(fetched.max_age)
     }
 
-    /// The `jwks_uri` from the issuer's metadata, whose `issuer` must be this one.
-    async fn discover(&self) -> Result<String, String> {
+    /// The `jwks_uri` from the issuer's metadata, whose `issuer` must be exactly this one
+    /// (RFC 8414 §3.3), as tokens' `iss` must.
+    async fn discover(&self) -> Result<String, IssuerError> {
         let mut errors = Vec::new();
         for url in metadata_urls(&self.url) {
             match self.http.get_json(&url).await {
                 Ok(fetched) => {
                     let issuer = fetched.json["issuer"].as_str().unwrap_or_default();
-                    if issuer.trim_end_matches('/') != self.url.trim_end_matches('/') {
-                        return Err(format!("{url} names issuer {issuer:?}, not {:?}", self.url));
+                    if issuer != self.url {
+                        return Err(IssuerError::IssuerMismatch {
+                            url,
+                            named: issuer.to_owned(),
+                            expected: self.url.clone(),
+                        });
                     }
-                    let jwks = fetched.json["jwks_uri"]
-                        .as_str()
-                        .ok_or_else(|| format!("{url} has no jwks_uri"))?;
+                    let Some(jwks) = fetched.json["jwks_uri"].as_str() else {
+                        return Err(IssuerError::NoJwksUri { url });
+                    };
                     if !jwks.starts_with("https://") {
-                        return Err(format!("{url}: jwks_uri {jwks:?} is not https"));
+                        let jwks = jwks.to_owned();
+                        return Err(IssuerError::JwksNotHttps { url, jwks });
                     }
                     return Ok(jwks.to_owned());
                 }
                 Err(e) => errors.push(e),
             }
         }
-        Err(errors.join("; "))
+        Err(IssuerError::NoMetadata(errors))
     }
 }
 
@@ -226,10 +277,8 @@ fn metadata_urls(issuer: &str) -> Vec<String> {
 }
 
 /// The signing keys of a JWKS; keys for encryption and kinds we cannot use are skipped.
-fn parse_jwks(json: &Value) -> Result<Keys, String> {
-    let list = json["keys"]
-        .as_array()
-        .ok_or("the key set has no \"keys\" array")?;
+fn parse_jwks(json: &Value) -> Result<Keys, IssuerError> {
+    let list = json["keys"].as_array().ok_or(IssuerError::NoKeys)?;
     let mut keys = Keys {
         loaded: true,
         ..Keys::default()
@@ -241,14 +290,24 @@ fn parse_jwks(json: &Value) -> Result<Keys, String> {
         if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
             continue;
         }
+        if let Some(ops) = &jwk.common.key_operations
+            && !ops.contains(&KeyOperations::Verify)
+        {
+            continue;
+        }
         let Some(family) = family(&jwk) else { continue };
         let Ok(decoding) = DecodingKey::from_jwk(&jwk) else {
             continue;
         };
-        let alg = jwk
-            .common
-            .key_algorithm
-            .and_then(|a| a.to_string().parse::<Algorithm>().ok());
+        // A key pinned to an algorithm outside the allow-list (an encryption algorithm
+        // such as RSA-OAEP, say) is not a signing key to trust.
+        let alg = match jwk.common.key_algorithm {
+            None => None,
+            Some(named) => match named.to_string().parse::<Algorithm>() {
+                Ok(alg) if super::jwt::ALGORITHMS.contains(&alg) => Some(alg),
+                _ => continue,
+            },
+        };
         let key = Key {
             decoding,
             alg,
@@ -315,6 +374,11 @@ mod tests {
              "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
              "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
             {"kty": "EC", "kid": "sig", "crv": "P-256",
+             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty": "RSA", "kid": "oaep", "alg": "RSA-OAEP", "e": "AQAB",
+             "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"},
+            {"kty": "EC", "kid": "ops-encrypt", "key_ops": ["encrypt"], "crv": "P-256",
              "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
              "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
             {"kty": "weird"}

@@ -37,7 +37,10 @@ pub fn header(token: &str) -> Result<Header, Rejection> {
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or(Rejection::Malformed)?;
     let named = raw["alg"].as_str().unwrap_or_default();
-    if !ALGORITHMS.iter().any(|a| format!("{a:?}") == named) {
+    if !named
+        .parse::<Algorithm>()
+        .is_ok_and(|alg| ALGORITHMS.contains(&alg))
+    {
         return Err(Rejection::BadAlgorithm);
     }
     if let Some(typ) = raw.get("typ") {
@@ -71,7 +74,9 @@ struct Claims {
     azp: Option<String>,
     scope: Option<Value>,
     scp: Option<Value>,
-    exp: Option<u64>,
+    /// a number, whole or not (jsonwebtoken has checked it)
+    exp: Option<Value>,
+    cnf: Option<Value>,
 }
 
 /// The token's grant, if it is valid for `issuer` and `audience`.
@@ -104,6 +109,11 @@ pub fn validate(
         }
     })?;
     let claims = data.claims;
+    if claims.cnf.is_some() {
+        // Bound to a key the client must prove it holds (RFC 9449, RFC 8705); taken as a
+        // bare bearer token here, a stolen one would work.
+        return Err(Rejection::Bound);
+    }
     let client = claims.client_id.or(claims.azp);
     let subject = claims
         .sub
@@ -111,9 +121,14 @@ pub fn validate(
         .ok_or(Rejection::Malformed)?;
     Ok(Grant {
         subject,
+        issuer: Some(issuer.to_owned()),
         client,
         scopes: scopes(claims.scope.as_ref().or(claims.scp.as_ref())),
-        expires: claims.exp,
+        expires: claims
+            .exp
+            .as_ref()
+            .and_then(Value::as_f64)
+            .map(|e| e as u64),
     })
 }
 

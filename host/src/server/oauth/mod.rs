@@ -30,6 +30,12 @@ pub const LEEWAY: Duration = Duration::from_secs(30);
 const CACHE_FOR: Duration = Duration::from_secs(60);
 /// Tokens remembered at once; a flood of distinct valid tokens empties the cache.
 const CACHE_ENTRIES: usize = 10_000;
+/// A token refused for good (a bad signature, inactive…) is refused again without asking
+/// anyone for this long; kept apart from valid grants, so refusals cannot evict them.
+const REFUSALS_FOR: Duration = Duration::from_secs(30);
+/// Longer than any access token an issuer sends; a longer one is not hashed, parsed or
+/// forwarded.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// What the operator configured.
 #[derive(Clone, Debug)]
@@ -55,6 +61,10 @@ pub enum OAuthError {
     NotHttps { flag: &'static str, url: String },
     #[error("--oauth-audience {0:?} must be an absolute http(s) URL (this server's resource URI)")]
     BadAudience(String),
+    #[error(
+        "{flag} {value:?} is not a usable scope: it must be non-empty printable ASCII without spaces, quotes or backslashes, and the three scope settings must not overlap"
+    )]
+    BadScope { flag: &'static str, value: String },
     #[error("--oauth-ca-file: {0}")]
     Ca(String),
     #[error(
@@ -68,6 +78,8 @@ pub enum OAuthError {
 pub struct Grant {
     /// `sub`, else the client
     pub subject: String,
+    /// the issuer that vouched for it (`None` for an introspection answer without `iss`)
+    pub issuer: Option<String>,
     /// `client_id` or `azp`
     pub client: Option<String>,
     pub scopes: Vec<String>,
@@ -90,10 +102,12 @@ pub enum Rejection {
     BadAudience,
     Inactive,
     IntrospectionFailed,
+    /// sender-constrained (`cnf`: DPoP or mutual TLS), which this server cannot check
+    Bound,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 12] = [
+    pub const ALL: [Rejection; 13] = [
         Rejection::Malformed,
         Rejection::BadAlgorithm,
         Rejection::BadType,
@@ -106,6 +120,7 @@ impl Rejection {
         Rejection::BadAudience,
         Rejection::Inactive,
         Rejection::IntrospectionFailed,
+        Rejection::Bound,
     ];
 
     pub fn reason(self) -> &'static str {
@@ -122,6 +137,7 @@ impl Rejection {
             Rejection::BadAudience => "token_audience",
             Rejection::Inactive => "token_inactive",
             Rejection::IntrospectionFailed => "introspection_failed",
+            Rejection::Bound => "token_bound",
         }
     }
 
@@ -144,6 +160,9 @@ impl Rejection {
             Rejection::BadAudience => "the token is not for this resource (aud)",
             Rejection::Inactive => "the token is not active",
             Rejection::IntrospectionFailed => "the token could not be checked; try again shortly",
+            Rejection::Bound => {
+                "the token is bound to a key (DPoP or mutual TLS), which this server does not accept"
+            }
         }
     }
 }
@@ -160,6 +179,16 @@ struct Inner {
     introspector: Option<Introspector>,
     /// token digest → grant, until the instant
     cache: Mutex<HashMap<[u8; 32], (Grant, Instant)>>,
+    /// token digest → why it was refused, until the instant
+    refusals: Mutex<HashMap<[u8; 32], (Rejection, Instant)>>,
+    /// stops the issuers' background refreshes when the verifier goes
+    stop: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl std::fmt::Debug for Verifier {
@@ -209,6 +238,7 @@ impl Verifier {
             .iter()
             .map(|url| Arc::new(Issuer::new(url.clone(), http.clone())))
             .collect();
+        let stop = stop.child_token();
         for issuer in &issuers {
             issuer.keep_fresh(stop.clone());
         }
@@ -222,6 +252,8 @@ impl Verifier {
                 issuers,
                 introspector,
                 cache: Mutex::new(HashMap::new()),
+                refusals: Mutex::new(HashMap::new()),
+                stop,
             }),
         })
     }
@@ -238,24 +270,46 @@ impl Verifier {
     /// Checks `token`: a JWT against its issuer's keys, anything else by introspection
     /// (when configured). A token seen valid shortly before is not checked again.
     pub async fn verify(&self, token: &str) -> Result<Grant, Rejection> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(grant) = self.cached(&digest) {
-            return Ok(grant);
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Rejection::Malformed);
         }
-        let grant = if jwt::looks_like_jwt(token) {
-            self.verify_jwt(token).await?
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(known) = self.cached(&digest) {
+            return known;
+        }
+        let result = if jwt::looks_like_jwt(token) {
+            self.verify_jwt(token).await
         } else {
             match &self.inner.introspector {
                 Some(introspector) => {
                     introspector
                         .introspect(token, &self.inner.settings.audience)
-                        .await?
+                        .await
                 }
-                None => return Err(Rejection::Malformed),
+                None => Err(Rejection::Malformed),
             }
         };
-        self.remember(digest, &grant);
-        Ok(grant)
+        match &result {
+            Ok(grant) => self.remember(digest, grant),
+            Err(rejection) => self.remember_refusal(digest, *rejection),
+        }
+        result
+    }
+
+    /// What [`verify`](Self::verify) said about `token` lately, without checking it
+    /// again: for callers that must not cost the issuer anything (the open probes).
+    pub fn verify_cached(&self, token: &str) -> Result<Grant, Rejection> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Rejection::Malformed);
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.cached(&digest).unwrap_or(Err(Rejection::Inactive))
+    }
+
+    /// Whether `token` is for this verifier at all: a JWT, or anything when introspection
+    /// is configured.
+    pub fn handles(&self, token: &str) -> bool {
+        self.inner.introspector.is_some() || jwt::looks_like_jwt(token)
     }
 
     async fn verify_jwt(&self, token: &str) -> Result<Grant, Rejection> {
@@ -267,46 +321,104 @@ impl Verifier {
             .iter()
             .find(|i| i.url() == issuer_url)
             .ok_or(Rejection::UnknownIssuer)?;
-        let key = issuer.key_for(header.kid.as_deref(), header.alg).await?;
-        jwt::validate(
-            token,
-            &key,
-            header.alg,
-            issuer.url(),
-            &self.inner.settings.audience,
-        )
+        // Without a `kid`, every key of the right kind is a candidate (a few at most).
+        let mut outcome = Err(Rejection::UnknownKey);
+        for key in issuer.keys_for(header.kid.as_deref(), header.alg).await? {
+            outcome = jwt::validate(
+                token,
+                &key,
+                header.alg,
+                issuer.url(),
+                &self.inner.settings.audience,
+            );
+            if outcome != Err(Rejection::BadSignature) {
+                break;
+            }
+        }
+        outcome
     }
 
-    fn cached(&self, digest: &[u8; 32]) -> Option<Grant> {
-        let cache = self
+    fn cached(&self, digest: &[u8; 32]) -> Option<Result<Grant, Rejection>> {
+        let now = Instant::now();
+        let grants = self
             .inner
             .cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (grant, until) = cache.get(digest)?;
-        (Instant::now() < *until).then(|| grant.clone())
+        if let Some((grant, until)) = grants.get(digest)
+            && now < *until
+        {
+            return Some(Ok(grant.clone()));
+        }
+        drop(grants);
+        let refusals = self
+            .inner
+            .refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (rejection, until) = refusals.get(digest)?;
+        (now < *until).then_some(Err(*rejection))
     }
 
     fn remember(&self, digest: [u8; 32], grant: &Grant) {
         let now = Instant::now();
-        let mut until = now + CACHE_FOR;
+        let mut for_ = CACHE_FOR;
         if let Some(expires) = grant.expires {
             let left = expires.saturating_sub(unix_now());
-            until = until.min(now + Duration::from_secs(left));
+            for_ = for_.min(Duration::from_secs(left));
         }
         let mut cache = self
             .inner
             .cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= CACHE_ENTRIES {
-            cache.retain(|_, (_, until)| *until > now);
-            if cache.len() >= CACHE_ENTRIES {
-                cache.clear();
-            }
-        }
-        cache.insert(digest, (grant.clone(), until));
+        insert_bounded(&mut cache, digest, grant.clone(), now + for_, now);
     }
+
+    /// Refusals that will not change within [`REFUSALS_FOR`] are remembered; the rest
+    /// (an unknown key may be published next, an issuer may come back) are not.
+    fn remember_refusal(&self, digest: [u8; 32], rejection: Rejection) {
+        let lasting = matches!(
+            rejection,
+            Rejection::Malformed
+                | Rejection::BadAlgorithm
+                | Rejection::BadType
+                | Rejection::UnknownIssuer
+                | Rejection::BadSignature
+                | Rejection::Expired
+                | Rejection::BadAudience
+                | Rejection::Inactive
+                | Rejection::Bound
+        );
+        if !lasting {
+            return;
+        }
+        let now = Instant::now();
+        let mut refusals = self
+            .inner
+            .refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        insert_bounded(&mut refusals, digest, rejection, now + REFUSALS_FOR, now);
+    }
+}
+
+/// Inserts into a cache of at most [`CACHE_ENTRIES`]: when full, the stale entries go,
+/// and if that is not enough, all of them.
+fn insert_bounded<V>(
+    cache: &mut HashMap<[u8; 32], (V, Instant)>,
+    digest: [u8; 32],
+    value: V,
+    until: Instant,
+    now: Instant,
+) {
+    if cache.len() >= CACHE_ENTRIES {
+        cache.retain(|_, (_, until)| *until > now);
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+    }
+    cache.insert(digest, (value, until));
 }
 
 /// Seconds since the epoch.
@@ -314,4 +426,79 @@ pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verifier() -> Verifier {
+        Verifier {
+            inner: Arc::new(Inner {
+                settings: Settings {
+                    issuers: Vec::new(),
+                    audience: "https://mcp.example.com/mcp".into(),
+                    ca_file: None,
+                    introspection: None,
+                    scopes: ScopeMap::default(),
+                },
+                issuers: Vec::new(),
+                introspector: None,
+                cache: Mutex::new(HashMap::new()),
+                refusals: Mutex::new(HashMap::new()),
+                stop: CancellationToken::new(),
+            }),
+        }
+    }
+
+    fn grant(expires: Option<u64>) -> Grant {
+        Grant {
+            subject: "s".into(),
+            issuer: None,
+            client: None,
+            scopes: vec!["mcp:tools".into()],
+            expires,
+        }
+    }
+
+    #[test]
+    fn a_grant_is_never_cached_past_its_expiry() {
+        let v = verifier();
+        let digest = [1; 32];
+        v.remember(digest, &grant(Some(unix_now())));
+        assert!(v.cached(&digest).is_none(), "expires now: not cached");
+        v.remember(digest, &grant(Some(unix_now() + 3600)));
+        assert_eq!(v.cached(&digest), Some(Ok(grant(Some(unix_now() + 3600)))));
+        // An absurd expiry neither overflows nor extends the 60 s.
+        v.remember([2; 32], &grant(Some(u64::MAX)));
+        let until = v.inner.cache.lock().unwrap()[&[2; 32]].1;
+        assert!(until <= Instant::now() + CACHE_FOR);
+    }
+
+    #[test]
+    fn lasting_refusals_are_remembered_and_passing_ones_are_not() {
+        let v = verifier();
+        v.remember_refusal([1; 32], Rejection::BadSignature);
+        v.remember_refusal([2; 32], Rejection::UnknownKey);
+        v.remember_refusal([3; 32], Rejection::IntrospectionFailed);
+        assert_eq!(v.cached(&[1; 32]), Some(Err(Rejection::BadSignature)));
+        assert_eq!(v.cached(&[2; 32]), None);
+        assert_eq!(v.cached(&[3; 32]), None);
+    }
+
+    #[tokio::test]
+    async fn oversized_and_unhandled_tokens_cost_nothing() {
+        let v = verifier();
+        let huge = "a.".repeat(MAX_TOKEN_BYTES);
+        assert_eq!(v.verify(&huge).await, Err(Rejection::Malformed));
+        assert!(!v.handles("an-opaque-token"), "no introspection configured");
+        assert_eq!(v.verify_cached("x.y.z"), Err(Rejection::Inactive));
+    }
+
+    #[test]
+    fn reasons_are_distinct() {
+        let reasons: std::collections::BTreeSet<_> =
+            Rejection::ALL.iter().map(|r| r.reason()).collect();
+        assert_eq!(reasons.len(), Rejection::ALL.len());
+    }
 }

@@ -25,6 +25,45 @@ impl Default for ScopeMap {
 }
 
 impl ScopeMap {
+    /// Each name is a scope token (RFC 6749 §3.3: printable ASCII but space, `"` and
+    /// `\\`), none empty, none the same as another or made by the tool prefix.
+    pub fn validate(&self) -> Result<(), super::OAuthError> {
+        let token = |flag: &'static str, value: &str| {
+            let ok = !value.is_empty()
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+            match ok {
+                true => Ok(()),
+                false => Err(super::OAuthError::BadScope {
+                    flag,
+                    value: value.to_owned(),
+                }),
+            }
+        };
+        token("--oauth-scope-tools", &self.all_tools)?;
+        token("--oauth-scope-tool-prefix", &self.tool_prefix)?;
+        token("--oauth-scope-admin", &self.admin)?;
+        for (flag, value) in [
+            ("--oauth-scope-tools", &self.all_tools),
+            ("--oauth-scope-admin", &self.admin),
+        ] {
+            if value.starts_with(&self.tool_prefix) {
+                return Err(super::OAuthError::BadScope {
+                    flag,
+                    value: value.clone(),
+                });
+            }
+        }
+        if self.all_tools == self.admin {
+            return Err(super::OAuthError::BadScope {
+                flag: "--oauth-scope-admin",
+                value: self.admin.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// What a grant may do.
     pub fn identity(&self, grant: &Grant) -> Identity {
         let has = |scope: &str| grant.scopes.iter().any(|s| s == scope);
@@ -43,6 +82,7 @@ impl ScopeMap {
         Identity {
             name: Arc::from(grant.subject.as_str()),
             client: grant.client.as_deref().map(Arc::from),
+            issuer: grant.issuer.as_deref().map(Arc::from),
             tools,
             admin: has(&self.admin),
             origin: Origin::OAuth,
@@ -70,6 +110,7 @@ mod tests {
     fn grant(scopes: &[&str]) -> Grant {
         Grant {
             subject: "s".into(),
+            issuer: Some("https://i".into()),
             client: Some("c".into()),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             expires: None,
@@ -88,5 +129,21 @@ mod tests {
         assert!(map.identity(&grant(&["mcp:admin"])).admin);
         assert_eq!(&*one.name, "s");
         assert_eq!(one.client.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn scope_names_must_be_usable() {
+        assert!(ScopeMap::default().validate().is_ok());
+        let with = |f: &dyn Fn(&mut ScopeMap)| {
+            let mut map = ScopeMap::default();
+            f(&mut map);
+            map.validate().is_err()
+        };
+        assert!(with(&|m| m.admin = String::new()));
+        assert!(with(&|m| m.admin = "mcp admin".into()));
+        assert!(with(&|m| m.all_tools = "mcp\"x".into()));
+        assert!(with(&|m| m.admin = m.all_tools.clone()));
+        assert!(with(&|m| m.admin = "mcp:tool:admin".into()));
+        assert!(with(&|m| m.tool_prefix = String::new()));
     }
 }
