@@ -481,6 +481,81 @@ async fn oauth_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `query_sql` at 16 clients on three servers side by side: no audit log, an
+/// HMAC-chained audit log on disk, and that log plus the planner-cost guard (a limit no
+/// call reaches: every statement is planned twice), in alternating rounds.
+async fn audit_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("mcp-sandbox-bench-audit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let key = dir.join("audit.key");
+    std::fs::write(&key, "a benchmark key of at least thirty-two bytes")?;
+    let log = dir.join("audit.log");
+    let (key, log) = (key.display().to_string(), log.display().to_string());
+    let cost_log = format!("{log}.cost");
+    let variants: [(&str, Option<&str>, bool); 3] = [
+        ("no audit log", None, false),
+        ("audit log, HMAC chain", Some(&log), false),
+        // Its own log: two servers must not write one chain.
+        ("audit log + cost guard", Some(&cost_log), true),
+    ];
+    let mut servers = Vec::new();
+    for (label, audit_log, cost) in variants {
+        let port = common::free_port();
+        let mut command = common::serve_command(port, TOKEN, database_url);
+        command.args(["--pool-size", &POOL_SIZE.to_string()]);
+        if let Some(path) = audit_log {
+            command.args(["--audit-log", path, "--audit-key-file", &key]);
+        }
+        if cost {
+            command.args(["--max-query-cost", "1e9"]);
+        }
+        servers.push((label, port, common::Server(command.spawn()?)));
+    }
+    let args = Arc::new(json!({"sql": LOOKUP}));
+    let started = Instant::now();
+    for (_, port, _) in &servers {
+        while !tool_call(http, *port, "query_sql", &args).await {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "server not up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    println!();
+    println!("| query_sql, 16 clients | round | calls/s | p50 | p99 | errors | of no audit |");
+    println!("|---|---|---|---|---|---|---|");
+    for round in 1..=OAUTH_ROUNDS {
+        let mut baseline = None;
+        for (label, port, _) in &servers {
+            let (h, args, port) = (http.clone(), args.clone(), *port);
+            let mut outcome = drive(16, move || {
+                let (h, args) = (h.clone(), args.clone());
+                async move { tool_call(&h, port, "query_sql", &args).await }
+            })
+            .await;
+            let rate = outcome.per_second();
+            let base = *baseline.get_or_insert(rate);
+            println!(
+                "| {label} | {round} | {rate:.0} | {} | {} | {} | {:.0}% |",
+                ms(outcome.quantile(0.5)),
+                ms(outcome.quantile(0.99)),
+                outcome.errors,
+                100.0 * rate / base.max(1e-9),
+            );
+        }
+    }
+    let bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let records = std::fs::read_to_string(&log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    println!();
+    println!(
+        "audit log: {records} records, {} bytes each on average",
+        bytes / records.max(1) as u64
+    );
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
@@ -609,6 +684,9 @@ fn main() -> anyhow::Result<()> {
         }
         if selected("oauth") {
             oauth_case(&http, &database_url).await?;
+        }
+        if selected("audit") {
+            audit_case(&http, &database_url).await?;
         }
         if !selected("swap") {
             return Ok(());

@@ -2,7 +2,20 @@
 //! token, or an OAuth access token's grant), read by `mcp/` to scope tools.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// Where a request came from and what it belongs to, for the audit record: set by
+/// `server/` on every request it passes on.
+#[derive(Clone, Debug, Default)]
+pub struct RequestInfo {
+    /// the proxy's `X-Request-Id` when it sent a sane one, else one of ours
+    pub id: Arc<str>,
+    /// the TCP peer (a proxy, behind one)
+    pub remote: Option<SocketAddr>,
+    /// the MCP session (Streamable HTTP or legacy SSE)
+    pub session: Option<Arc<str>>,
+}
 
 /// How a caller proved who it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,10 +3,12 @@
 //! [`build_app`], [`bind`] and [`server::run`].
 
 pub mod access;
+pub mod audit;
 pub mod component_cmd;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod runtime;
@@ -58,6 +60,14 @@ pub async fn build_app(
             "loaded"
         );
     }
+    let audit = match common.audit.audit_settings()? {
+        Some(settings) => {
+            let audit = audit::Audit::start(settings, metrics.clone())?;
+            audit.reopen_on_sighup();
+            audit
+        }
+        None => audit::Audit::off(),
+    };
     let allowed_hosts = if common.allowed_hosts.is_empty() {
         Settings::default_allowed_hosts(listen)
     } else {
@@ -83,6 +93,12 @@ pub async fn build_app(
             max_component_bytes: (common.max_component_mib as usize) << 20,
             public: PublicSettings {
                 base_url: common.public_url.clone(),
+            },
+            audit,
+            caller_limits: common.audit.caller_limits(),
+            session_caps: server::sessions::Caps {
+                per_caller: common.audit.max_sessions_per_caller as usize,
+                total: common.audit.max_sessions as usize,
             },
         },
     )?)

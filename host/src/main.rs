@@ -1,13 +1,16 @@
 //! The `mcp-sandbox` binary: parse the command line, then serve (or run the demo).
 
 use clap::Parser;
-use mcp_sandbox::config::{Cli, Command, ServeArgs};
+use mcp_sandbox::config::{AuditCommand, Cli, Command, ServeArgs};
 use mcp_sandbox::server;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     mcp_sandbox::telemetry::init(cli.log_format);
+    if let Command::Audit(AuditCommand::Verify { files, key_file }) = &cli.command {
+        return verify_audit(files, key_file.as_deref());
+    }
     raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await.map(|()| true),
             Command::Demo(args) => mcp_sandbox::demo::run(args).await.map(|()| true),
             Command::Component(command) => mcp_sandbox::component_cmd::run(command).await,
+            Command::Audit(_) => Ok(true), // handled above, without a runtime
         }
     });
     match result {
@@ -62,6 +66,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     server::run(listener, metrics, app, mcp_sandbox::shutdown_signal()).await?;
     Ok(())
+}
+
+/// `audit verify`: prints the verdict; exits 0 (intact), 1 (tampered) or 2 (a torn last
+/// line, from a crash).
+fn verify_audit(files: &[std::path::PathBuf], key_file: Option<&std::path::Path>) -> ExitCode {
+    let key = match key_file.map(mcp_sandbox::audit::read_key).transpose() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    if key.is_none() {
+        eprintln!(
+            "note: no --key-file: only sequence numbers are checked (an edit that keeps them \
+             goes unnoticed)"
+        );
+    }
+    let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    match mcp_sandbox::audit::verify(&paths, key.as_ref()) {
+        Ok(verdict) => {
+            println!("{verdict}");
+            ExitCode::from(verdict.exit_code() as u8)
+        }
+        Err(e) => {
+            eprintln!("error: reading the audit log: {e}");
+            ExitCode::from(3)
+        }
+    }
 }
 
 /// Every connection costs a file descriptor, and `--max-connections` is meant to be the

@@ -67,6 +67,10 @@ pub struct Metrics {
     connections_refused: IntCounterVec,
     tls_expiry: IntGaugeVec,
     tls_reloads: IntCounterVec,
+    audit_records: IntCounterVec,
+    audit_failures: IntCounterVec,
+    audit_refused: IntCounterVec,
+    limited: IntCounterVec,
 }
 
 /// Why a connection was closed by the server before it was served to its end.
@@ -208,6 +212,26 @@ impl Metrics {
                 "Certificate files that changed and were loaded (applied) or not (rejected: the old certificate keeps serving)",
                 &["listener", "result"],
             ),
+            audit_records: counter(
+                "mcp_sandbox_audit_records_total",
+                "Audit records written, by event (tool_call, admin, auth_refused, audit_open)",
+                &["event"],
+            ),
+            audit_failures: counter(
+                "mcp_sandbox_audit_failures_total",
+                "Audit records that could not be written, by reason (write, queue_full, timeout, closed)",
+                &["reason"],
+            ),
+            audit_refused: counter(
+                "mcp_sandbox_audit_refused_total",
+                "Requests refused because their audit record could not be written (--audit-required), by kind (tool_call, admin)",
+                &["kind"],
+            ),
+            limited: counter(
+                "mcp_sandbox_limited_total",
+                "Requests refused by a per-caller limit, by caller (a configured token's name, or oauth, anonymous) and limit (rate, in_flight, sessions)",
+                &["caller", "limit"],
+            ),
             connections_refused: counter(
                 "http_connections_refused_total",
                 "Connections the server closed unserved, by reason (over_capacity: --max-connections reached; header_timeout: no complete request head within --header-timeout; tls_handshake: failed or too slow)",
@@ -240,6 +264,10 @@ impl Metrics {
             Box::new(m.connections_refused.clone()),
             Box::new(m.tls_expiry.clone()),
             Box::new(m.tls_reloads.clone()),
+            Box::new(m.audit_records.clone()),
+            Box::new(m.audit_failures.clone()),
+            Box::new(m.audit_refused.clone()),
+            Box::new(m.limited.clone()),
             Box::new(build),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -256,6 +284,12 @@ impl Metrics {
         }
         for reason in CONNECTION_REFUSALS {
             m.connections_refused.with_label_values(&[reason]);
+        }
+        for reason in ["write", "queue_full", "timeout", "closed"] {
+            m.audit_failure_declare(reason);
+        }
+        for event in ["tool_call", "admin", "auth_refused"] {
+            m.audit_records.with_label_values(&[event]);
         }
         m
     }
@@ -350,6 +384,40 @@ impl Metrics {
 
     pub fn auth_failure(&self, reason: &str) {
         self.auth_failures.with_label_values(&[reason]).inc();
+    }
+
+    pub fn audit_record(&self, event: &str) {
+        self.audit_records.with_label_values(&[event]).inc();
+    }
+
+    /// Makes an `audit_failures_total` series exist at 0.
+    pub fn audit_failure_declare(&self, reason: &str) {
+        self.audit_failures.with_label_values(&[reason]);
+        for kind in ["tool_call", "admin"] {
+            self.audit_refused.with_label_values(&[kind]);
+        }
+    }
+
+    pub fn audit_failure(&self, reason: &str) {
+        self.audit_failures.with_label_values(&[reason]).inc();
+    }
+
+    pub fn audit_refused(&self, kind: &str) {
+        self.audit_refused.with_label_values(&[kind]).inc();
+    }
+
+    /// Makes the `limited_total` series of `callers` exist at 0.
+    pub fn declare_limited<'a>(&self, callers: impl IntoIterator<Item = &'a str>) {
+        for caller in callers {
+            for limit in ["rate", "in_flight", "sessions"] {
+                self.limited.with_label_values(&[caller, limit]);
+            }
+        }
+    }
+
+    /// `caller` is a configured token's name or a fixed word: bounded.
+    pub fn limited(&self, caller: &str, limit: &str) {
+        self.limited.with_label_values(&[caller, limit]).inc();
     }
 
     pub fn swap(&self, result: &str) {

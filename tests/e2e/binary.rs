@@ -31,7 +31,7 @@ pub fn binary() -> PathBuf {
     path
 }
 
-fn signal(child: &Child, signal: rustix::process::Signal) {
+pub fn signal(child: &Child, signal: rustix::process::Signal) {
     let pid = child
         .id()
         .and_then(|id| rustix::process::Pid::from_raw(id as i32))

@@ -8,6 +8,7 @@
 
 mod util;
 
+mod audit;
 mod auth;
 mod bad_input;
 mod binary;
@@ -20,6 +21,7 @@ mod health;
 mod https;
 mod interop;
 mod legacy_sse;
+mod limits;
 mod list_tables;
 mod metrics;
 mod oauth;
@@ -45,6 +47,7 @@ fn main() {
     );
     let args = libtest_mimic::Arguments::from_args();
     let trials: Vec<_> = [
+        audit::trials(),
         auth::trials(),
         bad_input::trials(),
         binary::trials(),
@@ -57,6 +60,7 @@ fn main() {
         https::trials(),
         interop::trials(),
         legacy_sse::trials(),
+        limits::trials(),
         list_tables::trials(),
         metrics::trials(),
         oauth::trials(),

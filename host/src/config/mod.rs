@@ -1,7 +1,10 @@
 //! Command line and environment: every flag also reads an environment variable; the
 //! defaults are the named constants below. Secrets never appear in `Debug` output.
 
+mod audit;
 pub mod tokens;
+
+pub use audit::AuditArgs;
 
 use crate::db::{Limits as DbLimits, PoolSettings};
 use crate::runtime::{Limits, Settings as RuntimeSettings};
@@ -74,6 +77,25 @@ pub enum Command {
     /// Check or precompile a component offline
     #[command(subcommand)]
     Component(ComponentCommand),
+    /// Work with audit logs offline
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check an audit log's chain: OK (exit 0), the first record that was edited,
+    /// removed, reordered or cut (exit 1), or a torn last line from a crash (exit 2).
+    /// Give rotated files oldest first (PATH.2 PATH.1 PATH) to check them as one chain
+    Verify {
+        /// The audit log file(s)
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The HMAC key the server wrote with (--audit-key-file); without it only the
+        /// sequence numbers are checked
+        #[arg(long, env = "MCP_SANDBOX_AUDIT_KEY_FILE")]
+        key_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -464,6 +486,9 @@ pub struct CommonArgs {
     /// listener, so a load balancer stops routing here first (e.g. 5s under Kubernetes)
     #[arg(long, env = "MCP_SANDBOX_SHUTDOWN_DELAY", default_value = DEFAULT_SHUTDOWN_DELAY, value_parser = parse_delay)]
     pub shutdown_delay: Duration,
+
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 impl CommonArgs {
@@ -520,6 +545,7 @@ impl CommonArgs {
         DbLimits {
             max_rows: self.max_rows,
             max_bytes: (self.max_result_mib as usize) << 20,
+            max_cost: self.audit.max_query_cost,
         }
     }
 
@@ -581,6 +607,7 @@ impl ServeArgs {
                 secret: token.clone(),
                 tools: None,
                 admin: false,
+                limits: Default::default(),
             });
         }
         if let Some(token) = &self.admin_token {
@@ -589,6 +616,7 @@ impl ServeArgs {
                 secret: token.clone(),
                 tools: None,
                 admin: true,
+                limits: Default::default(),
             });
         }
         if let Some(path) = &self.tokens_file {

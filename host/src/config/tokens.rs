@@ -10,9 +10,13 @@
 //! name = "ops"
 //! token = "another-secret"
 //! admin = true                   # may use /admin (hot swap)
+//! rate_limit = "600/min"         # optional: its own limits (--rate-limit, --rate-burst,
+//! rate_burst = 50                #   --max-in-flight-per-caller)
+//! max_in_flight = 8
 //! ```
 
 use super::Secret;
+use crate::limits::{CallerLimits, Rate};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -29,6 +33,8 @@ pub struct TokenSpec {
     /// `None`: every tool
     pub tools: Option<BTreeSet<String>>,
     pub admin: bool,
+    /// its own limits; what it leaves unset comes from the flags
+    pub limits: CallerLimits,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +52,12 @@ struct Entry {
     tools: Option<Vec<String>>,
     #[serde(default)]
     admin: bool,
+    #[serde(default)]
+    rate_limit: Option<String>,
+    #[serde(default)]
+    rate_burst: Option<u32>,
+    #[serde(default)]
+    max_in_flight: Option<u32>,
 }
 
 /// Reads and validates a tokens file.
@@ -68,13 +80,33 @@ fn parse(text: &str) -> anyhow::Result<Vec<TokenSpec>> {
     let specs = file
         .tokens
         .into_iter()
-        .map(|e| TokenSpec {
-            name: e.name,
-            secret: Secret::new(e.token),
-            tools: e.tools.map(|t| t.into_iter().collect()),
-            admin: e.admin,
+        .map(|e| {
+            let rate = match &e.rate_limit {
+                Some(rate) => Some(
+                    rate.parse::<Rate>()
+                        .map_err(|why| anyhow::anyhow!("token `{}`: rate_limit {why}", e.name))?,
+                ),
+                None => None,
+            };
+            if e.rate_burst == Some(0) || e.max_in_flight == Some(0) {
+                bail!(
+                    "token `{}`: rate_burst and max_in_flight must be at least 1",
+                    e.name
+                );
+            }
+            Ok(TokenSpec {
+                secret: Secret::new(e.token),
+                tools: e.tools.map(|t| t.into_iter().collect()),
+                admin: e.admin,
+                limits: CallerLimits {
+                    rate,
+                    burst: e.rate_burst,
+                    max_in_flight: e.max_in_flight,
+                },
+                name: e.name,
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<_>>>()?;
     validate(specs)
 }
 

@@ -42,6 +42,9 @@ pub struct Limits {
     /// bytes of row data per statement (as Postgres sent them); also what one
     /// connection may buffer of a single message (`frames.rs`)
     pub max_bytes: usize,
+    /// refuse a row-returning statement whose planner estimate (EXPLAIN's total cost,
+    /// row cap included) exceeds this, before it runs (`--max-query-cost`)
+    pub max_cost: Option<f64>,
 }
 
 /// What one component's sessions may refine (see `runtime/overrides.rs`).
@@ -55,6 +58,8 @@ pub struct SessionOptions {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SessionStats {
     pub queries: u32,
+    /// rows the statements returned
+    pub rows: u64,
     pub db_time: Duration,
     /// a statement found the database unavailable (a host fault, whatever the component
     /// then made of it)
@@ -101,6 +106,9 @@ impl Session {
         let started = Instant::now();
         let result = self.run(sql, params, max_rows).await;
         self.stats.queries += 1;
+        if let Ok(rows) = &result {
+            self.stats.rows += rows.rows.len() as u64;
+        }
         self.stats.db_time += started.elapsed();
         if matches!(result, Err(QueryError::Unavailable(_))) {
             self.stats.unavailable = true;
@@ -116,6 +124,13 @@ impl Session {
     ) -> Result<Rows, QueryError> {
         let path = statement::classify(sql).map_err(QueryError::Refused)?;
         let limits = self.db.limits().clone();
+        if limits.max_cost.is_some() && path == Path::Direct && statement::analyzes(sql) {
+            return Err(QueryError::Refused(
+                "EXPLAIN ANALYZE runs the statement, which the planner-cost limit \
+                 (--max-query-cost) cannot bound; use EXPLAIN without ANALYZE"
+                    .into(),
+            ));
+        }
         let cap = self
             .options
             .max_rows
@@ -138,6 +153,10 @@ impl Session {
             rows: max_rows,
             bytes: max_bytes,
         };
+        let max_cost = match path {
+            Path::Limited => limits.max_cost,
+            Path::Direct => None,
+        };
         let prelude = begin_sql(self.options.statement_timeout);
         // Another attempt only after a cached statement went stale (see `STALE_PLAN`) or
         // when a text parameter's type could not be inferred (`Value::param_type`).
@@ -148,6 +167,7 @@ impl Session {
                 params,
                 text_typed,
                 caps,
+                max_cost,
             };
             self.in_flight = true;
             let (result, cleaned) = match path {
@@ -221,6 +241,9 @@ struct Call<'a> {
     /// announce text parameters as `text` (see `Value::param_type`)
     text_typed: bool,
     caps: Caps,
+    /// estimate the statement's cost first, in the same transaction, and refuse it
+    /// above this
+    max_cost: Option<f64>,
 }
 
 #[derive(Clone, Copy)]
@@ -228,6 +251,63 @@ struct Caps {
     rows: u32,
     bytes: usize,
 }
+
+/// The planner's estimate of `sql` (EXPLAIN's total cost, in the transaction already
+/// begun), refused above `max_cost`. The statement itself has not run.
+async fn within_cost(
+    conn: &Conn,
+    sql: &str,
+    shift: usize,
+    params: &[Value],
+    types: &[Type],
+    max_cost: f64,
+) -> Result<(), QueryError> {
+    let explain = format!("{EXPLAIN_PREFIX}{sql}");
+    let statement = conn
+        .prepare_cached(&explain, types)
+        .await
+        .map_err(|e| map_error(&e, shift + EXPLAIN_PREFIX.len()))?;
+    let args: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    let rows = conn
+        .client()
+        .query(&statement, &args)
+        .await
+        .map_err(|e| map_error(&e, shift + EXPLAIN_PREFIX.len()))?;
+    let plan: Option<serde_json::Value> = rows.first().and_then(|row| row.try_get(0).ok());
+    // The costliest node, not the top one: under the row cap's `Limit` the top node's
+    // cost is a fraction of a join that may still run to its end (a filter that keeps
+    // nothing).
+    let cost = plan
+        .as_ref()
+        .and_then(|p| p.pointer("/0/Plan"))
+        .map(max_node_cost)
+        .filter(|c| *c >= 0.0)
+        .ok_or_else(|| QueryError::Unavailable("EXPLAIN returned no plan cost".into()))?;
+    if cost > max_cost {
+        return Err(QueryError::Refused(format!(
+            "the planner estimates this statement at a cost of {cost:.0}, above the limit of \
+             {max_cost:.0} (--max-query-cost); narrow it (a WHERE clause on an indexed column, \
+             a smaller range, fewer joins) and try again"
+        )));
+    }
+    Ok(())
+}
+
+/// The largest `Total Cost` of a plan node and the nodes under it.
+fn max_node_cost(node: &serde_json::Value) -> f64 {
+    let own = node
+        .get("Total Cost")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(-1.0);
+    node.get("Plans")
+        .and_then(serde_json::Value::as_array)
+        .map_or(own, |plans| {
+            plans.iter().map(max_node_cost).fold(own, f64::max)
+        })
+}
+
+/// What the cost limit puts before a statement to have it planned, not run.
+const EXPLAIN_PREFIX: &str = "EXPLAIN (FORMAT JSON) ";
 
 /// Row-returning queries run as `SELECT * FROM (<query>) LIMIT cap + 1`: Postgres stops
 /// producing rows one past the cap, accepts only a single query inside the parentheses,
@@ -274,6 +354,7 @@ async fn prepared(
         params,
         text_typed,
         caps,
+        max_cost,
     } = call;
     let types: Vec<Type> = params.iter().map(|p| p.param_type(text_typed)).collect();
     let client = conn.client();
@@ -281,6 +362,17 @@ async fn prepared(
     let mut begin = pin!(maybe_done(client.batch_execute(prelude)));
     // Each first poll writes its request; requests reach Postgres in this order.
     let _ = poll!(begin.as_mut());
+    if let Some(max_cost) = max_cost
+        && let Err(error) = within_cost(conn, sql, shift, params, &types, max_cost).await
+    {
+        let cleaned = client.batch_execute(CLEANUP).await.is_ok();
+        begin.as_mut().await;
+        let error = match begin.as_mut().take_output() {
+            Some(Err(begin_error)) => map_error(&begin_error, 0),
+            _ => error,
+        };
+        return (Err(error), cleaned);
+    }
     let statement = match conn.prepare_cached(sql, &types).await {
         Ok(statement) => statement,
         Err(e) => {

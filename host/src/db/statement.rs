@@ -130,6 +130,15 @@ pub fn classify(sql: &str) -> Result<Path, String> {
     }
 }
 
+/// Whether an `EXPLAIN` asks to run its statement: any `ANALYZE` (or `ANALYSE`) word
+/// outside strings and comments (a column of that name too: a safe mistake).
+pub fn analyzes(sql: &str) -> bool {
+    Lexer::new(sql).any(|token| {
+        matches!(token, Ok(Token::Identifier(word)) if word.eq_ignore_ascii_case("analyze")
+            || word.eq_ignore_ascii_case("analyse"))
+    })
+}
+
 /// Refuses calls of [`DENIED_FUNCTIONS`] and [`DENIED_PREFIXES`], outside strings and
 /// comments, quoted or not, schema-qualified or not: every denied identifier followed by
 /// `(`, and every one that follows a `.`, since PostgreSQL calls any one-argument

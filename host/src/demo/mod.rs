@@ -31,6 +31,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 secret: Secret::new(token.clone()),
                 tools: None,
                 admin: true,
+                limits: Default::default(),
             }],
             anonymous: false,
         }),

@@ -2,7 +2,9 @@
 //! `tools/call` dispatched to a sandboxed component, each outcome mapped to its MCP
 //! failure class and logged with its phase timings.
 
-use crate::access::Identity;
+use crate::access::{Identity, RequestInfo};
+use crate::audit::Audit;
+use crate::limits::{LIMITED_CODE, Limiter, Permit};
 use crate::metrics::Metrics;
 use crate::runtime::{Fault, Invocation, Runtime, Timings, ToolOutput, ToolSpec};
 use rmcp::ServerHandler;
@@ -20,6 +22,9 @@ use tokio::sync::watch;
 const TIMEOUT_CODE: ErrorCode = ErrorCode(-32001);
 /// JSON-RPC code for a tool the caller's token may not use (implementation-defined).
 const DENIED_CODE: ErrorCode = ErrorCode(-32003);
+/// JSON-RPC code for a call refused because its audit record could not be written
+/// (`--audit-required`).
+const AUDIT_CODE: ErrorCode = ErrorCode(-32010);
 /// JSON-RPC code for a call the client cancelled (LSP's `RequestCancelled`). The spec
 /// says a cancelled request gets no response, and rmcp drops it; the code is for logs.
 const CANCELLED_CODE: ErrorCode = ErrorCode(-32800);
@@ -35,20 +40,29 @@ pub struct McpHandler {
     runtime: Runtime,
     metrics: Arc<Metrics>,
     peers: Peers,
+    audit: Audit,
+    limiter: Limiter,
 }
 
 impl McpHandler {
     /// Also starts telling every initialized session when the tool list changes.
-    pub fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Self {
+    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, audit: Audit, limiter: Limiter) -> Self {
         let peers = Peers::default();
         peers.notify_on_changes(runtime.changes());
         Self {
             runtime,
             metrics,
             peers,
+            audit,
+            limiter,
         }
     }
 }
+
+/// A slot the HTTP layer already took for this call (the stateless path answers a
+/// refusal there with 429); the handler then takes none of its own.
+#[derive(Clone, Default)]
+pub struct Admitted(pub Arc<Mutex<Option<Permit>>>);
 
 /// The sessions to tell about tool list changes: every one that finished initializing.
 #[derive(Clone, Default)]
@@ -87,12 +101,31 @@ impl Peers {
 /// The identity `server/` attached to the HTTP request. None when absent: a request
 /// that did not come through authentication may do nothing.
 fn identity(context: &RequestContext<RoleServer>) -> Option<Identity> {
+    extension::<Identity>(context)
+}
+
+/// What `server/` attached to the HTTP request (the identity, the request's facts).
+fn extension<T: Clone + Send + Sync + 'static>(context: &RequestContext<RoleServer>) -> Option<T> {
     context
         .extensions
         .get::<http::request::Parts>()?
         .extensions
-        .get::<Identity>()
+        .get::<T>()
         .cloned()
+}
+
+/// The client's name and version: from its `initialize` (sessions), or from the
+/// request's `_meta` (the stateless revision).
+fn client_info(context: &RequestContext<RoleServer>) -> (Option<String>, Option<String>) {
+    let info = context
+        .peer
+        .peer_info()
+        .map(|p| p.client_info.clone())
+        .or_else(|| context.meta.client_info());
+    match info {
+        Some(i) => (Some(i.name), Some(i.version)),
+        None => (None, None),
+    }
 }
 
 impl ServerHandler for McpHandler {
@@ -172,6 +205,11 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = identity(&context);
+        let started = std::time::Instant::now();
+        let mut audit = self
+            .audit
+            .is_on()
+            .then(|| CallRecord::new(&request, &context, started));
         let allowed = caller.as_ref().is_some_and(|c| c.may_call(&request.name));
         if !allowed && let Some(spec) = self.runtime.tool(&request.name) {
             self.metrics
@@ -184,19 +222,241 @@ impl ServerHandler for McpHandler {
                 outcome = "denied",
                 "tools/call"
             );
-            return Err(ErrorData::new(
+            let refusal = ErrorData::new(
                 DENIED_CODE,
                 format!("this token may not call `{}`", request.name),
                 Some(json!({"kind": "denied"})),
-            ));
+            );
+            return self
+                .refuse(audit.as_mut(), caller.as_ref(), "denied", refusal)
+                .await;
         }
-        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        // The stateless path took this call's slot already (to answer 429).
+        let admitted = extension::<Admitted>(&context)
+            .and_then(|a| a.0.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let _permit = match (admitted, &caller) {
+            (Some(permit), _) => Some(permit),
+            (None, Some(caller)) => match self.limiter.admit(caller) {
+                Ok(permit) => Some(permit),
+                Err(limited) => {
+                    let refusal = ErrorData::new(
+                        ErrorCode(LIMITED_CODE),
+                        limited.message(),
+                        Some(json!({
+                            "kind": limited.kind(),
+                            "retryAfter": limited.retry_after_secs(),
+                        })),
+                    );
+                    return self
+                        .refuse(audit.as_mut(), Some(caller), "limited", refusal)
+                        .await;
+                }
+            },
+            (None, None) => None,
+        };
+        if self.audit.refuses() {
+            return self.audit_refusal(audit.as_mut(), caller.as_ref()).await;
+        }
+        let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
         let invocation = self
             .runtime
             .call_tool(&request.name, &arguments, &context.ct)
             .await;
         log_invocation(&request.name, caller.as_ref(), &invocation);
-        to_mcp_result(invocation).map(CallToolResponse::from)
+        let result = to_mcp_result(invocation.clone());
+        if let Some(record) = audit.as_mut() {
+            record.invocation(&invocation, &result);
+            if self.write(record, caller.as_ref()).await.is_err() && self.audit.required() {
+                self.audit.count_refusal("tool_call");
+                return Err(audit_error());
+            }
+        }
+        result.map(CallToolResponse::from)
+    }
+}
+
+impl McpHandler {
+    /// Answers a refusal, after recording it.
+    async fn refuse(
+        &self,
+        record: Option<&mut CallRecord>,
+        caller: Option<&Identity>,
+        outcome: &'static str,
+        refusal: ErrorData,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if let Some(record) = record {
+            record.refused(outcome, &refusal);
+            if self.write(record, caller).await.is_err() && self.audit.required() {
+                self.audit.count_refusal("tool_call");
+                return Err(audit_error());
+            }
+        }
+        Err(refusal)
+    }
+
+    /// `--audit-required` and the log is failing: refuse before anything runs (the
+    /// record of the refusal is still tried, and clears the state once it is written).
+    async fn audit_refusal(
+        &self,
+        record: Option<&mut CallRecord>,
+        caller: Option<&Identity>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let refusal = audit_error();
+        if let Some(record) = record {
+            record.refused("audit_failed", &refusal);
+            // Once written, the log is writable again; this call is refused all the
+            // same (nothing ran).
+            let _ = self.write(record, caller).await;
+        }
+        self.audit.count_refusal("tool_call");
+        Err(refusal)
+    }
+
+    async fn write(
+        &self,
+        record: &mut CallRecord,
+        caller: Option<&Identity>,
+    ) -> Result<(), crate::audit::AuditError> {
+        let value = record.finish(caller, &self.audit);
+        // What is left of the call's deadline (a little at least): the record never
+        // holds the answer much past it.
+        let left = self
+            .runtime
+            .limits()
+            .timeout
+            .saturating_sub(record.started.elapsed())
+            .max(MIN_AUDIT_WAIT);
+        self.audit.write(&value, left).await
+    }
+}
+
+fn audit_error() -> ErrorData {
+    ErrorData::new(
+        AUDIT_CODE,
+        "the call was refused: its audit record could not be written (--audit-required); \
+         the operator must fix the audit log"
+            .to_owned(),
+        Some(json!({"kind": "audit_unavailable"})),
+    )
+}
+
+/// The audit record of one `tools/call`, filled in as the call goes.
+struct CallRecord {
+    record: serde_json::Map<String, Value>,
+    arguments: Value,
+    started: std::time::Instant,
+}
+
+/// The least an audit record is waited for, even when the call used its whole deadline.
+const MIN_AUDIT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl CallRecord {
+    fn new(
+        request: &CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+        started: std::time::Instant,
+    ) -> Self {
+        let info = extension::<RequestInfo>(context).unwrap_or_default();
+        let (client, client_version) = client_info(context);
+        let mut record = serde_json::Map::new();
+        record.insert("time".into(), crate::audit::now_rfc3339().into());
+        record.insert("event".into(), "tool_call".into());
+        record.insert("request_id".into(), (*info.id).into());
+        record.insert("rpc_id".into(), json!(context.id));
+        record.insert("session".into(), json!(info.session.as_deref()));
+        record.insert("remote".into(), json!(info.remote.map(|r| r.to_string())));
+        record.insert("client".into(), json!(client));
+        record.insert("client_version".into(), json!(client_version));
+        record.insert("tool".into(), (*request.name).into());
+        Self {
+            record,
+            arguments: Value::Object(request.arguments.clone().unwrap_or_default()),
+            started,
+        }
+    }
+
+    fn refused(&mut self, outcome: &str, refusal: &ErrorData) {
+        self.record.insert("outcome".into(), outcome.into());
+        self.record.insert("error_class".into(), outcome.into());
+        self.record
+            .insert("error".into(), refusal.message.to_string().into());
+    }
+
+    fn invocation(
+        &mut self,
+        invocation: &Invocation<ToolOutput>,
+        result: &Result<CallToolResult, ErrorData>,
+    ) {
+        let outcome = invocation.outcome();
+        let t = &invocation.timings;
+        let r = &mut self.record;
+        r.insert("component".into(), json!(invocation.component.as_deref()));
+        r.insert("digest".into(), json!(invocation.digest.as_deref()));
+        r.insert("outcome".into(), outcome.into());
+        r.insert("queries".into(), t.queries.into());
+        r.insert("rows".into(), t.rows.into());
+        r.insert(
+            "timings_us".into(),
+            json!({
+                "instantiate": t.instantiate.as_micros() as u64,
+                "guest": t.guest.as_micros() as u64,
+                "db": t.db.as_micros() as u64,
+                "total": t.total.as_micros() as u64,
+            }),
+        );
+        let (bytes, error) = match (result, &invocation.result) {
+            // The text carries what the structured content does (as JSON): its length
+            // is the answer's size, without serializing the structure again.
+            (Ok(_), Ok(output)) => (
+                output.text.len(),
+                output.is_error.then(|| output.text.clone()),
+            ),
+            (Ok(result), Err(fault)) => (
+                result
+                    .content
+                    .iter()
+                    .filter_map(|c| c.as_text().map(|t| t.text.len()))
+                    .sum(),
+                Some(fault.to_string()),
+            ),
+            (Err(e), _) => (0, Some(e.message.to_string())),
+        };
+        r.insert("bytes".into(), bytes.into());
+        if outcome != "ok" {
+            r.insert("error_class".into(), outcome.into());
+            r.insert("error".into(), json!(error));
+        }
+    }
+
+    /// The record, with the caller named and the redaction patterns applied.
+    fn finish(&mut self, caller: Option<&Identity>, audit: &Audit) -> Value {
+        let mut record = self.record.clone();
+        record.insert("caller".into(), caller_json(caller));
+        let mut arguments = self.arguments.clone();
+        audit.redact(&mut arguments);
+        record.insert("arguments".into(), arguments);
+        if let Some(Value::String(error)) = record.get("error") {
+            let redacted = audit.redact_text(error);
+            record.insert("error".into(), redacted.into());
+        }
+        Value::Object(record)
+    }
+}
+
+/// Who called, as the audit record names them: never the token.
+pub fn caller_json(caller: Option<&Identity>) -> Value {
+    match caller {
+        None => Value::Null,
+        Some(c) => json!({
+            "name": &*c.name,
+            "origin": match c.origin {
+                crate::access::Origin::Token => "token",
+                crate::access::Origin::OAuth => "oauth",
+                crate::access::Origin::Anonymous => "anonymous",
+            },
+            "issuer": c.issuer.as_deref(),
+            "oauth_client": c.client.as_deref(),
+        }),
     }
 }
 

@@ -31,6 +31,8 @@ struct Entry {
     inbound: mpsc::Sender<ClientJsonRpcMessage>,
     /// the token name that opened the session: only it may post to the session
     owner: Arc<str>,
+    /// ends the session (and so its stream)
+    stop: CancellationToken,
 }
 
 /// Why a posted message was not delivered.
@@ -57,14 +59,15 @@ impl LegacySessions {
         let id: Arc<str> = rmcp::transport::common::server_side_http::session_id();
         let (inbound_tx, inbound_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (outbound_tx, outbound_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let stop = shutdown.child_token();
         self.lock().insert(
             id.clone(),
             Entry {
                 inbound: inbound_tx,
                 owner,
+                stop: stop.clone(),
             },
         );
-        let stop = shutdown.child_token();
         let transport = ChannelTransport {
             inbound: inbound_rx,
             outbound: outbound_tx,
@@ -117,6 +120,18 @@ impl LegacySessions {
             .send(message)
             .await
             .map_err(|_closed| PostError::Closed)
+    }
+
+    /// Whether session `id` is open.
+    pub fn contains(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    /// Ends session `id` (its stream ends, its calls are cancelled).
+    pub fn close(&self, id: &str) {
+        if let Some(entry) = self.lock().remove(id) {
+            entry.stop.cancel();
+        }
     }
 
     /// Open sessions (for `mcp_sessions_active`).

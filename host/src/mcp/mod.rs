@@ -5,4 +5,4 @@ mod handler;
 pub mod legacy_sse;
 pub mod validate;
 
-pub use handler::McpHandler;
+pub use handler::{Admitted, McpHandler, caller_json};

@@ -46,6 +46,45 @@ pub fn called_tool(body: &[u8]) -> Option<String> {
     Some(value.get("params")?.get("name")?.as_str()?.to_owned())
 }
 
+/// What the HTTP layer needs to know of a message before the transport has it.
+#[derive(Debug, Default)]
+pub struct Peek {
+    pub method: Option<String>,
+    pub id: Value,
+    /// `tools/call`: the tool and its arguments
+    pub tool: Option<String>,
+    pub arguments: Option<Value>,
+}
+
+/// Reads a message's method, id and, for `tools/call`, tool and arguments (all absent
+/// when the body is not a JSON object).
+pub fn peek(body: &[u8]) -> Peek {
+    let Ok(Value::Object(mut message)) = serde_json::from_slice::<Value>(body) else {
+        return Peek::default();
+    };
+    let method = message
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let id = message.remove("id").unwrap_or(Value::Null);
+    let (tool, arguments) = match (method.as_deref(), message.get_mut("params")) {
+        (Some("tools/call"), Some(Value::Object(params))) => (
+            params
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            params.remove("arguments"),
+        ),
+        _ => (None, None),
+    };
+    Peek {
+        method,
+        id,
+        tool,
+        arguments,
+    }
+}
+
 /// Accepts one JSON-RPC 2.0 request, notification or response whose params, where
 /// present, are an object, and whose `tools/call` names a tool and passes an object.
 pub fn check(body: &[u8]) -> Result<(), Rejection> {

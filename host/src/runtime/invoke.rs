@@ -107,6 +107,8 @@ pub struct Timings {
     /// inside host `sql` calls
     pub db: Duration,
     pub queries: u32,
+    /// rows the statements returned
+    pub rows: u64,
     pub total: Duration,
 }
 
@@ -340,6 +342,7 @@ impl Shared {
                 .saturating_sub(stats.db_time),
             db: stats.db_time,
             queries: stats.queries,
+            rows: stats.rows,
             total: started.elapsed(),
         };
         let mut invocation = InvocationResult::new(loaded, result, timings);

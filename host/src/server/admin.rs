@@ -1,8 +1,10 @@
 //! The admin API (admin-scoped tokens only): list the components, and put, remove or
 //! roll back one while the server serves (see `runtime/swap.rs`).
 
-use super::App;
 use super::respond::{self, Body};
+use super::{App, Identity};
+use crate::access::RequestInfo;
+use crate::mcp::caller_json;
 use crate::runtime::SwapError;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode};
@@ -10,34 +12,101 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
 
-pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    app: &App,
+    request: Request<Incoming>,
+    identity: &Identity,
+    info: &RequestInfo,
+) -> Response<Body> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let Some(rest) = path.strip_prefix("/admin/components") else {
         return respond::error(StatusCode::NOT_FOUND, "no such admin resource");
     };
     let segments: Vec<&str> = rest.split('/').skip(1).collect();
-    match (method, segments.as_slice()) {
-        (Method::GET, []) => list(app).await,
-        (_, []) => super::routes::method_not_allowed("GET"),
-        (Method::GET, [name]) => show(app, name).await,
-        (Method::PUT, [name]) => put(app, name, request.into_body()).await,
-        (Method::DELETE, [name]) => swapped(
-            app.runtime
-                .remove_component(name)
-                .await
-                .map(|()| json!({"removed": name})),
-        ),
-        (_, [_]) => super::routes::method_not_allowed("GET, PUT, DELETE"),
-        (Method::POST, [name, "rollback"]) => swapped(
-            app.runtime
-                .rollback_component(name)
-                .await
-                .map(|info| json!({"component": info})),
-        ),
-        (_, [_, "rollback"]) => super::routes::method_not_allowed("POST"),
-        _ => respond::error(StatusCode::NOT_FOUND, "no such admin resource"),
+    let action = match (&method, segments.as_slice()) {
+        (&Method::PUT, [_]) => Some("put"),
+        (&Method::DELETE, [_]) => Some("delete"),
+        (&Method::POST, [_, "rollback"]) => Some("rollback"),
+        _ => None,
+    };
+    if action.is_some() && app.audit.refuses() {
+        app.audit.count_refusal("admin");
+        return respond::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "refused: the audit log cannot be written (--audit-required); the operator must \
+             fix it before components can change",
+        );
     }
+    let response = match (method, segments.as_slice()) {
+        (Method::GET, []) => return list(app).await,
+        (_, []) => return super::routes::method_not_allowed("GET"),
+        (Method::GET, [name]) => return show(app, name).await,
+        (Method::PUT, [name]) => put(app, name, request.into_body()).await,
+        (Method::DELETE, [name]) => app
+            .runtime
+            .remove_component(name)
+            .await
+            .map(|()| json!({"removed": name}))
+            .map_err(Refusal::from),
+        (_, [_]) => return super::routes::method_not_allowed("GET, PUT, DELETE"),
+        (Method::POST, [name, "rollback"]) => app
+            .runtime
+            .rollback_component(name)
+            .await
+            .map(|info| json!({"component": info}))
+            .map_err(Refusal::from),
+        (_, [_, "rollback"]) => return super::routes::method_not_allowed("POST"),
+        _ => return respond::error(StatusCode::NOT_FOUND, "no such admin resource"),
+    };
+    if let (Some(action), Some(component)) = (action, segments.first()) {
+        audit(app, identity, info, action, component, &response).await;
+    }
+    match response {
+        Ok(body) => respond::json(StatusCode::OK, &body),
+        Err(refusal) => respond::error(refusal.status, &refusal.message),
+    }
+}
+
+/// The admin action's audit record: who changed which component, and how it ended.
+async fn audit(
+    app: &App,
+    identity: &Identity,
+    info: &RequestInfo,
+    action: &str,
+    component: &str,
+    response: &Result<serde_json::Value, Refusal>,
+) {
+    if !app.audit.is_on() {
+        return;
+    }
+    let (outcome, status, digest) = match response {
+        Ok(body) => ("ok", 200, body.pointer("/component/digest").cloned()),
+        Err(refusal) => (
+            if refusal.status == StatusCode::UNPROCESSABLE_ENTITY {
+                "rejected"
+            } else {
+                "failed"
+            },
+            refusal.status.as_u16(),
+            None,
+        ),
+    };
+    let record = json!({
+        "time": crate::audit::now_rfc3339(),
+        "event": "admin",
+        "request_id": &*info.id,
+        "remote": info.remote.map(|r| r.to_string()),
+        "caller": caller_json(Some(identity)),
+        "action": action,
+        "component": component,
+        "digest": digest,
+        "outcome": outcome,
+        "status": status,
+        "error": response.as_ref().err().map(|r| &r.message),
+    });
+    // The change is made; a record that cannot be written is counted and logged.
+    let _ = app.audit.write(&record, app.runtime.limits().timeout).await;
 }
 
 async fn list(app: &App) -> Response<Body> {
@@ -72,47 +141,46 @@ async fn show(app: &App, name: &str) -> Response<Body> {
 }
 
 /// `PUT /admin/components/NAME` with the `.wasm` bytes as the body.
-async fn put(app: &App, name: &str, body: Incoming) -> Response<Body> {
+async fn put(app: &App, name: &str, body: Incoming) -> Result<serde_json::Value, Refusal> {
     let limit = app.max_component_bytes;
     let Ok(read) = tokio::time::timeout(app.idle_timeout, read_limited(body, limit)).await else {
-        return respond::error(
+        return Err(Refusal::new(
             StatusCode::REQUEST_TIMEOUT,
-            &format!(
+            format!(
                 "the component did not arrive within {} s (--idle-timeout)",
                 app.idle_timeout.as_secs()
             ),
-        );
+        ));
     };
     let bytes = match read {
         Ok(bytes) => bytes,
         Err(None) => {
-            return respond::error(
+            return Err(Refusal::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
+                format!(
                     "the component exceeds {} MiB (see --max-component-mib)",
                     limit >> 20
                 ),
-            );
+            ));
         }
         Err(Some(e)) => {
-            return respond::error(
+            return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
-                &format!("reading the request body failed: {e}"),
-            );
+                format!("reading the request body failed: {e}"),
+            ));
         }
     };
     if bytes.is_empty() {
-        return respond::error(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "the body must be the component's .wasm bytes",
-        );
+        ));
     }
-    swapped(
-        app.runtime
-            .put_component(name, bytes.to_vec())
-            .await
-            .map(|info| json!({"component": info})),
-    )
+    app.runtime
+        .put_component(name, bytes.to_vec())
+        .await
+        .map(|info| json!({"component": info}))
+        .map_err(Refusal::from)
 }
 
 /// Past the limit, this much more is read and dropped, so a client still sending gets
@@ -142,18 +210,29 @@ async fn read_limited(mut body: Incoming, limit: usize) -> Result<Bytes, Option<
     Ok(bytes.freeze())
 }
 
-/// The response to a change: 200 with `ok`, or the status that names the failure.
-fn swapped(result: Result<serde_json::Value, SwapError>) -> Response<Body> {
-    match result {
-        Ok(body) => respond::json(StatusCode::OK, &body),
-        Err(e) => {
-            let status = match e {
-                SwapError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                SwapError::NotFound(_) => StatusCode::NOT_FOUND,
-                SwapError::NoHistory(_) => StatusCode::CONFLICT,
-                SwapError::BadName(_) => StatusCode::BAD_REQUEST,
-            };
-            respond::error(status, &e.to_string())
+/// Why a change was not made: the status and the message to send.
+pub struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
         }
+    }
+}
+
+impl From<SwapError> for Refusal {
+    fn from(e: SwapError) -> Self {
+        let status = match e {
+            SwapError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            SwapError::NotFound(_) => StatusCode::NOT_FOUND,
+            SwapError::NoHistory(_) => StatusCode::CONFLICT,
+            SwapError::BadName(_) => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, e.to_string())
     }
 }

@@ -8,8 +8,10 @@ use super::oauth::{Rejection, ScopeMap, Verifier};
 pub use crate::access::Identity;
 use crate::access::Origin;
 use crate::config::Access;
+use crate::limits::CallerLimits;
 use http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -66,12 +68,20 @@ impl Denied {
 #[derive(Clone, Debug)]
 pub struct Auth {
     tokens: Vec<(TokenDigest, Identity)>,
+    /// the limits tokens set for themselves (tokens file), by name
+    limits: HashMap<String, CallerLimits>,
     anonymous: bool,
     oauth: Option<(Verifier, ScopeMap)>,
 }
 
 impl Auth {
     pub fn new(access: Access) -> Self {
+        let limits = access
+            .tokens
+            .iter()
+            .filter(|spec| spec.limits != CallerLimits::default())
+            .map(|spec| (spec.name.clone(), spec.limits))
+            .collect();
         let tokens = access
             .tokens
             .into_iter()
@@ -89,6 +99,7 @@ impl Auth {
             .collect();
         Self {
             tokens,
+            limits,
             anonymous: access.anonymous,
             oauth: None,
         }
@@ -99,6 +110,24 @@ impl Auth {
         let scopes = verifier.settings().scopes.clone();
         self.oauth = Some((verifier, scopes));
         self
+    }
+
+    /// The `caller` labels of this configuration: each token's name, and `oauth` and
+    /// `anonymous` when those callers exist.
+    pub fn caller_labels(&self) -> Vec<&str> {
+        let mut labels: Vec<&str> = self.tokens.iter().map(|(_, i)| &*i.name).collect();
+        if self.oauth.is_some() {
+            labels.push("oauth");
+        }
+        if self.anonymous {
+            labels.push("anonymous");
+        }
+        labels
+    }
+
+    /// The limits tokens set for themselves, by token name.
+    pub fn token_limits(&self) -> &HashMap<String, CallerLimits> {
+        &self.limits
     }
 
     pub fn oauth(&self) -> Option<&Verifier> {
@@ -222,6 +251,7 @@ mod tests {
             secret: Secret::new(secret),
             tools: tools.map(|t| t.iter().map(|s| s.to_string()).collect()),
             admin,
+            limits: Default::default(),
         }
     }
 
@@ -298,6 +328,7 @@ mod digest_tests {
             secret: Secret::new(secret),
             tools: None,
             admin,
+            limits: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use super::respond::{self, Body};
 use super::{App, Identity};
+use crate::access::RequestInfo;
 use crate::mcp::legacy_sse::PostError;
 use crate::mcp::validate;
 use bytes::Bytes;
@@ -18,7 +19,11 @@ pub const MESSAGES_PATH: &str = "/messages/";
 
 impl App {
     /// `GET /sse`: a new session and its event stream.
-    pub(super) fn open_legacy_stream(&self, identity: &Identity) -> Response<Body> {
+    pub(super) fn open_legacy_stream(
+        &self,
+        identity: &Identity,
+        room: super::sessions::Reservation,
+    ) -> Response<Body> {
         let (session, body) = self.legacy.open(
             self.handler.clone(),
             Arc::from(identity.owner()),
@@ -26,6 +31,7 @@ impl App {
             self.sse_keep_alive,
             &self.streams,
         );
+        room.opened(session.clone(), super::sessions::Kind::Legacy);
         tracing::info!(%session, caller = &*identity.name, "legacy SSE session opened");
         let mut response = Response::new(BodyExt::boxed(body));
         let headers = response.headers_mut();
@@ -75,6 +81,12 @@ impl App {
             }
         };
         let caller: Arc<str> = Arc::from(identity.owner());
+        // Marks the session used (the least recently used idle one is closed first); the
+        // legacy registry checks the owner below.
+        drop(self.book.use_session(&session, &caller));
+        if let Some(info) = parts.extensions.get_mut::<RequestInfo>() {
+            info.session = Some(Arc::from(session.as_str()));
+        }
         if let ClientJsonRpcMessage::Request(request) = &mut message {
             // The handler finds the caller's identity here, as for Streamable HTTP.
             parts.extensions.insert(identity);

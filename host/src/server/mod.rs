@@ -11,6 +11,7 @@ pub mod oauth;
 mod origin;
 mod respond;
 mod routes;
+pub mod sessions;
 mod tls;
 mod wellknown;
 
@@ -18,6 +19,8 @@ pub use auth::{Auth, Denied, Identity};
 pub use origin::Origins;
 pub use tls::{TlsError, TlsFiles};
 
+use crate::audit::Audit;
+use crate::limits::{CallerLimits, Limiter};
 use crate::mcp::McpHandler;
 use crate::mcp::legacy_sse::LegacySessions;
 use crate::metrics::Metrics;
@@ -68,6 +71,12 @@ pub struct Settings {
     pub metrics_tls: Option<TlsFiles>,
     /// how often the certificate files are checked for changes
     pub tls_watch_interval: Duration,
+    /// the audit log (off by default)
+    pub audit: Audit,
+    /// every caller's limits, unless its token sets its own
+    pub caller_limits: CallerLimits,
+    /// sessions per caller and in total
+    pub session_caps: sessions::Caps,
 }
 
 /// Where the server is reachable, as its clients see it.
@@ -118,6 +127,10 @@ pub struct App {
     max_connections: usize,
     /// the TLS acceptors of the main and metrics listeners
     https: Https,
+    audit: Audit,
+    limiter: Limiter,
+    /// who opened each session
+    book: sessions::Book,
 }
 
 /// The listeners' certificates (reloaded from their files) and acceptors.
@@ -183,7 +196,18 @@ impl App {
         if settings.auth.oauth().is_some() {
             metrics.declare_auth_failures(oauth::Rejection::ALL.iter().map(|r| r.reason()));
         }
-        let handler = McpHandler::new(runtime.clone(), metrics.clone());
+        metrics.declare_limited(settings.auth.caller_labels());
+        let limiter = Limiter::new(
+            settings.caller_limits,
+            settings.auth.token_limits().clone(),
+            metrics.clone(),
+        );
+        let handler = McpHandler::new(
+            runtime.clone(),
+            metrics.clone(),
+            settings.audit.clone(),
+            limiter.clone(),
+        );
         let factory = handler.clone();
         let mcp = StreamableHttpService::new(move || Ok(factory.clone()), sessions.clone(), config);
         Ok(Arc::new(Self {
@@ -210,6 +234,9 @@ impl App {
             idle_timeout: settings.idle_timeout,
             max_connections: settings.max_connections,
             https,
+            audit: settings.audit,
+            limiter,
+            book: sessions::Book::new(settings.session_caps),
         }))
     }
 
@@ -230,7 +257,15 @@ impl App {
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
 }
+
+/// The TCP peer of a request's connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Remote(pub SocketAddr);
 
 /// Which routes a listener serves.
 #[derive(Clone, Copy)]
@@ -281,6 +316,7 @@ pub async fn run(
         let _ = task.await;
     }
     app.runtime.db().close();
+    app.audit.close(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -306,8 +342,8 @@ async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _peer)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
                         tracing::warn!("accept failed: {e}");
@@ -326,7 +362,8 @@ async fn serve(
                     builder.clone(),
                     stop.clone(),
                     app.metrics.clone(),
-                    move |request| {
+                    move |mut request: http::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(Remote(peer));
                         let app = handler.clone();
                         async move {
                             match port {

@@ -5,13 +5,21 @@
 //! counted by route and status.
 
 use super::respond::{self, Body};
-use super::{App, Denied, Identity, admin, health, legacy, wellknown};
-use crate::access::Origin;
+use super::sessions::{Kind, NotOwner, Reservation};
+use super::{App, Denied, Identity, Remote, admin, health, legacy, wellknown};
+use crate::access::{Origin, RequestInfo};
+use crate::limits::{LIMITED_CODE, Limited};
 use crate::mcp::validate;
+use crate::mcp::{Admitted, caller_json};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use serde_json::Value;
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tower_service::Service;
 
@@ -43,6 +51,12 @@ impl App {
             request.headers_mut().insert(header::HOST, value);
         }
         let route = route_label(request.uri().path());
+        let info = RequestInfo {
+            id: request_id(request.headers()),
+            remote: request.extensions().get::<Remote>().map(|r| r.0),
+            session: None,
+        };
+        request.extensions_mut().insert(info);
         let response = self.route(request).await;
         self.metrics.http_request(
             route,
@@ -67,6 +81,12 @@ impl App {
     async fn route(&self, request: Request<Incoming>) -> Response<Body> {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
+        let info = request
+            .extensions()
+            .get::<RequestInfo>()
+            .cloned()
+            .unwrap_or_default();
+        let route = route_label(&path);
         // Probes come from load balancers and kubelets, with whatever Host they use.
         match path.as_str() {
             "/health" => {
@@ -91,7 +111,7 @@ impl App {
                 Method::GET | Method::HEAD => wellknown::metadata(self, request.headers()),
                 _ => method_not_allowed("GET, HEAD"),
             },
-            "/metrics" => match self.authenticate(request.headers()).await {
+            "/metrics" => match self.authenticate(request.headers(), &info, route).await {
                 Err(response) => *response,
                 // An OAuth token with none of this server's scopes (any client of the
                 // organisation's authorization server has one) sees nothing.
@@ -102,48 +122,27 @@ impl App {
                 Ok(_) => self.metrics_response().await,
             },
             "/mcp" => {
-                let identity = match self.authenticate(request.headers()).await {
+                let identity = match self.authenticate(request.headers(), &info, route).await {
                     Ok(identity) => identity,
                     Err(response) => return *response,
                 };
-                let (mut parts, body) = request.into_parts();
-                parts.extensions.insert(identity);
-                let body = match self.read_mcp_body(&parts, body).await {
-                    Ok(body) => body,
-                    Err(response) => return *response,
-                };
-                if let Some(identity) = parts.extensions.get::<Identity>()
-                    && let Err(response) = self.step_up(identity, &parts.headers, &body)
-                {
-                    return *response;
-                }
-                let deleting = parts.method == Method::DELETE;
-                let mut mcp = self.mcp.clone();
-                let response = match mcp.call(Request::from_parts(parts, Full::new(body))).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                if deleting && response.status() == StatusCode::ACCEPTED {
-                    // rmcp answers a session's DELETE with 202; there is nothing left to
-                    // accept, and the Python SDK logs anything but 200/204 as a failure.
-                    let mut ended = Response::new(respond::empty());
-                    *ended.status_mut() = StatusCode::NO_CONTENT;
-                    return ended;
-                }
-                response
+                self.serve_mcp(request, identity, info).await
             }
             "/sse" => {
-                let identity = match self.authenticate(request.headers()).await {
+                let identity = match self.authenticate(request.headers(), &info, route).await {
                     Ok(identity) => identity,
                     Err(response) => return *response,
                 };
                 match method {
-                    Method::GET => self.open_legacy_stream(&identity),
+                    Method::GET => match self.make_session_room(&identity, &Value::Null).await {
+                        Ok(room) => self.open_legacy_stream(&identity, room),
+                        Err(refused) => *refused,
+                    },
                     _ => method_not_allowed("GET"),
                 }
             }
             "/messages" | legacy::MESSAGES_PATH => {
-                let identity = match self.authenticate(request.headers()).await {
+                let identity = match self.authenticate(request.headers(), &info, route).await {
                     Ok(identity) => identity,
                     Err(response) => return *response,
                 };
@@ -153,7 +152,7 @@ impl App {
                 }
             }
             p if p.starts_with("/admin/") => {
-                let identity = match self.authenticate(request.headers()).await {
+                let identity = match self.authenticate(request.headers(), &info, route).await {
                     Ok(identity) => identity,
                     Err(response) => return *response,
                 };
@@ -161,13 +160,211 @@ impl App {
                     let scope = self.admin_scope(&identity);
                     return self.forbidden(request.headers(), &scope);
                 }
-                admin::handle(self, request).await
+                admin::handle(self, request, &identity, &info).await
             }
             _ => respond::error(
                 StatusCode::NOT_FOUND,
                 "not found; MCP is served at /mcp (and the legacy SSE transport at /sse)",
             ),
         }
+    }
+
+    /// `/mcp` for an authenticated caller: its sessions bound to it and capped, the
+    /// stateless path's limits answered in HTTP (429), then rmcp.
+    async fn serve_mcp(
+        &self,
+        request: Request<Incoming>,
+        identity: Identity,
+        mut info: RequestInfo,
+    ) -> Response<Body> {
+        let (mut parts, body) = request.into_parts();
+        let session: Option<Arc<str>> = parts
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(Arc::from);
+        info.session = session.clone();
+        parts.extensions.insert(info.clone());
+        parts.extensions.insert(identity.clone());
+        let body = match self.read_mcp_body(&parts, body).await {
+            Ok(body) => body,
+            Err(response) => return *response,
+        };
+        if let Err(response) = self.step_up(&identity, &parts.headers, &body) {
+            return *response;
+        }
+        let owner = identity.owner();
+        let posting = parts.method == Method::POST;
+        let mut busy = None;
+        let mut opening = None;
+        match &session {
+            Some(id) => match self.book.use_session(id, &owner) {
+                Ok(guard) => busy = Some(guard),
+                Err(NotOwner) => {
+                    tracing::info!(caller = &*identity.name, "refused another caller's session");
+                    return respond::error(
+                        StatusCode::NOT_FOUND,
+                        "session not found; start a new one with initialize",
+                    );
+                }
+            },
+            None if posting => {
+                let peek = validate::peek(&body);
+                match peek.method.as_deref() {
+                    Some("initialize") => match self.make_session_room(&identity, &peek.id).await {
+                        Ok(room) => opening = Some(room),
+                        Err(refused) => return *refused,
+                    },
+                    // The stateless revision: a limit is answered in HTTP, 429.
+                    Some("tools/call") => match self.limiter.admit(&identity) {
+                        Ok(permit) => {
+                            parts
+                                .extensions
+                                .insert(Admitted(Arc::new(Mutex::new(Some(permit)))));
+                        }
+                        Err(limited) => {
+                            self.audit_limited(&identity, &info, &peek, &limited).await;
+                            return too_many(
+                                &peek.id,
+                                &limited.message(),
+                                limited.kind(),
+                                limited.retry_after_secs(),
+                            );
+                        }
+                    },
+                    _ => {}
+                }
+            }
+            None => {}
+        }
+        let deleting = parts.method == Method::DELETE;
+        let mut mcp = self.mcp.clone();
+        let response = match mcp.call(Request::from_parts(parts, Full::new(body))).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        if let Some(room) = opening
+            && let Some(id) = response
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+        {
+            room.opened(Arc::from(id), Kind::Streamable);
+        }
+        if deleting && response.status().is_success() {
+            if let Some(id) = &session {
+                self.book.closed(id);
+            }
+            if response.status() == StatusCode::ACCEPTED {
+                // rmcp answers a session's DELETE with 202; there is nothing left to
+                // accept, and the Python SDK logs anything but 200/204 as a failure.
+                let mut ended = Response::new(respond::empty());
+                *ended.status_mut() = StatusCode::NO_CONTENT;
+                return ended;
+            }
+        }
+        match busy {
+            // The session stays busy (not evictable) until its answer has been sent.
+            Some(guard) => response.map(|body| {
+                BodyExt::boxed(body.map_frame(move |frame| {
+                    let _ = &guard;
+                    frame
+                }))
+            }),
+            None => response,
+        }
+    }
+
+    /// Room for one more session of `identity`: closes the least recently used idle
+    /// sessions past the caps, or answers 429 when every one is busy.
+    async fn make_session_room(
+        &self,
+        identity: &Identity,
+        id: &Value,
+    ) -> Result<Reservation, Box<Response<Body>>> {
+        let seen = std::time::Instant::now();
+        let live: HashSet<Arc<str>> = self
+            .sessions
+            .sessions
+            .read()
+            .await
+            .keys()
+            .cloned()
+            .collect();
+        let legacy = &self.legacy;
+        let room = self
+            .book
+            .make_room(&identity.owner(), seen, |id, kind| match kind {
+                Kind::Streamable => live.contains(id),
+                Kind::Legacy => legacy.contains(id),
+                Kind::Reserved => true,
+            });
+        match room {
+            Ok((evicted, room)) => {
+                for (session, kind) in evicted {
+                    tracing::info!(
+                        %session,
+                        caller = &*identity.name,
+                        "closing the least recently used idle session: a session cap was reached"
+                    );
+                    match kind {
+                        // Closed in a task of its own: a request cancelled while it waits
+                        // for rmcp's lock must not leave the session open, out of the book.
+                        Kind::Streamable => {
+                            let sessions = self.sessions.clone();
+                            tokio::spawn(async move {
+                                let _ = sessions.close_session(&session).await;
+                            });
+                        }
+                        Kind::Legacy => self.legacy.close(&session),
+                        Kind::Reserved => {}
+                    }
+                }
+                Ok(room)
+            }
+            Err(full) => {
+                self.limiter.count_session_refusal(identity);
+                tracing::info!(
+                    caller = &*identity.name,
+                    "refused a session: {}",
+                    full.message
+                );
+                Err(Box::new(too_many(id, &full.message, "sessions", 1)))
+            }
+        }
+    }
+
+    /// The audit record of a stateless call refused by a limit (the handler never sees
+    /// it).
+    async fn audit_limited(
+        &self,
+        identity: &Identity,
+        info: &RequestInfo,
+        peek: &validate::Peek,
+        limited: &Limited,
+    ) {
+        if !self.audit.is_on() {
+            return;
+        }
+        let mut arguments = peek.arguments.clone().unwrap_or(Value::Null);
+        self.audit.redact(&mut arguments);
+        let record = json!({
+            "time": crate::audit::now_rfc3339(),
+            "event": "tool_call",
+            "request_id": &*info.id,
+            "rpc_id": peek.id,
+            "remote": info.remote.map(|r| r.to_string()),
+            "caller": caller_json(Some(identity)),
+            "tool": peek.tool,
+            "arguments": arguments,
+            "outcome": "limited",
+            "error_class": limited.kind(),
+            "error": limited.message(),
+        });
+        let _ = self
+            .audit
+            .write(&record, self.runtime.limits().timeout)
+            .await;
     }
 
     /// The rules of every route but the probes: an allowed Host (HTTP/2 sends it as the
@@ -264,9 +461,33 @@ impl App {
         response
     }
 
-    /// The caller's identity, or the 401 to send.
-    async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, Box<Response<Body>>> {
-        self.auth.check(headers).await.map_err(|denied| {
+    /// The caller's identity, or the 401 to send (after its audit record).
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        info: &RequestInfo,
+        route: &'static str,
+    ) -> Result<Identity, Box<Response<Body>>> {
+        let denied = match self.auth.check(headers).await {
+            Ok(identity) => return Ok(identity),
+            Err(denied) => denied,
+        };
+        if self.audit.is_on() {
+            let record = json!({
+                "time": crate::audit::now_rfc3339(),
+                "event": "auth_refused",
+                "request_id": &*info.id,
+                "remote": info.remote.map(|r| r.to_string()),
+                "route": route,
+                "outcome": "refused",
+                "error_class": denied.reason(),
+            });
+            let _ = self
+                .audit
+                .write(&record, self.runtime.limits().timeout)
+                .await;
+        }
+        {
             self.metrics.auth_failure(denied.reason());
             tracing::info!(reason = denied.reason(), "authentication failed");
             let challenge = match denied {
@@ -288,8 +509,8 @@ impl App {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, value);
             }
-            Box::new(response)
-        })
+            Err(Box::new(response))
+        }
     }
 
     /// The scope that grants every tool.
@@ -374,6 +595,40 @@ impl App {
             "this Origin is not allowed (see --allowed-origin)",
         )))
     }
+}
+
+/// 429 with `Retry-After` and a JSON-RPC error (code [`LIMITED_CODE`]) naming the limit.
+fn too_many(id: &Value, message: &str, kind: &str, retry_after: u64) -> Response<Body> {
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": LIMITED_CODE,
+            "message": message,
+            "data": {"kind": kind, "retryAfter": retry_after},
+        },
+    });
+    let mut response = respond::json(StatusCode::TOO_MANY_REQUESTS, &body);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    response
+}
+
+/// The proxy's `X-Request-Id` when it is short and plain, else a new one.
+fn request_id(headers: &HeaderMap) -> Arc<str> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(Arc::from)
+        .unwrap_or_else(rmcp::transport::common::server_side_http::session_id)
 }
 
 pub fn method_not_allowed(allow: &'static str) -> Response<Body> {

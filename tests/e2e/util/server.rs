@@ -22,6 +22,8 @@ pub struct TestServer {
     ca: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<JoinHandle<()>>,
+    /// the server's audit log (off unless `--audit-log`)
+    pub audit: mcp_sandbox::audit::Audit,
 }
 
 impl TestServer {
@@ -67,6 +69,7 @@ impl TestServer {
             .await
             .expect("binding");
         let addr = listener.local_addr().expect("an address");
+        let audit = app.audit().clone();
         let metrics_addr = metrics
             .as_ref()
             .map(|m| m.local_addr().expect("an address"));
@@ -86,6 +89,7 @@ impl TestServer {
             ca: None,
             stop: Some(stop),
             done: Some(done),
+            audit,
         }
     }
 

@@ -1,0 +1,287 @@
+//! The audit trail: one JSON line for every tool call, admin action and refused sign-in
+//! (who, what, when, what came back), written before the answer leaves the server,
+//! optionally HMAC-chained (`chain.rs`), rotated by size or reopened on SIGHUP
+//! (`writer.rs`). Distinct from the logs: a record, not diagnostics.
+
+pub mod chain;
+mod redact;
+mod writer;
+
+pub use chain::{Key, Verdict, verify};
+pub use redact::Redactor;
+pub use writer::{Rotation, Target};
+
+use crate::metrics::Metrics;
+use serde_json::Value;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use writer::{Command, Writer};
+
+/// Records waiting for the writer; past this, a record fails at once (`queue_full`)
+/// rather than holding its request.
+const QUEUE: usize = 16 * 1024;
+/// The shortest key `--audit-key-file` accepts (the HMAC's own output size).
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Why a record was not written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot open the audit log {0}: {1}")]
+    Open(String, String),
+    #[error(
+        "{0} does not end in an audit record, so its chain cannot be continued: move it \
+         aside, or point --audit-log elsewhere"
+    )]
+    NotAChain(String),
+    #[error("writing the audit log failed: {0}")]
+    Write(String),
+    #[error("the audit log's queue is full (the disk is slower than the calls)")]
+    QueueFull,
+    #[error("the audit record was not written within {0} ms")]
+    Timeout(u128),
+    #[error("the audit log is closed")]
+    Closed,
+    #[error("the audit key file {0}: {1}")]
+    Key(String, String),
+}
+
+impl AuditError {
+    /// The `reason` label of `mcp_sandbox_audit_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuditError::Write(_) | AuditError::Open(..) | AuditError::NotAChain(_) => "write",
+            AuditError::QueueFull => "queue_full",
+            AuditError::Timeout(_) => "timeout",
+            AuditError::Closed | AuditError::Key(..) => "closed",
+        }
+    }
+
+    pub const REASONS: [&'static str; 4] = ["write", "queue_full", "timeout", "closed"];
+}
+
+/// How the audit log is set up (see `config/`).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub target: Target,
+    pub key: Option<Key>,
+    pub rotation: Option<Rotation>,
+    /// refuse a call whose record cannot be written
+    pub required: bool,
+    pub redact: Redactor,
+}
+
+/// Reads an HMAC key file: its bytes, surrounding whitespace trimmed, at least
+/// [`MIN_KEY_BYTES`] of them.
+pub fn read_key(path: &Path) -> Result<Key, AuditError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| AuditError::Key(name.clone(), e.to_string()))?;
+    let trimmed = bytes.trim_ascii();
+    if trimmed.len() < MIN_KEY_BYTES {
+        return Err(AuditError::Key(
+            name,
+            format!(
+                "holds {} bytes; a key needs at least {MIN_KEY_BYTES} (e.g. `openssl rand -hex 32`)",
+                trimmed.len()
+            ),
+        ));
+    }
+    Ok(Key::new(trimmed))
+}
+
+/// The audit log's handle; cheap to clone. Off: every call does nothing.
+#[derive(Clone, Default)]
+pub struct Audit(Option<Arc<Inner>>);
+
+struct Inner {
+    commands: mpsc::SyncSender<Command>,
+    required: bool,
+    redact: Redactor,
+    metrics: Arc<Metrics>,
+    /// the last write failed: with `required`, calls are refused before they run
+    failing: AtomicBool,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit").field("on", &self.is_on()).finish()
+    }
+}
+
+impl Audit {
+    pub fn off() -> Self {
+        Self(None)
+    }
+
+    /// Opens the log (continuing an existing file's chain) and starts its writer
+    /// thread. Fails when the log cannot be opened or continued.
+    pub fn start(settings: Settings, metrics: Arc<Metrics>) -> Result<Self, AuditError> {
+        let (writer, failed) = Writer::open(&settings.target, settings.key, settings.rotation)?;
+        let (commands, queue) = mpsc::sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| AuditError::Write(e.to_string()))?;
+        for reason in AuditError::REASONS {
+            metrics.audit_failure_declare(reason);
+        }
+        match &failed {
+            None => metrics.audit_record("audit_open"),
+            Some(e) => {
+                metrics.audit_failure(e.reason());
+                tracing::error!(
+                    required = settings.required,
+                    "the audit log's first record could not be written: {e}"
+                );
+            }
+        }
+        Ok(Self(Some(Arc::new(Inner {
+            commands,
+            required: settings.required,
+            redact: settings.redact,
+            metrics,
+            failing: AtomicBool::new(failed.is_some()),
+            thread: Mutex::new(Some(thread)),
+        }))))
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether a call must be refused when its record cannot be written.
+    pub fn required(&self) -> bool {
+        self.0.as_ref().is_some_and(|i| i.required)
+    }
+
+    /// With `--audit-required`: the last write failed, so refuse before running
+    /// anything (a record of the refusal is still attempted, which clears this once the
+    /// log is writable again).
+    pub fn refuses(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|i| i.required && i.failing.load(Ordering::Relaxed))
+    }
+
+    /// Applies the `--audit-redact` patterns to every string in `value`.
+    pub fn redact(&self, value: &mut Value) {
+        if let Some(inner) = &self.0 {
+            inner.redact.apply(value);
+        }
+    }
+
+    /// `text` with the `--audit-redact` patterns applied.
+    pub fn redact_text(&self, text: &str) -> String {
+        match &self.0 {
+            Some(inner) => inner.redact.apply_str(text),
+            None => text.to_owned(),
+        }
+    }
+
+    /// Writes `record` (a JSON object; `seq`, and `mac` with a key, are added) and
+    /// waits until it is written, at most `deadline`. Counts the record, or the failure.
+    pub async fn write(&self, record: &Value, deadline: Duration) -> Result<(), AuditError> {
+        let Some(inner) = &self.0 else {
+            return Ok(());
+        };
+        let event = match record.get("event").and_then(Value::as_str) {
+            Some("tool_call") => "tool_call",
+            Some("admin") => "admin",
+            Some("auth_refused") => "auth_refused",
+            _ => "other",
+        };
+        let (ack, written) = oneshot::channel();
+        let result = match inner
+            .commands
+            .try_send(Command::Record(record.to_string(), ack))
+        {
+            Err(mpsc::TrySendError::Full(_)) => Err(AuditError::QueueFull),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(AuditError::Closed),
+            Ok(()) => match tokio::time::timeout(deadline, written).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_dropped)) => Err(AuditError::Closed),
+                Err(_elapsed) => Err(AuditError::Timeout(deadline.as_millis())),
+            },
+        };
+        match &result {
+            Ok(()) => {
+                inner.failing.store(false, Ordering::Relaxed);
+                inner.metrics.audit_record(event);
+            }
+            Err(e) => {
+                // Refused sign-ins (anyone can cause them) never put the log into the
+                // refusing state on their own.
+                if event != "auth_refused" {
+                    inner.failing.store(true, Ordering::Relaxed);
+                }
+                inner.metrics.audit_failure(e.reason());
+                tracing::error!(event, "audit record not written: {e}");
+            }
+        }
+        result
+    }
+
+    /// Counts a call refused because its record could not be written.
+    pub fn count_refusal(&self, what: &'static str) {
+        if let Some(inner) = &self.0 {
+            inner.metrics.audit_refused(what);
+        }
+    }
+
+    /// Reopens the log's path on every SIGHUP (external rotators move the file away
+    /// and signal), until the log closes.
+    pub fn reopen_on_sighup(&self) {
+        #[cfg(unix)]
+        if self.is_on() {
+            let audit = self.clone();
+            let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+            match hangups {
+                Ok(mut hangups) => {
+                    tokio::spawn(async move {
+                        while hangups.recv().await.is_some() {
+                            tracing::info!("SIGHUP: reopening the audit log");
+                            audit.reopen();
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("cannot listen for SIGHUP: {e}"),
+            }
+        }
+    }
+
+    /// Opens the log's path again (SIGHUP: an external rotator moved the file).
+    pub fn reopen(&self) {
+        if let Some(inner) = &self.0 {
+            let _ = inner.commands.try_send(Command::Reopen);
+        }
+    }
+
+    /// Writes the closing record and stops the writer, waiting up to `timeout`.
+    pub async fn close(&self, timeout: Duration) {
+        let Some(inner) = &self.0 else { return };
+        let (done, closed) = oneshot::channel();
+        if inner.commands.send(Command::Close(done)).is_ok() {
+            let _ = tokio::time::timeout(timeout, closed).await;
+        }
+        let thread = inner
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread
+            && thread.is_finished()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Now, as RFC 3339 in UTC with microseconds.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

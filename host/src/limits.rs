@@ -1,0 +1,359 @@
+//! Per-caller limits on tool calls: a token bucket (calls per minute, with a burst) and a
+//! cap on calls in flight, kept per identity, so one runaway agent cannot take the
+//! capacity the others need. Static tokens can carry their own limits (tokens file).
+
+use crate::access::{Identity, Origin};
+use crate::metrics::Metrics;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// JSON-RPC code of a call refused by a per-caller limit (documented in README.md).
+pub const LIMITED_CODE: i32 = -32029;
+/// Past this many callers tracked, idle ones (full bucket, nothing in flight) are
+/// forgotten: OAuth subjects are not a bounded set.
+const PRUNE_AT: usize = 4096;
+
+/// A rate: `count` calls per `per`, e.g. `120/min`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    fn per_second(self) -> f64 {
+        f64::from(self.count) / self.per.as_secs_f64()
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    /// `N/s`, `N/min` or `N/h` (also `sec`, `second`, `m`, `minute`, `hour`).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (count, unit) = text
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}` is not a rate; use N/s, N/min or N/h"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&c| c > 0)
+            .ok_or_else(|| format!("`{text}`: the count must be a positive integer"))?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            other => return Err(format!("`{other}` is not a unit; use s, min or h")),
+        };
+        Ok(Rate { count, per })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "min",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+/// One caller's limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallerLimits {
+    pub rate: Option<Rate>,
+    /// calls the bucket holds when full (default: the rate's count)
+    pub burst: Option<u32>,
+    pub max_in_flight: Option<u32>,
+}
+
+impl CallerLimits {
+    /// `self`, with what it leaves unset taken from `default`.
+    pub fn or(self, default: CallerLimits) -> CallerLimits {
+        CallerLimits {
+            rate: self.rate.or(default.rate),
+            burst: self.burst.or(if self.rate.is_some() {
+                None
+            } else {
+                default.burst
+            }),
+            max_in_flight: self.max_in_flight.or(default.max_in_flight),
+        }
+    }
+
+    fn capacity(&self) -> f64 {
+        match (self.burst, self.rate) {
+            (Some(burst), _) => f64::from(burst.max(1)),
+            (None, Some(rate)) => f64::from(rate.count),
+            (None, None) => f64::INFINITY,
+        }
+    }
+}
+
+/// Why a call was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Limited {
+    Rate { rate: Rate, retry_after: Duration },
+    InFlight { max: u32 },
+}
+
+impl Limited {
+    /// The `limit` label of `mcp_sandbox_limited_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Limited::Rate { .. } => "rate",
+            Limited::InFlight { .. } => "in_flight",
+        }
+    }
+
+    /// Whole seconds to wait before trying again (at least 1).
+    pub fn retry_after_secs(&self) -> u64 {
+        match self {
+            Limited::Rate { retry_after, .. } => retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            Limited::InFlight { .. } => 1,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Limited::Rate { rate, .. } => format!(
+                "rate limit reached: this caller may make {rate} tool calls; retry after {} s",
+                self.retry_after_secs()
+            ),
+            Limited::InFlight { max } => format!(
+                "too many calls in flight: this caller may have {max} tool calls running at once"
+            ),
+        }
+    }
+}
+
+/// The limiter; cheap to clone.
+#[derive(Clone)]
+pub struct Limiter(Arc<Inner>);
+
+struct Inner {
+    default: CallerLimits,
+    /// by static token name
+    per_token: HashMap<String, CallerLimits>,
+    callers: Mutex<HashMap<String, State>>,
+    metrics: Arc<Metrics>,
+}
+
+struct State {
+    tokens: f64,
+    refilled: Instant,
+    in_flight: u32,
+}
+
+/// A call's slot; the caller's in-flight count drops when it is dropped.
+pub struct Permit {
+    limiter: Option<(Arc<Inner>, String)>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some((inner, owner)) = self.limiter.take() {
+            let mut callers = inner.callers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(state) = callers.get_mut(&owner) {
+                state.in_flight = state.in_flight.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl Limiter {
+    pub fn new(
+        default: CallerLimits,
+        per_token: HashMap<String, CallerLimits>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            default,
+            per_token,
+            callers: Mutex::new(HashMap::new()),
+            metrics,
+        }))
+    }
+
+    /// No limits at all.
+    pub fn unlimited(metrics: Arc<Metrics>) -> Self {
+        Self::new(CallerLimits::default(), HashMap::new(), metrics)
+    }
+
+    fn limits_of(&self, identity: &Identity) -> CallerLimits {
+        match identity.origin {
+            Origin::Token => self
+                .0
+                .per_token
+                .get(&*identity.name)
+                .map_or(self.0.default, |l| l.or(self.0.default)),
+            Origin::OAuth | Origin::Anonymous => self.0.default,
+        }
+    }
+
+    /// A slot for one tool call by `identity`, or why not. Counts refusals.
+    pub fn admit(&self, identity: &Identity) -> Result<Permit, Limited> {
+        let limits = self.limits_of(identity);
+        if limits.rate.is_none() && limits.max_in_flight.is_none() {
+            return Ok(Permit { limiter: None });
+        }
+        let owner = identity.owner();
+        let now = Instant::now();
+        let mut callers = self.0.callers.lock().unwrap_or_else(|e| e.into_inner());
+        if callers.len() >= PRUNE_AT && !callers.contains_key(&owner) {
+            prune(&mut callers, &self.0, now);
+        }
+        let capacity = limits.capacity();
+        let state = callers.entry(owner.clone()).or_insert(State {
+            tokens: capacity,
+            refilled: now,
+            in_flight: 0,
+        });
+        if let Err(limited) = check(state, &limits, capacity, now) {
+            drop(callers);
+            self.0.metrics.limited(&label(identity), limited.kind());
+            return Err(limited);
+        }
+        Ok(Permit {
+            limiter: Some((self.0.clone(), owner)),
+        })
+    }
+
+    /// Counts a session refused for `identity` (see `server/sessions.rs`).
+    pub fn count_session_refusal(&self, identity: &Identity) {
+        self.0.metrics.limited(&label(identity), "sessions");
+    }
+}
+
+/// Takes one token and one in-flight slot, or says which limit is reached.
+fn check(
+    state: &mut State,
+    limits: &CallerLimits,
+    capacity: f64,
+    now: Instant,
+) -> Result<(), Limited> {
+    if let Some(max) = limits.max_in_flight
+        && state.in_flight >= max
+    {
+        return Err(Limited::InFlight { max });
+    }
+    if let Some(rate) = limits.rate {
+        let elapsed = now.saturating_duration_since(state.refilled).as_secs_f64();
+        state.tokens = (state.tokens + elapsed * rate.per_second()).min(capacity);
+        state.refilled = now;
+        if state.tokens < 1.0 {
+            let wait = (1.0 - state.tokens) / rate.per_second();
+            return Err(Limited::Rate {
+                rate,
+                retry_after: Duration::from_secs_f64(wait),
+            });
+        }
+        state.tokens -= 1.0;
+    }
+    state.in_flight += 1;
+    Ok(())
+}
+
+/// Forgets callers with nothing in flight whose bucket has refilled.
+fn prune(callers: &mut HashMap<String, State>, inner: &Inner, now: Instant) {
+    let default = inner.default;
+    callers.retain(|_, state| {
+        let refilled = default.rate.is_none_or(|rate| {
+            let elapsed = now.saturating_duration_since(state.refilled).as_secs_f64();
+            state.tokens + elapsed * rate.per_second() >= default.capacity()
+        });
+        state.in_flight > 0 || !refilled
+    });
+}
+
+/// The caller's label in metrics: a configured token's name, or the kind of caller
+/// (OAuth subjects are not a bounded set).
+pub fn label(identity: &Identity) -> String {
+    match identity.origin {
+        Origin::Token => identity.name.to_string(),
+        Origin::OAuth => "oauth".to_owned(),
+        Origin::Anonymous => "anonymous".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn token(name: &str) -> Identity {
+        Identity {
+            name: Arc::from(name),
+            client: None,
+            issuer: None,
+            tools: None::<Arc<BTreeSet<String>>>,
+            admin: false,
+            origin: Origin::Token,
+        }
+    }
+
+    #[test]
+    fn rates_parse_and_print() {
+        let rate: Rate = "120/min".parse().unwrap();
+        assert_eq!(rate.count, 120);
+        assert_eq!(rate.per, Duration::from_secs(60));
+        assert_eq!(rate.to_string(), "120/min");
+        assert!("0/min".parse::<Rate>().is_err());
+        assert!("12/fortnight".parse::<Rate>().is_err());
+        assert!("12".parse::<Rate>().is_err());
+        assert_eq!("5/s".parse::<Rate>().unwrap().per, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refuses_with_a_retry_time() {
+        let limits = CallerLimits {
+            rate: Some("60/min".parse().unwrap()),
+            burst: Some(3),
+            max_in_flight: None,
+        };
+        let limiter = Limiter::new(limits, HashMap::new(), Arc::new(Metrics::new()));
+        let ci = token("ci");
+        let permits: Vec<_> = (0..3).map(|_| limiter.admit(&ci).expect("burst")).collect();
+        let refused = limiter.admit(&ci).err().expect("over the burst");
+        assert_eq!(refused.kind(), "rate");
+        assert_eq!(refused.retry_after_secs(), 1);
+        // Another caller has its own bucket.
+        assert!(limiter.admit(&token("other")).is_ok());
+        drop(permits);
+    }
+
+    #[test]
+    fn in_flight_slots_come_back_when_calls_end_and_tokens_override() {
+        let limits = CallerLimits {
+            rate: None,
+            burst: None,
+            max_in_flight: Some(2),
+        };
+        let mut per_token = HashMap::new();
+        per_token.insert(
+            "batch".to_owned(),
+            CallerLimits {
+                max_in_flight: Some(1),
+                ..CallerLimits::default()
+            },
+        );
+        let limiter = Limiter::new(limits, per_token, Arc::new(Metrics::new()));
+        let ci = token("ci");
+        let a = limiter.admit(&ci).unwrap();
+        let _b = limiter.admit(&ci).unwrap();
+        assert_eq!(limiter.admit(&ci).err(), Some(Limited::InFlight { max: 2 }));
+        drop(a);
+        assert!(limiter.admit(&ci).is_ok());
+        let batch = token("batch");
+        let _c = limiter.admit(&batch).unwrap();
+        assert_eq!(
+            limiter.admit(&batch).err(),
+            Some(Limited::InFlight { max: 1 })
+        );
+    }
+}
