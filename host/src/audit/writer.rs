@@ -88,7 +88,7 @@ impl Writer {
             key,
             rotation,
         };
-        if let Some(torn) = torn {
+        if let Some(torn) = torn.filter(|&b| b > 0) {
             tracing::warn!(
                 bytes = torn,
                 "the audit log ended in a torn line (the server stopped mid-write); \
@@ -246,7 +246,7 @@ impl Writer {
     /// own and a sequence of files verifies as one chain.
     fn open_record(&mut self, reason: &str, torn: Option<u64>) -> Result<(), AuditError> {
         let mut chain = json!({"prev_seq": self.head.seq, "prev_mac": self.head.mac});
-        if let Some(bytes) = torn {
+        if let Some(bytes) = torn.filter(|&b| b > 0) {
             chain["torn_bytes"] = bytes.into();
         }
         let record = json!({
@@ -308,7 +308,8 @@ fn open_append(path: &Path) -> Result<(File, u64), AuditError> {
     Ok((file, len))
 }
 
-/// Where an existing file's chain stands, and the length of a torn last line.
+/// Where an existing file's chain stands, and the length of a torn last line (0: a
+/// whole record whose newline is missing).
 fn resume(file: &mut File, len: u64, path: &Path) -> Result<(Head, Option<u64>), AuditError> {
     if len == 0 {
         return Ok((Head::default(), None));
@@ -349,16 +350,70 @@ fn resume(file: &mut File, len: u64, path: &Path) -> Result<(Head, Option<u64>),
         .rposition(|&b| b == b'\n')
         .map_or(0, |at| at + 1);
     let last = &body[line_start..];
-    if last.is_empty() {
-        if torn.is_some() && start == 0 && torn_from == 0 {
-            // Only a torn line: nothing was ever acknowledged.
-            return Ok((Head::default(), torn));
+    let head = if last.is_empty() {
+        if !(torn.is_some() && start == 0 && torn_from == 0) {
+            return Err(AuditError::NotAChain(path.display().to_string()));
         }
-        return Err(AuditError::NotAChain(path.display().to_string()));
+        Head::default() // only a torn line
+    } else {
+        std::str::from_utf8(last)
+            .ok()
+            .and_then(Head::after)
+            .ok_or_else(|| AuditError::NotAChain(path.display().to_string()))?
+    };
+    // A whole record that lacks only its newline (the write stopped right there) is the
+    // next record, not a torn one: keep it, and only end its line (`Some(0)`).
+    if torn.is_some()
+        && let Some(next) = std::str::from_utf8(&tail[torn_from..])
+            .ok()
+            .and_then(Head::after)
+        && next.seq == head.seq + 1
+    {
+        return Ok((next, Some(0)));
     }
-    let head = std::str::from_utf8(last)
-        .ok()
-        .and_then(Head::after)
-        .ok_or_else(|| AuditError::NotAChain(path.display().to_string()))?;
     Ok((head, torn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::chain::{Verdict, verify};
+
+    /// A log whose last record lost only its newline, and one cut mid-record: both are
+    /// continued after a restart, and both verify.
+    #[test]
+    fn a_restart_continues_after_a_missing_newline_or_a_torn_line() {
+        let key = Key::new(b"0123456789abcdef0123456789abcdef");
+        let dir = std::env::temp_dir().join(format!("mcp-sandbox-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        for (name, cut) in [("newline.log", 1usize), ("torn.log", 12)] {
+            let path = dir.join(name);
+            let _ = std::fs::remove_file(&path);
+            let target = Target::File(path.clone());
+            let (writer, failed) = Writer::open(&target, Some(key.clone()), None).expect("opened");
+            assert!(failed.is_none());
+            let (commands, queue) = mpsc::sync_channel(8);
+            let thread = std::thread::spawn(move || writer.run(queue));
+            for i in 0..3 {
+                let (ack, _written) = oneshot::channel();
+                let record = format!("{{\"event\":\"tool_call\",\"i\":{i}}}");
+                commands.send(Command::Record(record, ack)).expect("queued");
+            }
+            drop(commands);
+            thread.join().expect("the writer");
+            let mut bytes = std::fs::read(&path).expect("read");
+            bytes.truncate(bytes.len() - cut);
+            std::fs::write(&path, &bytes).expect("cut");
+            let (writer, failed) =
+                Writer::open(&target, Some(key.clone()), None).expect("reopened");
+            assert!(failed.is_none());
+            drop(writer);
+            let verdict = verify(&[&path], Some(&key)).expect("read");
+            assert!(
+                matches!(verdict, Verdict::Intact { .. }),
+                "{name}: {verdict}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
