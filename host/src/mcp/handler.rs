@@ -201,7 +201,7 @@ impl ServerHandler for McpHandler {
 
     async fn call_tool(
         &self,
-        request: CallToolRequestParams,
+        mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = identity(&context);
@@ -257,7 +257,8 @@ impl ServerHandler for McpHandler {
         if self.audit.refuses() {
             return self.audit_refusal(audit.as_mut(), caller.as_ref()).await;
         }
-        let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
+        // The audit record took its own copy; the call takes the arguments themselves.
+        let arguments = Value::Object(request.arguments.take().unwrap_or_default());
         let invocation = self
             .runtime
             .call_tool(&request.name, &arguments, &context.ct)
