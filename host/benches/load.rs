@@ -43,6 +43,8 @@ const SWAP_EVERY: Duration = Duration::from_secs(1);
 const SWAP_MEASURE: Duration = Duration::from_secs(5);
 /// Alternating rounds in the OAuth case (the machine is noisy).
 const OAUTH_ROUNDS: usize = 6;
+/// Rounds of the audit case (each variant once per round, the order rotating).
+const AUDIT_ROUNDS: usize = 9;
 const LOOKUP: &str = "SELECT full_name FROM customers WHERE email = 'grace@example.com'";
 
 type Http = Client<HttpConnector, Full<Bytes>>;
@@ -82,8 +84,8 @@ struct Cpu {
     load: f64,
 }
 
-/// The server's pid, once it runs (for [`Cpu`]).
-static SERVER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+/// The pid of the server being measured (for [`Cpu`]; 0: none yet).
+static SERVER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Cpu {
     fn now() -> Self {
@@ -100,7 +102,9 @@ impl Cpu {
                 .map_or(0.0, |(_, seconds)| seconds)
         };
         Self {
-            server: of(SERVER_PID.get()),
+            server: of(
+                Some(&SERVER_PID.load(std::sync::atomic::Ordering::Relaxed)).filter(|&&p| p != 0)
+            ),
             postgres,
             load: of(Some(&std::process::id())),
         }
@@ -481,9 +485,10 @@ async fn oauth_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `query_sql` at 16 clients on three servers side by side: no audit log, an
-/// HMAC-chained audit log on disk, and that log plus the planner-cost guard (a limit no
-/// call reaches: every statement is planned twice), in alternating rounds.
+/// `query_sql` at 16 clients on four servers side by side: no audit log (twice: the
+/// spread between identical servers), an HMAC-chained audit log on disk, and that log
+/// plus the planner-cost guard (a limit no call reaches: every statement is planned
+/// twice), in rounds that rotate which server goes first.
 async fn audit_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("mcp-sandbox-bench-audit-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -492,8 +497,10 @@ async fn audit_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
     let log = dir.join("audit.log");
     let (key, log) = (key.display().to_string(), log.display().to_string());
     let cost_log = format!("{log}.cost");
-    let variants: [(&str, Option<&str>, bool); 3] = [
+    let variants: [(&str, Option<&str>, bool); 4] = [
         ("no audit log", None, false),
+        // The same as the first: how far two identical servers differ on this machine.
+        ("no audit log (a second server)", None, false),
         ("audit log, HMAC chain", Some(&log), false),
         // Its own log: two servers must not write one chain.
         ("audit log + cost guard", Some(&cost_log), true),
@@ -520,27 +527,63 @@ async fn audit_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
         }
     }
     println!();
-    println!("| query_sql, 16 clients | round | calls/s | p50 | p99 | errors | of no audit |");
-    println!("|---|---|---|---|---|---|---|");
-    for round in 1..=OAUTH_ROUNDS {
-        let mut baseline = None;
-        for (label, port, _) in &servers {
+    println!(
+        "| query_sql, 16 clients | round | calls/s | p50 | p99 | errors | of no audit | \
+         server CPU µs/call | of no audit |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut ratios: Vec<Vec<(f64, f64)>> = vec![Vec::new(); servers.len()];
+    for round in 1..=AUDIT_ROUNDS {
+        // Each round starts with a different server: no variant always runs first.
+        let mut outcomes: Vec<Option<Outcome>> = (0..servers.len()).map(|_| None).collect();
+        for k in 0..servers.len() {
+            let i = (round + k) % servers.len();
+            let (_, port, server) = &servers[i];
+            SERVER_PID.store(server.0.id(), std::sync::atomic::Ordering::Relaxed);
             let (h, args, port) = (http.clone(), args.clone(), *port);
-            let mut outcome = drive(16, move || {
-                let (h, args) = (h.clone(), args.clone());
-                async move { tool_call(&h, port, "query_sql", &args).await }
-            })
-            .await;
-            let rate = outcome.per_second();
-            let base = *baseline.get_or_insert(rate);
+            outcomes[i] = Some(
+                drive(16, move || {
+                    let (h, args) = (h.clone(), args.clone());
+                    async move { tool_call(&h, port, "query_sql", &args).await }
+                })
+                .await,
+            );
+        }
+        let cpu = |o: &Outcome| o.cpu.server * 1e6 / o.latencies.len().max(1) as f64;
+        let (base_rate, base_cpu) = outcomes[0]
+            .as_ref()
+            .map_or((1.0, 1.0), |o| (o.per_second(), cpu(o)));
+        for (i, outcome) in outcomes.iter_mut().enumerate() {
+            let Some(outcome) = outcome else { continue };
+            let (rate, us) = (outcome.per_second(), cpu(outcome));
+            ratios[i].push((rate / base_rate.max(1e-9), us / base_cpu.max(1e-9)));
             println!(
-                "| {label} | {round} | {rate:.0} | {} | {} | {} | {:.0}% |",
+                "| {} | {round} | {rate:.0} | {} | {} | {} | {:.0}% | {us:.0} | {:.0}% |",
+                servers[i].0,
                 ms(outcome.quantile(0.5)),
                 ms(outcome.quantile(0.99)),
                 outcome.errors,
-                100.0 * rate / base.max(1e-9),
+                100.0 * rate / base_rate.max(1e-9),
+                100.0 * us / base_cpu.max(1e-9),
             );
         }
+    }
+    println!();
+    println!(
+        "| median over {AUDIT_ROUNDS} rounds | calls/s of no audit | server CPU/call of no audit |"
+    );
+    println!("|---|---|---|");
+    for (i, (label, ..)) in servers.iter().enumerate() {
+        let median = |pick: fn(&(f64, f64)) -> f64| {
+            let mut v: Vec<f64> = ratios[i].iter().map(pick).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        println!(
+            "| {label} | {:.0}% | {:.0}% |",
+            100.0 * median(|r| r.0),
+            100.0 * median(|r| r.1)
+        );
     }
     let bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let records = std::fs::read_to_string(&log)
@@ -570,7 +613,7 @@ fn main() -> anyhow::Result<()> {
                 .spawn()?,
         );
         eprintln!("server pid {}", server.0.id());
-        let _ = SERVER_PID.set(server.0.id());
+        SERVER_PID.store(server.0.id(), std::sync::atomic::Ordering::Relaxed);
         let mut cpu_rows = Vec::new();
         let http: Http = Client::builder(TokioExecutor::new()).build_http();
         let started = Instant::now();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-crate::trials!(audit: every_outcome_leaves_one_record, verify_names_the_first_broken_record, a_killed_server_leaves_a_torn_line_and_continues, audit_required_fails_closed, rotation_and_reopen_keep_one_chain);
+crate::trials!(audit: every_outcome_leaves_one_record, verify_names_the_first_broken_record, a_killed_server_leaves_a_torn_line_and_continues, audit_required_fails_closed, a_blocked_audit_log_holds_no_call_past_its_deadline, rotation_and_reopen_keep_one_chain);
 
 const ADMIN: &str = "audit-admin-token-0123456789";
 const KEY: &str = "an audit key of at least thirty-two bytes";
@@ -460,6 +460,55 @@ fn records_lossy(path: &Path) -> Vec<Value> {
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect()
+}
+
+/// The log on a pipe nobody drains: once its buffer fills, every write blocks for good.
+/// Calls still answer within their deadline (the writer thread waits, not the request),
+/// and each late record is counted as a timeout.
+async fn a_blocked_audit_log_holds_no_call_past_its_deadline() {
+    let dir = TempDir::new();
+    let fifo = dir.path().join("audit.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let server = TestServer::with_flags(&[
+        "--audit-log",
+        fifo.to_str().unwrap(),
+        "--call-timeout",
+        "1s",
+    ])
+    .await;
+    let mut mcp = server.mcp().await;
+    // 64 KiB of pipe buffer holds a few of these records; past them writes block.
+    let sql = format!("SELECT '{}' AS padding", "x".repeat(10_000));
+    let mut blocked = 0;
+    for _ in 0..40 {
+        let started = Instant::now();
+        let rows = mcp.structured("query_sql", json!({"sql": &sql})).await;
+        assert_eq!(rows["row_count"], 1, "{rows}");
+        let took = started.elapsed();
+        // The deadline is 1 s (a record waits for what is left of it, 100 ms at
+        // least); 3x slack for a loaded machine.
+        assert!(took < Duration::from_secs(3), "a call took {took:?}");
+        if took >= Duration::from_millis(500) {
+            blocked += 1;
+            if blocked == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(blocked, 3, "the pipe never filled");
+    let metrics = server.metrics().await;
+    assert!(
+        count(
+            &metrics,
+            "mcp_sandbox_audit_failures_total",
+            &[("reason", "timeout")]
+        ) >= 1.0,
+        "the pipe never filled: no write timed out"
+    );
 }
 
 async fn audit_required_fails_closed() {

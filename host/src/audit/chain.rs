@@ -40,9 +40,11 @@ impl std::fmt::Debug for Key {
 }
 
 fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(out, "{b:02x}");
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
     }
     out
 }
@@ -72,20 +74,23 @@ impl Head {
             .strip_prefix('{')
             .and_then(|r| r.strip_suffix('}'))
             .unwrap_or("");
-        let body = if inner.trim().is_empty() {
-            format!("{{\"seq\":{seq}}}")
-        } else {
-            format!("{{\"seq\":{seq},{inner}}}")
-        };
-        let line = match key {
-            Some(key) => {
-                let mac = key.mac(&self.mac, &body);
-                let line = format!("{}{MAC_FIELD}{mac}\"}}\n", &body[..body.len() - 1]);
-                self.mac = mac;
-                line
-            }
-            None => format!("{body}\n"),
-        };
+        // One buffer: the body, then (with a key) its MAC in place of the closing brace.
+        let mut line = String::with_capacity(record.len() + MAC_FIELD.len() + MAC_HEX + 32);
+        let _ = write!(line, "{{\"seq\":{seq}");
+        if !inner.trim().is_empty() {
+            line.push(',');
+            line.push_str(inner);
+        }
+        line.push('}');
+        if let Some(key) = key {
+            let mac = key.mac(&self.mac, &line);
+            line.pop();
+            line.push_str(MAC_FIELD);
+            line.push_str(&mac);
+            line.push_str("\"}");
+            self.mac = mac;
+        }
+        line.push('\n');
         self.seq = seq;
         line
     }

@@ -16,9 +16,9 @@ use serde_json::Value;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use writer::{Command, Writer};
+use writer::{Command, SLOW_WRITE, Writer};
 
 /// Records waiting for the writer; past this, a record fails at once (`queue_full`)
 /// rather than holding its request.
@@ -96,6 +96,10 @@ pub fn read_key(path: &Path) -> Result<Key, AuditError> {
 pub struct Audit(Option<Arc<Inner>>);
 
 struct Inner {
+    /// the file, for requests that write their own record
+    writer: Arc<Mutex<Writer>>,
+    /// a recent write was slow: records go through the writer thread
+    slow: Arc<AtomicBool>,
     commands: mpsc::SyncSender<Command>,
     required: bool,
     redact: Redactor,
@@ -121,9 +125,12 @@ impl Audit {
     pub fn start(settings: Settings, metrics: Arc<Metrics>) -> Result<Self, AuditError> {
         let (writer, failed) = Writer::open(&settings.target, settings.key, settings.rotation)?;
         let (commands, queue) = mpsc::sync_channel(QUEUE);
+        let writer = Arc::new(Mutex::new(writer));
+        let slow = Arc::new(AtomicBool::new(false));
+        let (thread_writer, thread_slow) = (writer.clone(), slow.clone());
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || writer::run(thread_writer, queue, thread_slow))
             .map_err(|e| AuditError::Write(e.to_string()))?;
         for reason in AuditError::REASONS {
             metrics.audit_failure_declare(reason);
@@ -139,6 +146,8 @@ impl Audit {
             }
         }
         Ok(Self(Some(Arc::new(Inner {
+            writer,
+            slow,
             commands,
             required: settings.required,
             redact: settings.redact,
@@ -166,6 +175,11 @@ impl Audit {
             .is_some_and(|i| i.required && i.failing.load(Ordering::Relaxed))
     }
 
+    /// Whether any `--audit-redact` pattern is configured.
+    pub fn redacts(&self) -> bool {
+        self.0.as_ref().is_some_and(|i| !i.redact.is_empty())
+    }
+
     /// Applies the `--audit-redact` patterns to every string in `value`.
     pub fn redact(&self, value: &mut Value) {
         if let Some(inner) = &self.0 {
@@ -184,20 +198,51 @@ impl Audit {
     /// Writes `record` (a JSON object; `seq`, and `mac` with a key, are added) and
     /// waits until it is written, at most `deadline`. Counts the record, or the failure.
     pub async fn write(&self, record: &Value, deadline: Duration) -> Result<(), AuditError> {
-        let Some(inner) = &self.0 else {
+        if !self.is_on() {
             return Ok(());
-        };
+        }
         let event = match record.get("event").and_then(Value::as_str) {
             Some("tool_call") => "tool_call",
             Some("admin") => "admin",
             Some("auth_refused") => "auth_refused",
             _ => "other",
         };
-        let (ack, written) = oneshot::channel();
-        let result = match inner
-            .commands
-            .try_send(Command::Record(record.to_string(), ack))
+        self.write_line(event, record.to_string(), deadline).await
+    }
+
+    /// Writes a record already serialized (a JSON object) as [`Audit::write`] does;
+    /// `event` is its `event` field, for the metric.
+    pub async fn write_line(
+        &self,
+        event: &'static str,
+        line: String,
+        deadline: Duration,
+    ) -> Result<(), AuditError> {
+        let Some(inner) = &self.0 else {
+            return Ok(());
+        };
+        // The request writes its own record when nobody else is writing and the disk
+        // has been fast: no thread hop (two context switches per record on a loaded
+        // machine). A write slower than SLOW_WRITE sends the next ones to the thread.
+        if !inner.slow.load(Ordering::Relaxed)
+            && let Ok(mut writer) = inner.writer.try_lock()
+            && writer.inline()
         {
+            let began = Instant::now();
+            let result = writer.write_one(line);
+            drop(writer);
+            if began.elapsed() >= SLOW_WRITE {
+                inner.slow.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    "an audit write took {} ms: records go through the writer thread until \
+                     the disk is fast again",
+                    began.elapsed().as_millis()
+                );
+            }
+            return inner.written(event, result);
+        }
+        let (ack, written) = oneshot::channel();
+        let result = match inner.commands.try_send(Command::Record(line, ack)) {
             Err(mpsc::TrySendError::Full(_)) => Err(AuditError::QueueFull),
             Err(mpsc::TrySendError::Disconnected(_)) => Err(AuditError::Closed),
             Ok(()) => match tokio::time::timeout(deadline, written).await {
@@ -206,22 +251,7 @@ impl Audit {
                 Err(_elapsed) => Err(AuditError::Timeout(deadline.as_millis())),
             },
         };
-        match &result {
-            Ok(()) => {
-                inner.failing.store(false, Ordering::Relaxed);
-                inner.metrics.audit_record(event);
-            }
-            Err(e) => {
-                // Refused sign-ins (anyone can cause them) never put the log into the
-                // refusing state on their own.
-                if event != "auth_refused" {
-                    inner.failing.store(true, Ordering::Relaxed);
-                }
-                inner.metrics.audit_failure(e.reason());
-                tracing::error!(event, "audit record not written: {e}");
-            }
-        }
-        result
+        inner.written(event, result)
     }
 
     /// Counts a call refused because its record could not be written.
@@ -276,6 +306,32 @@ impl Audit {
         {
             let _ = thread.join();
         }
+    }
+}
+
+impl Inner {
+    /// Counts a record's outcome and passes it on.
+    fn written(
+        &self,
+        event: &'static str,
+        result: Result<(), AuditError>,
+    ) -> Result<(), AuditError> {
+        match &result {
+            Ok(()) => {
+                self.failing.store(false, Ordering::Relaxed);
+                self.metrics.audit_record(event);
+            }
+            Err(e) => {
+                // Refused sign-ins (anyone can cause them) never put the log into the
+                // refusing state on their own.
+                if event != "auth_refused" {
+                    self.failing.store(true, Ordering::Relaxed);
+                }
+                self.metrics.audit_failure(e.reason());
+                tracing::error!(event, "audit record not written: {e}");
+            }
+        }
+        result
     }
 }
 

@@ -1,8 +1,10 @@
-//! The audit log's writer: one thread owns the file, seals records into the chain in the
-//! order they arrive, writes each batch with one `write`, rotates by size, reopens the
-//! path on request (SIGHUP, for external rotators) and acknowledges each record once the
-//! operating system has it. A failed write is undone (the file is cut back to its last
-//! whole record) so the chain never holds a record nobody was told about.
+//! The audit log's writer: it owns the file behind a lock, seals records into the chain
+//! in the order they are written, rotates by size and reopens the path on request
+//! (SIGHUP, for external rotators). A request writes its own record when the lock is
+//! free and the disk is fast; otherwise the writer thread writes it (in batches, one
+//! `write` each) and acknowledges each record once the operating system has it. A
+//! failed write is undone (the file is cut back to its last whole record) so the chain
+//! never holds a record nobody was told about.
 
 use super::chain::{Head, Key};
 use super::{AuditError, now_rfc3339};
@@ -10,11 +12,16 @@ use serde_json::json;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Records taken from the queue into one write.
 const MAX_BATCH: usize = 512;
+/// A write slower than this sends later records through the writer thread, so a slow
+/// disk holds the thread, not the request path; the thread's first fast write ends it.
+pub const SLOW_WRITE: Duration = Duration::from_millis(20);
 /// How far back from the end a restart looks for the last record (lines are at most
 /// a request body long).
 const TAIL_CHUNK: u64 = 64 * 1024;
@@ -53,6 +60,10 @@ pub struct Writer {
     head: Head,
     key: Option<Key>,
     rotation: Option<Rotation>,
+    /// the closing record is written: nothing follows it
+    closed: bool,
+    /// requests may write their own records (see [`Writer::inline`])
+    inline: bool,
 }
 
 impl Writer {
@@ -87,7 +98,10 @@ impl Writer {
             head,
             key,
             rotation,
+            closed: false,
+            inline: false,
         };
+        writer.opened();
         if let Some(torn) = torn.filter(|&b| b > 0) {
             tracing::warn!(
                 bytes = torn,
@@ -99,37 +113,36 @@ impl Writer {
         Ok((writer, failed))
     }
 
-    /// Serves commands until the queue closes or `Close` arrives.
-    pub fn run(mut self, commands: mpsc::Receiver<Command>) {
-        while let Ok(first) = commands.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match commands.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
-            }
-            let mut records = Vec::new();
-            for command in batch {
-                match command {
-                    Command::Record(line, ack) => records.push((line, ack)),
-                    Command::Reopen => {
-                        self.write_records(std::mem::take(&mut records));
-                        if let Err(e) = self.reopen() {
-                            tracing::error!("reopening the audit log failed: {e}");
-                        }
-                    }
-                    Command::Close(done) => {
-                        self.write_records(std::mem::take(&mut records));
-                        let close = json!({"time": now_rfc3339(), "event": "audit_close",
-                                           "reason": "shutdown"});
-                        let _ = self.write_sealed(&[close.to_string()]);
-                        let _ = done.send(());
-                        return;
-                    }
-                }
-            }
-            self.write_records(records);
+    /// Whether a request may write its own record: a regular file on a local file
+    /// system, where a write reaches the page cache in microseconds. Pipes, terminals
+    /// and network file systems (a write there can wait without bound) go through the
+    /// writer thread.
+    pub fn inline(&self) -> bool {
+        self.inline
+    }
+
+    /// Learns [`Writer::inline`] for the file just opened (once, not per record).
+    fn opened(&mut self) {
+        self.inline = match &self.out {
+            Out::Stdout(_) => false,
+            Out::File { file, .. } => local_regular_file(file),
+        };
+    }
+
+    /// Writes one record (a request writing its own).
+    pub fn write_one(&mut self, record: String) -> Result<(), AuditError> {
+        if self.closed {
+            return Err(AuditError::Closed);
+        }
+        self.write_sealed(&[record])
+    }
+
+    fn close(&mut self) {
+        if !self.closed {
+            let close = json!({"time": now_rfc3339(), "event": "audit_close",
+                               "reason": "shutdown"});
+            let _ = self.write_sealed(&[close.to_string()]);
+            self.closed = true;
         }
     }
 
@@ -138,7 +151,11 @@ impl Writer {
             return;
         }
         let (lines, acks): (Vec<String>, Vec<_>) = records.into_iter().unzip();
-        let result = self.write_sealed(&lines);
+        let result = if self.closed {
+            Err(AuditError::Closed)
+        } else {
+            self.write_sealed(&lines)
+        };
         for ack in acks {
             let _ = ack.send(result.clone());
         }
@@ -226,6 +243,7 @@ impl Writer {
         std::fs::rename(&aside, numbered(1)).map_err(|e| failed(&aside, e))?;
         let (file, len) = open_append(&path)?;
         self.out = Out::File { file, path, len };
+        self.opened();
         self.open_record("rotate", None)
     }
 
@@ -237,6 +255,7 @@ impl Writer {
         let path = path.clone();
         let (file, len) = open_append(&path)?;
         self.out = Out::File { file, path, len };
+        self.opened();
         self.open_record("reopen", None)?;
         tracing::info!("audit log reopened");
         Ok(())
@@ -271,6 +290,74 @@ impl Writer {
             self.head = start;
         }
         written
+    }
+}
+
+/// The writer thread: serves queued commands until the queue closes or `Close`
+/// arrives. A batch written within [`SLOW_WRITE`] lets requests write their own records
+/// again (`slow` cleared).
+pub fn run(writer: Arc<Mutex<Writer>>, commands: mpsc::Receiver<Command>, slow: Arc<AtomicBool>) {
+    let lock = || writer.lock().unwrap_or_else(|e| e.into_inner());
+    while let Ok(first) = commands.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match commands.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        let mut records = Vec::new();
+        let began = Instant::now();
+        let mut writer = lock();
+        for command in batch {
+            match command {
+                Command::Record(line, ack) => records.push((line, ack)),
+                Command::Reopen => {
+                    writer.write_records(std::mem::take(&mut records));
+                    if let Err(e) = writer.reopen() {
+                        tracing::error!("reopening the audit log failed: {e}");
+                    }
+                }
+                Command::Close(done) => {
+                    writer.write_records(std::mem::take(&mut records));
+                    writer.close();
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+        writer.write_records(records);
+        drop(writer);
+        if began.elapsed() < SLOW_WRITE {
+            slow.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A regular file on a file system known to be local (ext2-4, XFS, Btrfs, tmpfs,
+/// overlayfs, ZFS, F2FS); anything else is assumed to block.
+fn local_regular_file(file: &File) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const LOCAL: [i64; 8] = [
+            0xEF53,      // ext2, ext3, ext4
+            0x5846_5342, // XFS
+            0x9123_683E, // Btrfs
+            0x0102_1994, // tmpfs
+            0x794C_7630, // overlayfs
+            0x2FC1_2FC1, // ZFS
+            0xF2F5_2010, // F2FS
+            0x5346_544E, // NTFS (ntfs3)
+        ];
+        // `f_type`'s width differs between architectures: the cast is not always a no-op.
+        #[allow(clippy::unnecessary_cast)]
+        let local = |s: rustix::fs::StatFs| LOCAL.contains(&(s.f_type as i64));
+        file.metadata().is_ok_and(|m| m.is_file()) && rustix::fs::fstatfs(file).is_ok_and(local)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        false
     }
 }
 
@@ -393,7 +480,9 @@ mod tests {
             let (writer, failed) = Writer::open(&target, Some(key.clone()), None).expect("opened");
             assert!(failed.is_none());
             let (commands, queue) = mpsc::sync_channel(8);
-            let thread = std::thread::spawn(move || writer.run(queue));
+            let writer = Arc::new(Mutex::new(writer));
+            let slow = Arc::new(AtomicBool::new(true));
+            let thread = std::thread::spawn(move || run(writer, queue, slow));
             for i in 0..3 {
                 let (ack, _written) = oneshot::channel();
                 let record = format!("{{\"event\":\"tool_call\",\"i\":{i}}}");

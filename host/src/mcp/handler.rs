@@ -264,13 +264,14 @@ impl ServerHandler for McpHandler {
             .call_tool(&request.name, &arguments, &context.ct)
             .await;
         log_invocation(&request.name, caller.as_ref(), &invocation);
+        let Some(record) = audit.as_mut() else {
+            return to_mcp_result(invocation).map(CallToolResponse::from);
+        };
         let result = to_mcp_result(invocation.clone());
-        if let Some(record) = audit.as_mut() {
-            record.invocation(&invocation, &result);
-            if self.write(record, caller.as_ref()).await.is_err() && self.audit.required() {
-                self.audit.count_refusal("tool_call");
-                return Err(audit_error());
-            }
+        record.invocation(&invocation, &result);
+        if self.write(record, caller.as_ref()).await.is_err() && self.audit.required() {
+            self.audit.count_refusal("tool_call");
+            return Err(audit_error());
         }
         result.map(CallToolResponse::from)
     }
@@ -318,7 +319,7 @@ impl McpHandler {
         record: &mut CallRecord,
         caller: Option<&Identity>,
     ) -> Result<(), crate::audit::AuditError> {
-        let value = record.finish(caller, &self.audit);
+        let line = record.finish(caller, &self.audit);
         // What is left of the call's deadline (a little at least): the record never
         // holds the answer much past it.
         let left = self
@@ -327,7 +328,7 @@ impl McpHandler {
             .timeout
             .saturating_sub(record.started.elapsed())
             .max(MIN_AUDIT_WAIT);
-        self.audit.write(&value, left).await
+        self.audit.write_line("tool_call", line, left).await
     }
 }
 
@@ -341,11 +342,63 @@ fn audit_error() -> ErrorData {
     )
 }
 
-/// The audit record of one `tools/call`, filled in as the call goes.
+/// The audit record of one `tools/call`, filled in as the call goes and serialized
+/// once, when it is written (no JSON tree is built for it).
 struct CallRecord {
-    record: serde_json::Map<String, Value>,
+    time: String,
+    info: RequestInfo,
+    rpc_id: rmcp::model::RequestId,
+    client: Option<String>,
+    client_version: Option<String>,
+    tool: String,
     arguments: Value,
+    ran: Option<Ran>,
+    outcome: &'static str,
+    error_class: Option<&'static str>,
+    error: Option<String>,
     started: std::time::Instant,
+}
+
+/// What a call that ran adds to its record.
+#[derive(serde::Serialize)]
+struct Ran {
+    component: Option<Arc<str>>,
+    digest: Option<Arc<str>>,
+    queries: u32,
+    rows: u64,
+    timings_us: PhaseMicros,
+    bytes: usize,
+}
+
+#[derive(serde::Serialize)]
+struct PhaseMicros {
+    instantiate: u64,
+    guest: u64,
+    db: u64,
+    total: u64,
+}
+
+/// A record as written (field order as in README's sample).
+#[derive(serde::Serialize)]
+struct CallLine<'a> {
+    time: &'a str,
+    event: &'static str,
+    request_id: &'a str,
+    rpc_id: &'a rmcp::model::RequestId,
+    session: Option<&'a str>,
+    remote: Option<std::net::SocketAddr>,
+    client: Option<&'a str>,
+    client_version: Option<&'a str>,
+    tool: &'a str,
+    #[serde(flatten)]
+    ran: Option<&'a Ran>,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_class: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    caller: Value,
+    arguments: &'a Value,
 }
 
 /// The least an audit record is waited for, even when the call used its whole deadline.
@@ -357,30 +410,27 @@ impl CallRecord {
         context: &RequestContext<RoleServer>,
         started: std::time::Instant,
     ) -> Self {
-        let info = extension::<RequestInfo>(context).unwrap_or_default();
         let (client, client_version) = client_info(context);
-        let mut record = serde_json::Map::new();
-        record.insert("time".into(), crate::audit::now_rfc3339().into());
-        record.insert("event".into(), "tool_call".into());
-        record.insert("request_id".into(), (*info.id).into());
-        record.insert("rpc_id".into(), json!(context.id));
-        record.insert("session".into(), json!(info.session.as_deref()));
-        record.insert("remote".into(), json!(info.remote.map(|r| r.to_string())));
-        record.insert("client".into(), json!(client));
-        record.insert("client_version".into(), json!(client_version));
-        record.insert("tool".into(), (*request.name).into());
         Self {
-            record,
+            time: crate::audit::now_rfc3339(),
+            info: extension::<RequestInfo>(context).unwrap_or_default(),
+            rpc_id: context.id.clone(),
+            client,
+            client_version,
+            tool: request.name.to_string(),
             arguments: Value::Object(request.arguments.clone().unwrap_or_default()),
+            ran: None,
+            outcome: "ok",
+            error_class: None,
+            error: None,
             started,
         }
     }
 
-    fn refused(&mut self, outcome: &str, refusal: &ErrorData) {
-        self.record.insert("outcome".into(), outcome.into());
-        self.record.insert("error_class".into(), outcome.into());
-        self.record
-            .insert("error".into(), refusal.message.to_string().into());
+    fn refused(&mut self, outcome: &'static str, refusal: &ErrorData) {
+        self.outcome = outcome;
+        self.error_class = Some(outcome);
+        self.error = Some(refusal.message.to_string());
     }
 
     fn invocation(
@@ -390,21 +440,6 @@ impl CallRecord {
     ) {
         let outcome = invocation.outcome();
         let t = &invocation.timings;
-        let r = &mut self.record;
-        r.insert("component".into(), json!(invocation.component.as_deref()));
-        r.insert("digest".into(), json!(invocation.digest.as_deref()));
-        r.insert("outcome".into(), outcome.into());
-        r.insert("queries".into(), t.queries.into());
-        r.insert("rows".into(), t.rows.into());
-        r.insert(
-            "timings_us".into(),
-            json!({
-                "instantiate": t.instantiate.as_micros() as u64,
-                "guest": t.guest.as_micros() as u64,
-                "db": t.db.as_micros() as u64,
-                "total": t.total.as_micros() as u64,
-            }),
-        );
         let (bytes, error) = match (result, &invocation.result) {
             // The text carries what the structured content does (as JSON): its length
             // is the answer's size, without serializing the structure again.
@@ -422,25 +457,56 @@ impl CallRecord {
             ),
             (Err(e), _) => (0, Some(e.message.to_string())),
         };
-        r.insert("bytes".into(), bytes.into());
+        self.ran = Some(Ran {
+            component: invocation.component.clone(),
+            digest: invocation.digest.clone(),
+            queries: t.queries,
+            rows: t.rows,
+            timings_us: PhaseMicros {
+                instantiate: t.instantiate.as_micros() as u64,
+                guest: t.guest.as_micros() as u64,
+                db: t.db.as_micros() as u64,
+                total: t.total.as_micros() as u64,
+            },
+            bytes,
+        });
+        self.outcome = outcome;
         if outcome != "ok" {
-            r.insert("error_class".into(), outcome.into());
-            r.insert("error".into(), json!(error));
+            self.error_class = Some(outcome);
+            self.error = error;
         }
     }
 
-    /// The record, with the caller named and the redaction patterns applied.
-    fn finish(&mut self, caller: Option<&Identity>, audit: &Audit) -> Value {
-        let mut record = self.record.clone();
-        record.insert("caller".into(), caller_json(caller));
-        let mut arguments = self.arguments.clone();
-        audit.redact(&mut arguments);
-        record.insert("arguments".into(), arguments);
-        if let Some(Value::String(error)) = record.get("error") {
-            let redacted = audit.redact_text(error);
-            record.insert("error".into(), redacted.into());
-        }
-        Value::Object(record)
+    /// The record's line, with the caller named and the redaction patterns applied.
+    fn finish(&self, caller: Option<&Identity>, audit: &Audit) -> String {
+        let redacted;
+        let arguments = if audit.redacts() {
+            let mut copy = self.arguments.clone();
+            audit.redact(&mut copy);
+            redacted = copy;
+            &redacted
+        } else {
+            &self.arguments
+        };
+        let error = self.error.as_deref().map(|e| audit.redact_text(e));
+        let line = CallLine {
+            time: &self.time,
+            event: "tool_call",
+            request_id: &self.info.id,
+            rpc_id: &self.rpc_id,
+            session: self.info.session.as_deref(),
+            remote: self.info.remote,
+            client: self.client.as_deref(),
+            client_version: self.client_version.as_deref(),
+            tool: &self.tool,
+            ran: self.ran.as_ref(),
+            outcome: self.outcome,
+            error_class: self.error_class,
+            error: error.as_deref(),
+            caller: caller_json(caller),
+            arguments,
+        };
+        serde_json::to_string(&line).unwrap_or_default()
     }
 }
 
