@@ -338,7 +338,15 @@ async fn forged_and_mistaken_tokens_are_refused_with_their_reason() {
 
 async fn scopes_decide_tools_and_the_admin_api() {
     let key = SigningKey::es256("es256-a");
-    let (auth, mut server) = servers(Format::Jwt, std::slice::from_ref(&key), &[]).await;
+    // Every refusal below is also an audit record.
+    let dir = crate::util::TempDir::new();
+    let log = dir.path().join("audit.log");
+    let (auth, mut server) = servers(
+        Format::Jwt,
+        std::slice::from_ref(&key),
+        &["--audit-log", log.to_str().expect("UTF-8")],
+    )
+    .await;
     let lister = auth.token("mcp:tool:list_tables").await;
     until_keys_known(&server, &auth.token("mcp:tools").await).await;
     let mut mcp = Mcp::connect(server.http(), Some(lister.clone()), "2025-06-18").await;
@@ -399,6 +407,31 @@ async fn scopes_decide_tools_and_the_admin_api() {
             .header("www-authenticate")
             .unwrap_or_default()
             .contains("scope=\"mcp:admin\"")
+    );
+    // The refusals are in the audit log (written before the 403 left): both calls out
+    // of scope, over either transport, and the admin request.
+    let records: Vec<Value> = std::fs::read_to_string(&log)
+        .expect("the audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON record"))
+        .collect();
+    let denied: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "tool_call" && r["error_class"] == "insufficient_scope")
+        .collect();
+    assert_eq!(denied.len(), 2, "{records:?}");
+    for record in denied {
+        assert_eq!(record["tool"], "query_sql", "{record}");
+        assert_eq!(record["outcome"], "denied", "{record}");
+        assert_eq!(record["arguments"]["sql"], "SELECT 1", "{record}");
+        assert_eq!(record["caller"]["origin"], "oauth", "{record}");
+    }
+    assert!(
+        records.iter().any(|r| r["event"] == "admin"
+            && r["outcome"] == "refused"
+            && r["error_class"] == "not_admin"
+            && r["path"] == "/admin/components"),
+        "{records:?}"
     );
     let admin = auth.token("mcp:admin").await;
     let response = server

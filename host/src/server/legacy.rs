@@ -50,6 +50,7 @@ impl App {
     pub(super) async fn post_legacy_message(
         &self,
         identity: Identity,
+        info: &crate::access::RequestInfo,
         request: Request<Incoming>,
     ) -> Response<Body> {
         let Some(session) = session_id(request.uri().query()) else {
@@ -63,7 +64,7 @@ impl App {
             Ok(bytes) => bytes,
             Err(response) => return *response,
         };
-        if let Err(response) = self.step_up(&identity, &parts.headers, &bytes) {
+        if let Err(response) = self.step_up(&identity, info, &parts.headers, &bytes).await {
             return *response;
         }
         if let Err(rejection) = validate::check(&bytes) {

@@ -151,7 +151,7 @@ impl App {
                     Err(response) => return *response,
                 };
                 match method {
-                    Method::POST => self.post_legacy_message(identity, request).await,
+                    Method::POST => self.post_legacy_message(identity, &info, request).await,
                     _ => method_not_allowed("POST"),
                 }
             }
@@ -161,6 +161,19 @@ impl App {
                     Err(response) => return *response,
                 };
                 if !identity.admin {
+                    let record = json!({
+                        "time": crate::audit::now_rfc3339(),
+                        "event": "admin",
+                        "request_id": &*info.id,
+                        "remote": info.remote.map(|r| r.to_string()),
+                        "caller": caller_json(Some(&identity)),
+                        "method": request.method().as_str(),
+                        "path": request.uri().path(),
+                        "outcome": "refused",
+                        "error_class": "not_admin",
+                        "status": 403,
+                    });
+                    self.audit_refusal(record).await;
                     let scope = self.admin_scope(&identity);
                     return self.forbidden(request.headers(), &scope);
                 }
@@ -194,7 +207,7 @@ impl App {
             Ok(body) => body,
             Err(response) => return *response,
         };
-        if let Err(response) = self.step_up(&identity, &parts.headers, &body) {
+        if let Err(response) = self.step_up(&identity, &info, &parts.headers, &body).await {
             return *response;
         }
         let owner = identity.owner();
@@ -243,18 +256,41 @@ impl App {
         }
         let deleting = parts.method == Method::DELETE;
         let mut mcp = self.mcp.clone();
-        let response = match mcp.call(Request::from_parts(parts, Full::new(body))).await {
-            Ok(response) => response,
-            Err(never) => match never {},
+        let request = Request::from_parts(parts, Full::new(body));
+        let response = match opening {
+            None => match mcp.call(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+            // An opening runs to its end in a task of its own: a client that goes away
+            // after rmcp made the session must not leave it open, out of the book.
+            Some(room) => {
+                let opened = tokio::spawn(async move {
+                    let response = match mcp.call(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    if let Some(id) = response
+                        .headers()
+                        .get("mcp-session-id")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        room.opened(Arc::from(id), Kind::Streamable);
+                    }
+                    response
+                });
+                match opened.await {
+                    Ok(response) => response,
+                    Err(e) => {
+                        tracing::error!("opening a session failed: {e}");
+                        return respond::error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "opening the session failed",
+                        );
+                    }
+                }
+            }
         };
-        if let Some(room) = opening
-            && let Some(id) = response
-                .headers()
-                .get("mcp-session-id")
-                .and_then(|v| v.to_str().ok())
-        {
-            room.opened(Arc::from(id), Kind::Streamable);
-        }
         if deleting && response.status().is_success() {
             if let Some(id) = &session {
                 self.book.closed(id);
@@ -305,6 +341,7 @@ impl App {
             });
         match room {
             Ok((evicted, room)) => {
+                let mut closing = Vec::new();
                 for (session, kind) in evicted {
                     tracing::info!(
                         %session,
@@ -316,13 +353,18 @@ impl App {
                         // for rmcp's lock must not leave the session open, out of the book.
                         Kind::Streamable => {
                             let sessions = self.sessions.clone();
-                            tokio::spawn(async move {
+                            closing.push(tokio::spawn(async move {
                                 let _ = sessions.close_session(&session).await;
-                            });
+                            }));
                         }
                         Kind::Legacy => self.legacy.close(&session),
                         Kind::Reserved => {}
                     }
+                }
+                // The new session opens only once the ones it replaces are gone: rmcp's
+                // map never holds more than the caps allow, however many openings race.
+                for close in closing {
+                    let _ = close.await;
                 }
                 Ok(room)
             }
@@ -557,9 +599,10 @@ impl App {
     /// at the HTTP level (403, `insufficient_scope` naming the tool's scope), so the
     /// client can step up; static tokens keep the JSON-RPC error (-32003), which the
     /// handler sends.
-    pub(super) fn step_up(
+    pub(super) async fn step_up(
         &self,
         identity: &Identity,
+        info: &RequestInfo,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<(), Box<Response<Body>>> {
@@ -581,7 +624,38 @@ impl App {
             "tools/call outside the token's scopes"
         );
         let scope = verifier.settings().scopes.for_tool(&tool);
+        if self.audit.is_on() {
+            let peek = validate::peek(body);
+            let mut arguments = peek.arguments.unwrap_or(Value::Null);
+            self.audit.redact(&mut arguments);
+            self.audit_refusal(json!({
+                "time": crate::audit::now_rfc3339(),
+                "event": "tool_call",
+                "request_id": &*info.id,
+                "rpc_id": peek.id,
+                "session": info.session.as_deref(),
+                "remote": info.remote.map(|r| r.to_string()),
+                "caller": caller_json(Some(identity)),
+                "tool": tool,
+                "arguments": arguments,
+                "outcome": "denied",
+                "error_class": "insufficient_scope",
+                "error": format!("the token lacks the scope `{scope}`"),
+            }))
+            .await;
+        }
         Err(Box::new(self.forbidden(headers, &scope)))
+    }
+
+    /// Writes the record of a refusal made before any tool or admin action ran (the
+    /// refusal stands whether or not the record is written; a failure is counted).
+    async fn audit_refusal(&self, record: Value) {
+        if self.audit.is_on() {
+            let _ = self
+                .audit
+                .write(&record, self.runtime.limits().timeout)
+                .await;
+        }
     }
 
     fn check_origin(&self, headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
