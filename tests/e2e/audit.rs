@@ -477,38 +477,30 @@ async fn a_blocked_audit_log_holds_no_call_past_its_deadline() {
         "--audit-log",
         fifo.to_str().unwrap(),
         "--call-timeout",
-        "1s",
+        "3s",
     ])
     .await;
     let mut mcp = server.mcp().await;
     // 64 KiB of pipe buffer holds a few of these records; past them writes block.
     let sql = format!("SELECT '{}' AS padding", "x".repeat(10_000));
-    let mut blocked = 0;
-    for _ in 0..40 {
+    let timeouts = |metrics: &str| {
+        count(
+            metrics,
+            "mcp_sandbox_audit_failures_total",
+            &[("reason", "timeout")],
+        )
+    };
+    let mut calls = 0;
+    while timeouts(&server.metrics().await) < 2.0 {
+        calls += 1;
+        assert!(calls <= 40, "the pipe never filled: no record timed out");
         let started = Instant::now();
         let rows = mcp.structured("query_sql", json!({"sql": &sql})).await;
         assert_eq!(rows["row_count"], 1, "{rows}");
+        // The deadline is 3 s (a record waits for what is left of it); 3x slack.
         let took = started.elapsed();
-        // The deadline is 1 s (a record waits for what is left of it, 100 ms at
-        // least); 3x slack for a loaded machine.
-        assert!(took < Duration::from_secs(3), "a call took {took:?}");
-        if took >= Duration::from_millis(500) {
-            blocked += 1;
-            if blocked == 3 {
-                break;
-            }
-        }
+        assert!(took < Duration::from_secs(9), "a call took {took:?}");
     }
-    assert_eq!(blocked, 3, "the pipe never filled");
-    let metrics = server.metrics().await;
-    assert!(
-        count(
-            &metrics,
-            "mcp_sandbox_audit_failures_total",
-            &[("reason", "timeout")]
-        ) >= 1.0,
-        "the pipe never filled: no write timed out"
-    );
 }
 
 async fn audit_required_fails_closed() {

@@ -419,7 +419,19 @@ async fn scopes_decide_tools_and_the_admin_api() {
         .iter()
         .filter(|r| r["event"] == "tool_call" && r["error_class"] == "insufficient_scope")
         .collect();
+    // One per transport: Streamable HTTP names the session it claimed, legacy SSE none.
     assert_eq!(denied.len(), 2, "{records:?}");
+    assert_ne!(denied[0]["request_id"], denied[1]["request_id"]);
+    assert!(denied[0]["claimed_session"].is_string(), "{}", denied[0]);
+    assert!(denied[1]["claimed_session"].is_null(), "{}", denied[1]);
+    let query_sql_calls = records
+        .iter()
+        .filter(|r| r["event"] == "tool_call" && r["tool"] == "query_sql")
+        .count();
+    assert_eq!(
+        query_sql_calls, 2,
+        "the handler recorded a refused call again"
+    );
     for record in denied {
         assert_eq!(record["tool"], "query_sql", "{record}");
         assert_eq!(record["outcome"], "denied", "{record}");

@@ -99,7 +99,7 @@ struct Inner {
     /// the file, for requests that write their own record
     writer: Arc<Mutex<Writer>>,
     /// a recent write was slow: records go through the writer thread
-    slow: Arc<AtomicBool>,
+    slow: Arc<writer::Slow>,
     commands: mpsc::SyncSender<Command>,
     required: bool,
     redact: Redactor,
@@ -126,7 +126,7 @@ impl Audit {
         let (writer, failed) = Writer::open(&settings.target, settings.key, settings.rotation)?;
         let (commands, queue) = mpsc::sync_channel(QUEUE);
         let writer = Arc::new(Mutex::new(writer));
-        let slow = Arc::new(AtomicBool::new(false));
+        let slow = Arc::new(writer::Slow::default());
         let (thread_writer, thread_slow) = (writer.clone(), slow.clone());
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -218,28 +218,57 @@ impl Audit {
         line: String,
         deadline: Duration,
     ) -> Result<(), AuditError> {
+        // Refused sign-ins (anyone can cause them) never put the log into the refusing
+        // state on their own.
+        self.write_inner(event, line, deadline, event != "auth_refused")
+            .await
+    }
+
+    /// The record of a request refused before anything ran (out of its scopes, not an
+    /// admin): like a refused sign-in, its failure never makes `--audit-required`
+    /// refuse other calls.
+    pub async fn write_refusal(&self, record: &Value, deadline: Duration) {
+        if self.is_on() {
+            let event = match record.get("event").and_then(Value::as_str) {
+                Some("admin") => "admin",
+                _ => "tool_call",
+            };
+            let _ = self
+                .write_inner(event, record.to_string(), deadline, false)
+                .await;
+        }
+    }
+
+    async fn write_inner(
+        &self,
+        event: &'static str,
+        line: String,
+        deadline: Duration,
+        may_fail_closed: bool,
+    ) -> Result<(), AuditError> {
         let Some(inner) = &self.0 else {
             return Ok(());
         };
         // The request writes its own record when nobody else is writing and the disk
         // has been fast: no thread hop (two context switches per record on a loaded
         // machine). A write slower than SLOW_WRITE sends the next ones to the thread.
-        if !inner.slow.load(Ordering::Relaxed)
+        if !inner.slow.is_slow()
             && let Ok(mut writer) = inner.writer.try_lock()
             && writer.inline()
+            && !writer.would_rotate(line.len() + 256)
         {
             let began = Instant::now();
             let result = writer.write_one(line);
             drop(writer);
             if began.elapsed() >= SLOW_WRITE {
-                inner.slow.store(true, Ordering::Relaxed);
+                inner.slow.mark();
                 tracing::warn!(
                     "an audit write took {} ms: records go through the writer thread until \
                      the disk is fast again",
                     began.elapsed().as_millis()
                 );
             }
-            return inner.written(event, result);
+            return inner.written(event, result, may_fail_closed);
         }
         let (ack, written) = oneshot::channel();
         let result = match inner.commands.try_send(Command::Record(line, ack)) {
@@ -251,7 +280,7 @@ impl Audit {
                 Err(_elapsed) => Err(AuditError::Timeout(deadline.as_millis())),
             },
         };
-        inner.written(event, result)
+        inner.written(event, result, may_fail_closed)
     }
 
     /// Counts a call refused because its record could not be written.
@@ -315,6 +344,7 @@ impl Inner {
         &self,
         event: &'static str,
         result: Result<(), AuditError>,
+        may_fail_closed: bool,
     ) -> Result<(), AuditError> {
         match &result {
             Ok(()) => {
@@ -322,9 +352,7 @@ impl Inner {
                 self.metrics.audit_record(event);
             }
             Err(e) => {
-                // Refused sign-ins (anyone can cause them) never put the log into the
-                // refusing state on their own.
-                if event != "auth_refused" {
+                if may_fail_closed {
                     self.failing.store(true, Ordering::Relaxed);
                 }
                 self.metrics.audit_failure(e.reason());

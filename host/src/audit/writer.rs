@@ -12,16 +12,56 @@ use serde_json::json;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Records taken from the queue into one write.
 const MAX_BATCH: usize = 512;
-/// A write slower than this sends later records through the writer thread, so a slow
-/// disk holds the thread, not the request path; the thread's first fast write ends it.
+/// A write slower than this sends later records through the writer thread for at least
+/// [`SLOW_HOLD`], and until the thread writes fast again.
 pub const SLOW_WRITE: Duration = Duration::from_millis(20);
+const SLOW_HOLD: Duration = Duration::from_secs(1);
+
+/// Whether writes have been slow lately (requests then leave them to the thread).
+pub struct Slow {
+    epoch: Instant,
+    /// milliseconds after `epoch` when a write was last slow; 0: not slow
+    since: AtomicU64,
+}
+
+impl Default for Slow {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            since: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Slow {
+    pub fn is_slow(&self) -> bool {
+        self.since.load(Ordering::Relaxed) != 0
+    }
+
+    pub fn mark(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.since.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// A fast write: the slow spell ends once it is [`SLOW_HOLD`] old (one fast write
+    /// in a stall does not send requests back to the disk).
+    fn fast(&self) {
+        let since = self.since.load(Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_millis() as u64;
+        if since != 0 && now.saturating_sub(since) >= SLOW_HOLD.as_millis() as u64 {
+            let _ = self
+                .since
+                .compare_exchange(since, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
 /// How far back from the end a restart looks for the last record (lines are at most
 /// a request body long).
 const TAIL_CHUNK: u64 = 64 * 1024;
@@ -127,6 +167,17 @@ impl Writer {
             Out::Stdout(_) => false,
             Out::File { file, .. } => local_regular_file(file),
         };
+    }
+
+    /// Whether `bytes` more would make the file rotate (left to the thread: a rotation
+    /// renames up to `--audit-keep` files).
+    pub fn would_rotate(&self, bytes: usize) -> bool {
+        match (self.rotation, &self.out) {
+            (Some(rotation), Out::File { len, .. }) => {
+                *len > 0 && *len + bytes as u64 > rotation.max_bytes
+            }
+            _ => false,
+        }
     }
 
     /// Writes one record (a request writing its own).
@@ -294,9 +345,8 @@ impl Writer {
 }
 
 /// The writer thread: serves queued commands until the queue closes or `Close`
-/// arrives. A batch written within [`SLOW_WRITE`] lets requests write their own records
-/// again (`slow` cleared).
-pub fn run(writer: Arc<Mutex<Writer>>, commands: mpsc::Receiver<Command>, slow: Arc<AtomicBool>) {
+/// arrives. A batch written within [`SLOW_WRITE`] may end a slow spell ([`Slow`]).
+pub fn run(writer: Arc<Mutex<Writer>>, commands: mpsc::Receiver<Command>, slow: Arc<Slow>) {
     let lock = || writer.lock().unwrap_or_else(|e| e.into_inner());
     while let Ok(first) = commands.recv() {
         let mut batch = vec![first];
@@ -307,8 +357,8 @@ pub fn run(writer: Arc<Mutex<Writer>>, commands: mpsc::Receiver<Command>, slow: 
             }
         }
         let mut records = Vec::new();
-        let began = Instant::now();
         let mut writer = lock();
+        let began = Instant::now();
         for command in batch {
             match command {
                 Command::Record(line, ack) => records.push((line, ack)),
@@ -329,7 +379,9 @@ pub fn run(writer: Arc<Mutex<Writer>>, commands: mpsc::Receiver<Command>, slow: 
         writer.write_records(records);
         drop(writer);
         if began.elapsed() < SLOW_WRITE {
-            slow.store(false, Ordering::Relaxed);
+            slow.fast();
+        } else {
+            slow.mark();
         }
     }
 }
@@ -481,7 +533,7 @@ mod tests {
             assert!(failed.is_none());
             let (commands, queue) = mpsc::sync_channel(8);
             let writer = Arc::new(Mutex::new(writer));
-            let slow = Arc::new(AtomicBool::new(true));
+            let slow = Arc::new(Slow::default());
             let thread = std::thread::spawn(move || run(writer, queue, slow));
             for i in 0..3 {
                 let (ack, _written) = oneshot::channel();

@@ -319,7 +319,9 @@ impl McpHandler {
         record: &mut CallRecord,
         caller: Option<&Identity>,
     ) -> Result<(), crate::audit::AuditError> {
-        let line = record.finish(caller, &self.audit);
+        let line = record
+            .finish(caller, &self.audit)
+            .map_err(|e| crate::audit::AuditError::Write(format!("serializing the record: {e}")))?;
         // What is left of the call's deadline (a little at least): the record never
         // holds the answer much past it.
         let left = self
@@ -378,7 +380,7 @@ struct PhaseMicros {
     total: u64,
 }
 
-/// A record as written (field order as in README's sample).
+/// A record as written (members in this order).
 #[derive(serde::Serialize)]
 struct CallLine<'a> {
     time: &'a str,
@@ -478,7 +480,7 @@ impl CallRecord {
     }
 
     /// The record's line, with the caller named and the redaction patterns applied.
-    fn finish(&self, caller: Option<&Identity>, audit: &Audit) -> String {
+    fn finish(&self, caller: Option<&Identity>, audit: &Audit) -> serde_json::Result<String> {
         let redacted;
         let arguments = if audit.redacts() {
             let mut copy = self.arguments.clone();
@@ -506,7 +508,7 @@ impl CallRecord {
             caller: caller_json(caller),
             arguments,
         };
-        serde_json::to_string(&line).unwrap_or_default()
+        serde_json::to_string(&line)
     }
 }
 

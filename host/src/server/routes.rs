@@ -23,6 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tower_service::Service;
 
+/// How long an opening waits for the sessions it replaces to close (a session whose
+/// worker stopped draining could hold it forever).
+const EVICTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The `route` label: a fixed set, whatever path a client sends.
 fn route_label(path: &str) -> &'static str {
     match path {
@@ -161,19 +165,21 @@ impl App {
                     Err(response) => return *response,
                 };
                 if !identity.admin {
-                    let record = json!({
-                        "time": crate::audit::now_rfc3339(),
-                        "event": "admin",
-                        "request_id": &*info.id,
-                        "remote": info.remote.map(|r| r.to_string()),
-                        "caller": caller_json(Some(&identity)),
-                        "method": request.method().as_str(),
-                        "path": request.uri().path(),
-                        "outcome": "refused",
-                        "error_class": "not_admin",
-                        "status": 403,
-                    });
-                    self.audit_refusal(record).await;
+                    if self.audit.is_on() {
+                        let record = json!({
+                            "time": crate::audit::now_rfc3339(),
+                            "event": "admin",
+                            "request_id": &*info.id,
+                            "remote": info.remote.map(|r| r.to_string()),
+                            "caller": caller_json(Some(&identity)),
+                            "method": request.method().as_str(),
+                            "path": request.uri().path(),
+                            "outcome": "refused",
+                            "error_class": "not_admin",
+                            "status": 403,
+                        });
+                        self.audit_refusal(record).await;
+                    }
                     let scope = self.admin_scope(&identity);
                     return self.forbidden(request.headers(), &scope);
                 }
@@ -364,7 +370,14 @@ impl App {
                 // The new session opens only once the ones it replaces are gone: rmcp's
                 // map never holds more than the caps allow, however many openings race.
                 for close in closing {
-                    let _ = close.await;
+                    match tokio::time::timeout(EVICTION_WAIT, close).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!("closing an evicted session failed: {e}"),
+                        Err(_) => tracing::warn!(
+                            "an evicted session did not close within {} s; opening anyway",
+                            EVICTION_WAIT.as_secs()
+                        ),
+                    }
                 }
                 Ok(room)
             }
@@ -633,7 +646,8 @@ impl App {
                 "event": "tool_call",
                 "request_id": &*info.id,
                 "rpc_id": peek.id,
-                "session": info.session.as_deref(),
+                // as the request named it: ownership is checked only after this
+                "claimed_session": info.session.as_deref(),
                 "remote": info.remote.map(|r| r.to_string()),
                 "caller": caller_json(Some(identity)),
                 "tool": tool,
@@ -650,12 +664,9 @@ impl App {
     /// Writes the record of a refusal made before any tool or admin action ran (the
     /// refusal stands whether or not the record is written; a failure is counted).
     async fn audit_refusal(&self, record: Value) {
-        if self.audit.is_on() {
-            let _ = self
-                .audit
-                .write(&record, self.runtime.limits().timeout)
-                .await;
-        }
+        self.audit
+            .write_refusal(&record, self.runtime.limits().timeout)
+            .await;
     }
 
     fn check_origin(&self, headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
