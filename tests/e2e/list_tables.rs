@@ -1,9 +1,9 @@
 //! `list_tables` against the sample schema.
 
-use crate::util::TestServer;
+use crate::util::{Mcp, TestServer};
 use serde_json::{Value, json};
 
-crate::trials!(list_tables: lists_tables_and_views_with_kinds, other_schema, unknown_schema_is_a_tool_error, wrong_argument_type_is_invalid_params);
+crate::trials!(list_tables: lists_tables_and_views_with_kinds, other_schema, unknown_schema_is_a_tool_error, wrong_argument_type_is_invalid_params, a_pattern_filters_names, pages_follow_the_cursor, pattern_and_cursor_are_bound_not_spliced, thousands_of_tables_page_through);
 
 fn find<'a>(tables: &'a Value, name: &str) -> &'a Value {
     tables
@@ -77,4 +77,170 @@ async fn wrong_argument_type_is_invalid_params() {
         error["message"].as_str().unwrap().contains("schema"),
         "{error}"
     );
+}
+
+fn names(out: &Value) -> Vec<String> {
+    out["tables"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tables in {out}"))
+        .iter()
+        .map(|t| t["name"].as_str().expect("a name").to_owned())
+        .collect()
+}
+
+async fn a_pattern_filters_names() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    let out = mcp
+        .structured("list_tables", json!({"pattern": "order%"}))
+        .await;
+    assert_eq!(names(&out), ["order_items", "order_totals", "orders"]);
+    assert_eq!(out["next_cursor"], Value::Null);
+    // Case-insensitive; `_` is one character.
+    let out = mcp
+        .structured("list_tables", json!({"pattern": "%REVIEW%"}))
+        .await;
+    assert_eq!(names(&out), ["ProductReviews"]);
+    let out = mcp
+        .structured("list_tables", json!({"pattern": "order_"}))
+        .await;
+    assert_eq!(names(&out), ["orders"]);
+    // Nothing matches: an empty page of an existing schema, not an error.
+    let out = mcp
+        .structured("list_tables", json!({"pattern": "no-such-table"}))
+        .await;
+    assert_eq!(names(&out), Vec::<String>::new());
+}
+
+/// Every page of `list_tables` with `args`, following `next_cursor` to the end.
+async fn all_pages(mcp: &mut Mcp, args: Value) -> (Vec<String>, usize) {
+    let (mut seen, mut pages) = (Vec::new(), 0);
+    let mut args = args;
+    loop {
+        let out = mcp.structured("list_tables", args.clone()).await;
+        pages += 1;
+        seen.extend(names(&out));
+        match out["next_cursor"].as_str() {
+            Some(cursor) => args["cursor"] = cursor.into(),
+            None => return (seen, pages),
+        }
+        assert!(pages < 1000, "the pages never end");
+    }
+}
+
+async fn pages_follow_the_cursor() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    let first = mcp.structured("list_tables", json!({"limit": 3})).await;
+    assert_eq!(
+        names(&first),
+        ["ProductReviews", "customers", "order_items"]
+    );
+    assert_eq!(first["next_cursor"], "order_items");
+    let (all, pages) = all_pages(&mut mcp, json!({"limit": 3})).await;
+    assert_eq!(
+        all,
+        [
+            "ProductReviews",
+            "customers",
+            "order_items",
+            "order_totals",
+            "orders",
+            "product_sales",
+            "products"
+        ]
+    );
+    assert_eq!(pages, 3);
+    // A page that ends exactly at the last table says so.
+    let out = mcp.structured("list_tables", json!({"limit": 7})).await;
+    assert_eq!(out["next_cursor"], Value::Null);
+    // Limits outside 1..=1000 are refused before any instance runs.
+    for limit in [json!(0), json!(1001), json!(-1), json!("10")] {
+        let error = mcp
+            .protocol_error("list_tables", json!({"limit": limit}))
+            .await;
+        assert_eq!(error["code"], -32602, "{limit}: {error}");
+    }
+}
+
+async fn pattern_and_cursor_are_bound_not_spliced() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    for hostile in [
+        "x' OR '1'='1",
+        "'; DROP TABLE customers; --",
+        "%' UNION SELECT rolname, 'table', NULL, NULL FROM pg_roles --",
+        "$1",
+    ] {
+        let out = mcp
+            .structured("list_tables", json!({"pattern": hostile}))
+            .await;
+        assert_eq!(names(&out), Vec::<String>::new(), "{hostile}: {out}");
+        let out = mcp
+            .structured("list_tables", json!({"cursor": hostile}))
+            .await;
+        // Only names sorting after the cursor's text, as a name; never an error.
+        for name in names(&out) {
+            assert!(name.as_str() > hostile, "{hostile}: {name}");
+        }
+    }
+    let out = mcp
+        .structured("list_tables", json!({"pattern": "customers"}))
+        .await;
+    assert_eq!(names(&out), ["customers"], "the table is still there");
+}
+
+/// A schema of 1,500 tables: pages of the default size (200) cover every table once.
+async fn thousands_of_tables_page_through() {
+    const TABLES: usize = 1500;
+    let schema = format!("many_{}", std::process::id());
+    let db = crate::util::db::superuser().await;
+    db.batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("creating the schema");
+    // 250 tables a transaction: each holds a lock until commit, and the lock table is
+    // shared with every other test.
+    for start in (1..=TABLES).step_by(250) {
+        db.batch_execute(&format!(
+            "DO $$ BEGIN
+               FOR i IN {start}..{} LOOP
+                 EXECUTE format('CREATE TABLE {schema}.t%s (id int)', lpad(i::text, 5, '0'));
+               END LOOP;
+             END $$;",
+            start + 249
+        ))
+        .await
+        .expect("creating the tables");
+    }
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    let first = mcp
+        .structured("list_tables", json!({"schema": &schema}))
+        .await;
+    assert_eq!(names(&first).len(), 200);
+    let (all, pages) = all_pages(&mut mcp, json!({"schema": &schema})).await;
+    let expected: Vec<String> = (1..=TABLES).map(|i| format!("t{i:05}")).collect();
+    assert_eq!(all, expected);
+    assert_eq!(pages, TABLES.div_ceil(200));
+    let (some, _) = all_pages(
+        &mut mcp,
+        json!({"schema": &schema, "pattern": "t014%", "limit": 30}),
+    )
+    .await;
+    assert_eq!(some.len(), 100, "t01400..t01499");
+    for start in (1..=TABLES).step_by(250) {
+        db.batch_execute(&format!(
+            "DO $$ BEGIN
+               FOR i IN {start}..{} LOOP
+                 EXECUTE format('DROP TABLE {schema}.t%s', lpad(i::text, 5, '0'));
+               END LOOP;
+             END $$;",
+            start + 249
+        ))
+        .await
+        .expect("dropping the tables");
+    }
+    db.batch_execute(&format!("DROP SCHEMA {schema}"))
+        .await
+        .expect("dropping the schema");
 }

@@ -1,10 +1,17 @@
 //! The `list_tables` tool: tables and views of one schema, with kind, comment and a row
-//! estimate, read from `pg_catalog`.
+//! estimate, read from `pg_catalog`; filtered by a name pattern and paged, so a
+//! database with thousands of tables does not flood a model's context.
 
 use guest_sdk::{Args, CallError, Output, Tool, ToolDef, describe_query_error, json, sql};
 
-/// One round trip: the LEFT JOIN keeps a single all-NULL row for an empty schema, so no
-/// row at all means the schema does not exist.
+/// The most tables one page may ask for (and the default page size).
+const MAX_LIMIT: u32 = 1000;
+const DEFAULT_LIMIT: u32 = 200;
+
+/// One round trip: the LEFT JOIN keeps a single all-NULL row for a schema with nothing
+/// (left) to list, so no row at all means the schema does not exist. Pages follow
+/// `relname` order (the `name` type's byte order), the cursor being the last name
+/// returned; one row past the page tells whether another follows.
 const LIST: &str = "\
 SELECT c.relname::text,
        CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view'
@@ -17,8 +24,11 @@ SELECT c.relname::text,
          ON c.relnamespace = n.oid
         AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
         AND NOT c.relispartition
+        AND ($2::text IS NULL OR c.relname::text ILIKE $2::text)
+        AND ($3::text IS NULL OR c.relname > $3::text::name)
  WHERE n.nspname = $1
- ORDER BY c.relname";
+ ORDER BY c.relname
+ LIMIT $4::int8 + 1";
 
 struct ListTables;
 
@@ -34,7 +44,15 @@ impl Tool for ListTables {
         .input(json!({
             "type": "object",
             "properties": {
-                "schema": {"type": "string", "description": "Schema name (default `public`)"}
+                "schema": {"type": "string", "description": "Schema name (default `public`)"},
+                "pattern": {"type": "string", "maxLength": 256,
+                            "description": "Only names matching this case-insensitive LIKE \
+                                            pattern (`%` any text, `_` one character), \
+                                            e.g. `order%`"},
+                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                          "description": "Tables per page (default 200)"},
+                "cursor": {"type": "string",
+                           "description": "`next_cursor` of the previous page"}
             },
             "additionalProperties": false
         }))
@@ -51,25 +69,54 @@ impl Tool for ListTables {
                         "rows_estimate": {"type": ["integer", "string", "null"]}
                     },
                     "required": ["name", "kind", "comment"]
-                }}
+                }},
+                "next_cursor": {"type": ["string", "null"],
+                                "description": "Pass as `cursor` for the next page; null on \
+                                                the last"}
             },
-            "required": ["schema", "tables"]
+            "required": ["schema", "tables", "next_cursor"]
         }))
     }
 
     fn call(args: Args) -> Result<Output, CallError> {
         let schema = args.str("schema")?.unwrap_or("public");
-        let rows = match guest_sdk::query(LIST, &[sql::Value::Text(schema.to_owned())]) {
+        let text = |v: Option<&str>| v.map_or(sql::Value::Null, |v| sql::Value::Text(v.into()));
+        let limit = args.u32("limit")?.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(CallError::InvalidArguments(format!(
+                "`limit` must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        let params = [
+            sql::Value::Text(schema.to_owned()),
+            text(args.str("pattern")?),
+            text(args.str("cursor")?),
+            sql::Value::Int(i64::from(limit)),
+        ];
+        let rows = match guest_sdk::query(LIST, &params) {
             Ok(rows) => rows,
             Err(e) => return Ok(Output::error(describe_query_error(&e))),
         };
         if rows.rows.is_empty() {
             return Ok(Output::error(format!("schema \"{schema}\" does not exist")));
         }
-        let tables: Vec<_> = rows
+        let listed: Vec<_> = rows
             .rows
             .iter()
             .filter(|row| !matches!(row.first(), Some(sql::Value::Null) | None))
+            .collect();
+        // One row past the page, or the server's row cap cut the page: more follow.
+        let more = listed.len() > limit as usize || rows.truncated;
+        let page = &listed[..listed.len().min(limit as usize)];
+        let next_cursor = if more {
+            page.last()
+                .and_then(|row| row.first())
+                .map(guest_sdk::value_to_json)
+        } else {
+            None
+        };
+        let tables: Vec<_> = page
+            .iter()
             .map(|row| {
                 let cell = |i: usize| row.get(i).map(guest_sdk::value_to_json);
                 json!({
@@ -80,7 +127,9 @@ impl Tool for ListTables {
                 })
             })
             .collect();
-        Ok(Output::json(json!({"schema": schema, "tables": tables})))
+        Ok(Output::json(
+            json!({"schema": schema, "tables": tables, "next_cursor": next_cursor}),
+        ))
     }
 }
 
