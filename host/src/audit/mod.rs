@@ -369,3 +369,88 @@ pub fn now_rfc3339() -> String {
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests writing their own records, records falling back to the writer thread
+    /// (the lock taken), and rotations (on the thread) interleave into one chain that
+    /// verifies, every record in it once.
+    #[test]
+    fn concurrent_writers_and_rotations_keep_one_chain() {
+        let dir = std::env::temp_dir().join(format!("mcp-sandbox-audit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let path = dir.join("audit.log");
+        let key = Key::new(b"0123456789abcdef0123456789abcdef");
+        let settings = Settings {
+            target: Target::File(path.clone()),
+            key: Some(key.clone()),
+            rotation: Some(Rotation {
+                max_bytes: 16 * 1024,
+                keep: 1000,
+            }),
+            required: false,
+            redact: Redactor::new(&[]).expect("no patterns"),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        const TASKS: usize = 8;
+        const EACH: usize = 100;
+        runtime.block_on(async {
+            let audit = Audit::start(settings, Arc::new(Metrics::new())).expect("started");
+            let writers: Vec<_> = (0..TASKS)
+                .map(|t| {
+                    let audit = audit.clone();
+                    tokio::spawn(async move {
+                        for i in 0..EACH {
+                            let line = format!(
+                                "{{\"event\":\"tool_call\",\"task\":{t},\"i\":{i},\"pad\":\"{}\"}}",
+                                "x".repeat(200)
+                            );
+                            audit
+                                .write_line("tool_call", line, Duration::from_secs(30))
+                                .await
+                                .expect("written");
+                        }
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.await.expect("a writer task");
+            }
+            audit.close(Duration::from_secs(30)).await;
+        });
+        // The rotated files, oldest first, then the live one.
+        let mut files: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(&dir)
+            .expect("the dir")
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let n = name.strip_prefix("audit.log.")?.parse().ok()?;
+                Some((n, e.path()))
+            })
+            .collect();
+        assert!(files.len() >= 5, "only {} rotations", files.len());
+        files.sort_by_key(|f| std::cmp::Reverse(f.0));
+        let mut chain: Vec<&Path> = files.iter().map(|(_, p)| p.as_path()).collect();
+        chain.push(&path);
+        let verdict = chain::verify(&chain, Some(&key)).expect("read");
+        assert!(matches!(verdict, Verdict::Intact { .. }), "{verdict}");
+        let mut seen = std::collections::HashSet::new();
+        for file in &chain {
+            for line in std::fs::read_to_string(file).expect("read").lines() {
+                let record: Value = serde_json::from_str(line).expect("JSON");
+                if record["event"] == "tool_call" {
+                    assert!(seen.insert((record["task"].clone(), record["i"].clone())));
+                }
+            }
+        }
+        assert_eq!(seen.len(), TASKS * EACH);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
