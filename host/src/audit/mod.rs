@@ -322,8 +322,16 @@ impl Audit {
     pub async fn close(&self, timeout: Duration) {
         let Some(inner) = &self.0 else { return };
         let (done, closed) = oneshot::channel();
-        if inner.commands.send(Command::Close(done)).is_ok() {
-            let _ = tokio::time::timeout(timeout, closed).await;
+        // Never a blocking send on a runtime thread: a full queue means the writer is
+        // stalled, and shutdown goes on without the closing record.
+        match inner.commands.try_send(Command::Close(done)) {
+            Ok(()) => {
+                let _ = tokio::time::timeout(timeout, closed).await;
+            }
+            Err(mpsc::TrySendError::Full(_)) => {
+                tracing::error!("the audit log's writer is stalled: closing without its record");
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {}
         }
         let thread = inner
             .thread
