@@ -190,6 +190,24 @@ async fn pattern_and_cursor_are_bound_not_spliced() {
     assert_eq!(names(&out), ["customers"], "the table is still there");
 }
 
+/// Runs `statement` (a `format()` template: `%s` is the table number, 00001 on) for
+/// tables 1 to `tables`, 250 a transaction: each table holds a lock until commit, and
+/// the lock table is shared with every other test.
+async fn each_table(db: &tokio_postgres::Client, tables: usize, statement: &str) {
+    for start in (1..=tables).step_by(250) {
+        db.batch_execute(&format!(
+            "DO $$ BEGIN
+               FOR i IN {start}..{} LOOP
+                 EXECUTE format('{statement}', lpad(i::text, 5, '0'));
+               END LOOP;
+             END $$;",
+            (start + 249).min(tables)
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
 /// A schema of 1,500 tables: pages of the default size (200) cover every table once.
 async fn thousands_of_tables_page_through() {
     const TABLES: usize = 1500;
@@ -198,20 +216,7 @@ async fn thousands_of_tables_page_through() {
     db.batch_execute(&format!("CREATE SCHEMA {schema}"))
         .await
         .expect("creating the schema");
-    // 250 tables a transaction: each holds a lock until commit, and the lock table is
-    // shared with every other test.
-    for start in (1..=TABLES).step_by(250) {
-        db.batch_execute(&format!(
-            "DO $$ BEGIN
-               FOR i IN {start}..{} LOOP
-                 EXECUTE format('CREATE TABLE {schema}.t%s (id int)', lpad(i::text, 5, '0'));
-               END LOOP;
-             END $$;",
-            start + 249
-        ))
-        .await
-        .expect("creating the tables");
-    }
+    each_table(&db, TABLES, &format!("CREATE TABLE {schema}.t%s (id int)")).await;
     let server = TestServer::start().await;
     let mut mcp = server.mcp().await;
     let first = mcp
@@ -228,18 +233,7 @@ async fn thousands_of_tables_page_through() {
     )
     .await;
     assert_eq!(some.len(), 100, "t01400..t01499");
-    for start in (1..=TABLES).step_by(250) {
-        db.batch_execute(&format!(
-            "DO $$ BEGIN
-               FOR i IN {start}..{} LOOP
-                 EXECUTE format('DROP TABLE {schema}.t%s', lpad(i::text, 5, '0'));
-               END LOOP;
-             END $$;",
-            start + 249
-        ))
-        .await
-        .expect("dropping the tables");
-    }
+    each_table(&db, TABLES, &format!("DROP TABLE {schema}.t%s")).await;
     db.batch_execute(&format!("DROP SCHEMA {schema}"))
         .await
         .expect("dropping the schema");

@@ -201,13 +201,8 @@ impl Audit {
         if !self.is_on() {
             return Ok(());
         }
-        let event = match record.get("event").and_then(Value::as_str) {
-            Some("tool_call") => "tool_call",
-            Some("admin") => "admin",
-            Some("auth_refused") => "auth_refused",
-            _ => "other",
-        };
-        self.write_line(event, record.to_string(), deadline).await
+        self.write_line(event_of(record), record.to_string(), deadline)
+            .await
     }
 
     /// Writes a record already serialized (a JSON object) as [`Audit::write`] does;
@@ -229,12 +224,8 @@ impl Audit {
     /// refuse other calls.
     pub async fn write_refusal(&self, record: &Value, deadline: Duration) {
         if self.is_on() {
-            let event = match record.get("event").and_then(Value::as_str) {
-                Some("admin") => "admin",
-                _ => "tool_call",
-            };
             let _ = self
-                .write_inner(event, record.to_string(), deadline, false)
+                .write_inner(event_of(record), record.to_string(), deadline, false)
                 .await;
         }
     }
@@ -343,6 +334,16 @@ impl Audit {
         {
             let _ = thread.join();
         }
+    }
+}
+
+/// A record's `event`, as the `event` label of `mcp_sandbox_audit_records_total`.
+fn event_of(record: &Value) -> &'static str {
+    match record.get("event").and_then(Value::as_str) {
+        Some("tool_call") => "tool_call",
+        Some("admin") => "admin",
+        Some("auth_refused") => "auth_refused",
+        _ => "other",
     }
 }
 

@@ -182,9 +182,6 @@ impl Writer {
 
     /// Writes one record (a request writing its own).
     pub fn write_one(&mut self, record: String) -> Result<(), AuditError> {
-        if self.closed {
-            return Err(AuditError::Closed);
-        }
         self.write_sealed(&[record])
     }
 
@@ -202,11 +199,7 @@ impl Writer {
             return;
         }
         let (lines, acks): (Vec<String>, Vec<_>) = records.into_iter().unzip();
-        let result = if self.closed {
-            Err(AuditError::Closed)
-        } else {
-            self.write_sealed(&lines)
-        };
+        let result = self.write_sealed(&lines);
         for ack in acks {
             let _ = ack.send(result.clone());
         }
@@ -214,8 +207,11 @@ impl Writer {
 
     /// Seals `records` into the chain and writes them in one go, rotating first when
     /// they would take the file past its size; on failure the chain and the file are as
-    /// before.
+    /// before. Nothing follows the closing record.
     fn write_sealed(&mut self, records: &[String]) -> Result<(), AuditError> {
+        if self.closed {
+            return Err(AuditError::Closed);
+        }
         let mut start = self.head.clone();
         let mut buf = self.seal(records);
         if let (Some(rotation), Out::File { len, .. }) = (self.rotation, &self.out)

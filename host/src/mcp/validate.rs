@@ -36,16 +36,6 @@ pub const PARSE_ERROR: i32 = -32700;
 pub const INVALID_REQUEST: i32 = -32600;
 pub const INVALID_PARAMS: i32 = -32602;
 
-/// The tool a `tools/call` request names, if `body` is one (the caller's scopes are
-/// checked against it before the message goes on).
-pub fn called_tool(body: &[u8]) -> Option<String> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    if value.get("method")?.as_str()? != "tools/call" {
-        return None;
-    }
-    Some(value.get("params")?.get("name")?.as_str()?.to_owned())
-}
-
 /// What the HTTP layer needs to know of a message before the transport has it.
 #[derive(Debug, Default)]
 pub struct Peek {

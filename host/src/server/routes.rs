@@ -263,39 +263,37 @@ impl App {
         let deleting = parts.method == Method::DELETE;
         let mut mcp = self.mcp.clone();
         let request = Request::from_parts(parts, Full::new(body));
-        let response = match opening {
-            None => match mcp.call(request).await {
+        let opens = opening.is_some();
+        let call = async move {
+            let response = match mcp.call(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
-            },
-            // An opening runs to its end in a task of its own: a client that goes away
-            // after rmcp made the session must not leave it open, out of the book.
-            Some(room) => {
-                let opened = tokio::spawn(async move {
-                    let response = match mcp.call(request).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    };
-                    if let Some(id) = response
-                        .headers()
-                        .get("mcp-session-id")
-                        .and_then(|v| v.to_str().ok())
-                    {
-                        room.opened(Arc::from(id), Kind::Streamable);
-                    }
-                    response
-                });
-                match opened.await {
-                    Ok(response) => response,
-                    Err(e) => {
-                        tracing::error!("opening a session failed: {e}");
-                        return respond::error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "opening the session failed",
-                        );
-                    }
+            };
+            if let Some(room) = opening
+                && let Some(id) = response
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+            {
+                room.opened(Arc::from(id), Kind::Streamable);
+            }
+            response
+        };
+        // An opening runs to its end in a task of its own: a client that goes away after
+        // rmcp made the session must not leave it open, out of the book.
+        let response = if opens {
+            match tokio::spawn(call).await {
+                Ok(response) => response,
+                Err(e) => {
+                    tracing::error!("opening a session failed: {e}");
+                    return respond::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "opening the session failed",
+                    );
                 }
             }
+        } else {
+            call.await
         };
         if deleting && response.status().is_success() {
             if let Some(id) = &session {
@@ -405,9 +403,33 @@ impl App {
         if !self.audit.is_on() {
             return;
         }
+        let record = self.refused_call(
+            identity,
+            info,
+            peek,
+            "limited",
+            limited.kind(),
+            &limited.message(),
+        );
+        let _ = self
+            .audit
+            .write(&record, self.runtime.limits().timeout)
+            .await;
+    }
+
+    /// The audit record of a `tools/call` refused before the handler saw it.
+    fn refused_call(
+        &self,
+        identity: &Identity,
+        info: &RequestInfo,
+        peek: &validate::Peek,
+        outcome: &str,
+        error_class: &str,
+        error: &str,
+    ) -> Value {
         let mut arguments = peek.arguments.clone().unwrap_or(Value::Null);
         self.audit.redact(&mut arguments);
-        let record = json!({
+        json!({
             "time": crate::audit::now_rfc3339(),
             "event": "tool_call",
             "request_id": &*info.id,
@@ -416,14 +438,10 @@ impl App {
             "caller": caller_json(Some(identity)),
             "tool": peek.tool,
             "arguments": arguments,
-            "outcome": "limited",
-            "error_class": limited.kind(),
-            "error": limited.message(),
-        });
-        let _ = self
-            .audit
-            .write(&record, self.runtime.limits().timeout)
-            .await;
+            "outcome": outcome,
+            "error_class": error_class,
+            "error": error,
+        })
     }
 
     /// The rules of every route but the probes: an allowed Host (HTTP/2 sends it as the
@@ -625,10 +643,11 @@ impl App {
         if identity.origin != Origin::OAuth {
             return Ok(());
         }
-        let Some(tool) = validate::called_tool(body) else {
+        let peek = validate::peek(body);
+        let Some(tool) = peek.tool.as_deref() else {
             return Ok(());
         };
-        if identity.may_call(&tool) || self.runtime.tool(&tool).is_none() {
+        if identity.may_call(tool) || self.runtime.tool(tool).is_none() {
             return Ok(());
         }
         tracing::info!(
@@ -636,27 +655,19 @@ impl App {
             caller = &*identity.name,
             "tools/call outside the token's scopes"
         );
-        let scope = verifier.settings().scopes.for_tool(&tool);
+        let scope = verifier.settings().scopes.for_tool(tool);
         if self.audit.is_on() {
-            let peek = validate::peek(body);
-            let mut arguments = peek.arguments.unwrap_or(Value::Null);
-            self.audit.redact(&mut arguments);
-            self.audit_refusal(json!({
-                "time": crate::audit::now_rfc3339(),
-                "event": "tool_call",
-                "request_id": &*info.id,
-                "rpc_id": peek.id,
-                // as the request named it: ownership is checked only after this
-                "claimed_session": info.session.as_deref(),
-                "remote": info.remote.map(|r| r.to_string()),
-                "caller": caller_json(Some(identity)),
-                "tool": tool,
-                "arguments": arguments,
-                "outcome": "denied",
-                "error_class": "insufficient_scope",
-                "error": format!("the token lacks the scope `{scope}`"),
-            }))
-            .await;
+            let mut record = self.refused_call(
+                identity,
+                info,
+                &peek,
+                "denied",
+                "insufficient_scope",
+                &format!("the token lacks the scope `{scope}`"),
+            );
+            // as the request named it: ownership is checked only after this
+            record["claimed_session"] = json!(info.session.as_deref());
+            self.audit_refusal(record).await;
         }
         Err(Box::new(self.forbidden(headers, &scope)))
     }
