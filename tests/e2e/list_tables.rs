@@ -188,6 +188,18 @@ async fn pattern_and_cursor_are_bound_not_spliced() {
         .structured("list_tables", json!({"pattern": "customers"}))
         .await;
     assert_eq!(names(&out), ["customers"], "the table is still there");
+    // A pattern past its bound is refused before any instance; a NUL (which no
+    // Postgres text holds) is the database's refusal, as a tool error.
+    let error = mcp
+        .protocol_error("list_tables", json!({"pattern": "%".repeat(257)}))
+        .await;
+    assert_eq!(error["code"], -32602, "{error}");
+    for argument in ["pattern", "cursor"] {
+        let text = mcp
+            .tool_error("list_tables", json!({argument: "a\u{0}b"}))
+            .await;
+        assert!(!text.is_empty(), "{argument}");
+    }
 }
 
 /// Runs `statement` (a `format()` template: `%s` is the table number, 00001 on) for
