@@ -118,6 +118,19 @@ fn source(wasm_dir: Option<&Path>) -> String {
         }
     }
     src.push_str("];\n\n");
+    src.push_str(
+        "/// The component behind the SQL tools declared in `.sql.toml` files (empty when\n\
+         /// the guest build was skipped).\n",
+    );
+    match wasm_dir {
+        Some(dir) => writeln!(
+            src,
+            "pub const SQL_TOOL: &[u8] = include_bytes!({:?});\n",
+            dir.join("sql_tool.wasm").display().to_string()
+        ),
+        None => writeln!(src, "pub const SQL_TOOL: &[u8] = &[];\n"),
+    }
+    .expect("writing to a String");
     src.push_str("/// Where every built component lies, fixtures included (tests use it).\n");
     let dir = wasm_dir
         .map(|d| d.display().to_string())

@@ -1,10 +1,11 @@
 //! `mcp-sandbox component check|compile FILE`: what the server would say of a component,
-//! offline (no database needed), and compiling it into the cache ahead of time.
+//! offline (no database needed), and compiling it into the cache ahead of time. A file of
+//! declared SQL tools (`NAME.sql.toml`) is checked against a database (`--database-url`).
 
 use crate::config::{ComponentArgs, ComponentCommand};
 use crate::db::Db;
 use crate::metrics::Metrics;
-use crate::runtime::{Inspection, Runtime};
+use crate::runtime::{Inspection, Kind, Runtime, SQL_TOOLS_SUFFIX};
 use anyhow::Context;
 use serde_json::json;
 use std::sync::Arc;
@@ -15,16 +16,25 @@ pub async fn run(command: ComponentCommand) -> anyhow::Result<bool> {
         ComponentCommand::Check(args) => (args, false),
         ComponentCommand::Compile(args) => (args, true),
     };
-    let runtime = offline_runtime(&args, compile)?;
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let name = args
+    let file_name = args
         .file
-        .file_stem()
+        .file_name()
         .and_then(|s| s.to_str())
-        .unwrap_or("component")
-        .to_owned();
-    match runtime.inspect(&name, bytes).await {
+        .unwrap_or("component");
+    let (name, kind) = match file_name.strip_suffix(SQL_TOOLS_SUFFIX) {
+        Some(name) => (name, Kind::Sql),
+        None => (
+            file_name.strip_suffix(".wasm").unwrap_or(file_name),
+            Kind::Wasm,
+        ),
+    };
+    if kind == Kind::Sql && compile {
+        anyhow::bail!("a {SQL_TOOLS_SUFFIX} file is not compiled; `component check` it");
+    }
+    let runtime = offline_runtime(&args, compile, kind).await?;
+    match runtime.inspect(name, kind, bytes).await {
         Ok(report) => {
             println!("{}", serde_json::to_string_pretty(&describe(&report))?);
             if compile {
@@ -46,14 +56,30 @@ pub async fn run(command: ComponentCommand) -> anyhow::Result<bool> {
 }
 
 /// An engine configured exactly as `serve` would configure it, with no components and a
-/// pool that never connects (validation does not query).
-fn offline_runtime(args: &ComponentArgs, compile: bool) -> anyhow::Result<Runtime> {
+/// pool that never connects (validating a component does not query); for SQL tools, a
+/// pool of the given database, whose role is checked as `serve` checks it.
+async fn offline_runtime(
+    args: &ComponentArgs,
+    compile: bool,
+    kind: Kind,
+) -> anyhow::Result<Runtime> {
     let common = &args.common;
-    let db = Db::new(
-        "postgres://localhost/unused",
-        common.pool_settings(),
-        common.db_limits(),
-    )?;
+    let db = match (kind, &args.database_url) {
+        (Kind::Wasm, _) => Db::new(
+            "postgres://localhost/unused",
+            common.pool_settings(),
+            common.db_limits(),
+        )?,
+        (Kind::Sql, Some(url)) => {
+            let db = Db::new(url.expose(), common.pool_settings(), common.db_limits())?;
+            crate::check_database(&db, common.connect_timeout).await?;
+            db
+        }
+        (Kind::Sql, None) => anyhow::bail!(
+            "checking a {SQL_TOOLS_SUFFIX} file prepares its statements against the database: \
+             pass --database-url (or set DATABASE_URL)"
+        ),
+    };
     let mut settings = common.runtime_settings();
     settings.components_dir = None;
     if compile && settings.cache_dir.is_none() {

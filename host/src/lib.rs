@@ -107,7 +107,10 @@ pub async fn build_app(
 /// One connection at start: a TLS failure or a login role that can write stops the start
 /// (with the reason and what to do); a database that is down does not (`/health` reports
 /// it until it answers). Warns about what the operator let through.
-async fn check_database(db: &db::Db, timeout: std::time::Duration) -> anyhow::Result<()> {
+pub(crate) async fn check_database(
+    db: &db::Db,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
     match db.check(timeout).await {
         Err(e) => anyhow::bail!("{e}"),
         Ok(Some(reason)) => tracing::warn!("the database does not answer yet: {reason}"),

@@ -31,6 +31,7 @@ mod replicas;
 mod sandbox;
 mod shutdown;
 mod sql_guard;
+mod sql_tools;
 mod stateless;
 mod swap;
 
@@ -70,6 +71,7 @@ fn main() {
         sandbox::trials(),
         shutdown::trials(),
         sql_guard::trials(),
+        sql_tools::trials(),
         stateless::trials(),
         swap::trials(),
     ]

@@ -110,8 +110,13 @@ pub enum ComponentCommand {
 
 #[derive(Debug, Args)]
 pub struct ComponentArgs {
-    /// The component (.wasm)
+    /// The component (.wasm) or declared SQL tools (.sql.toml)
     pub file: PathBuf,
+
+    /// PostgreSQL connection URL: a .sql.toml file's statements are prepared (not run)
+    /// against it, as the server would when loading the file
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -314,9 +319,19 @@ pub struct DemoArgs {
 #[derive(Clone, Debug, Args)]
 pub struct CommonArgs {
     /// Directory of extra or replacement components (`NAME.wasm`; a name that matches a
-    /// built-in component replaces it)
+    /// built-in component replaces it) and of declared SQL tools (`NAME.sql.toml`)
     #[arg(long, env = "MCP_SANDBOX_COMPONENTS")]
     pub components_dir: Option<PathBuf>,
+
+    /// Built-in components not to load, e.g. `query-sql` to serve only curated tools;
+    /// repeat or separate with commas (list-tables, describe-table, query-sql)
+    #[arg(
+        long = "disable-builtin",
+        env = "MCP_SANDBOX_DISABLE_BUILTINS",
+        value_delimiter = ',',
+        value_parser = ["list-tables", "describe-table", "query-sql"]
+    )]
+    pub disabled_builtins: Vec<String>,
 
     /// Host names accepted in the Host header (DNS-rebinding protection); repeat or
     /// separate with commas. Defaults to loopback names when listening on loopback,
@@ -528,6 +543,7 @@ impl CommonArgs {
             limits: self.sandbox_limits(),
             components_dir: self.components_dir.clone(),
             cache_dir: self.cache_dir(),
+            disabled_builtins: self.disabled_builtins.clone(),
         }
     }
 

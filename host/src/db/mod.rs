@@ -18,7 +18,7 @@ pub use decode::to_json;
 pub use dsn::{DsnError, Environment};
 /// The statements the guard sends around a query, for the load benchmark's baseline.
 pub use guard::{CLEANUP, begin_sql, limited_sql};
-pub use guard::{Limits, Session, SessionOptions, SessionStats};
+pub use guard::{Description, Limits, Session, SessionOptions, SessionStats};
 pub use pool::{Db, DbConfigError, PoolSettings, PoolStatus};
 pub use role::RoleReport;
 pub use statement::denied as denied_function;

@@ -49,6 +49,8 @@ impl<T: Clone> Layers<T> {
 pub struct Rejected {
     pub digest: String,
     pub reason: String,
+    /// it could not be checked (the database was unavailable): the watcher tries again
+    pub retry: bool,
 }
 
 #[derive(Clone, Debug)]

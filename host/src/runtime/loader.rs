@@ -7,6 +7,7 @@ use super::bindings::{HealthComponentPre, ToolComponentPre, tools_export};
 use super::limits::Limits;
 use super::registry::{Annotations, Loaded, Pre, Source, ToolSpec, World};
 use super::schema::ArgumentSchema;
+use super::sql_tools;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -26,6 +27,8 @@ const MAX_TOOL_NAME: usize = 128;
 pub struct LoadError {
     pub name: String,
     pub reason: String,
+    /// it may load unchanged later (the database was unavailable to check it)
+    pub retry: bool,
 }
 
 pub(super) async fn load(
@@ -38,6 +41,7 @@ pub(super) async fn load(
     let fail = |reason: String| LoadError {
         name: name.to_owned(),
         reason,
+        retry: false,
     };
     let digest = hex_sha256(&bytes);
     let engine = shared.engine.clone();
@@ -98,7 +102,100 @@ pub(super) async fn load(
         config: None,
         calls: AtomicU64::new(0),
         pre,
+        sql: HashMap::new(),
     })
+}
+
+/// Turns a `.sql.toml` file into a [`Loaded`] served by the built-in `sql-tool`
+/// component: the declarations parsed, each statement prepared against the database.
+pub(super) async fn load_sql(
+    shared: &Shared,
+    name: &str,
+    bytes: Arc<[u8]>,
+    source: Source,
+    limits: Limits,
+) -> Result<Loaded, LoadError> {
+    let fail = |reason: String| LoadError {
+        name: name.to_owned(),
+        reason,
+        retry: false,
+    };
+    let file = match &source {
+        Source::File(path) => path.file_name().map_or_else(
+            || path.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        ),
+        _ => format!("{name}{}", sql_tools::SUFFIX),
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        fail(format!(
+            "{file}: neither a WebAssembly component nor UTF-8 TOML"
+        ))
+    })?;
+    let component: Arc<str> = Arc::from(name);
+    let declared = sql_tools::load(&shared.db, &file, text, &component)
+        .await
+        .map_err(|e| LoadError {
+            name: name.to_owned(),
+            retry: e.retry,
+            reason: e.to_string(),
+        })?;
+    let pre = shared.sql_tool_pre().await.map_err(fail)?;
+    let mut tools = Vec::with_capacity(declared.len());
+    let mut schemas = HashMap::with_capacity(declared.len());
+    let mut sql = HashMap::with_capacity(declared.len());
+    for tool in declared {
+        let schema = ArgumentSchema::compile(&tool.spec.input_schema).map_err(|e| {
+            fail(format!(
+                "{file}: tool `{}` input schema: {e}",
+                tool.spec.name
+            ))
+        })?;
+        schemas.insert(tool.spec.name.clone(), schema);
+        tools.push(tool.spec.clone());
+        sql.insert(tool.spec.name.clone(), tool);
+    }
+    Ok(Loaded {
+        name: component,
+        digest: Arc::from(hex_sha256(&bytes)),
+        source,
+        size: bytes.len(),
+        loaded_at: SystemTime::now(),
+        world: World::Tool,
+        tools,
+        limits: Arc::new(limits),
+        schemas,
+        config: None,
+        calls: AtomicU64::new(0),
+        pre: Pre::Tool(pre),
+        sql,
+    })
+}
+
+impl Shared {
+    /// The `sql-tool` component, compiled the first time a `.sql.toml` file loads.
+    async fn sql_tool_pre(&self) -> Result<ToolComponentPre<super::state::HostState>, String> {
+        self.sql_tool
+            .get_or_try_init(|| async {
+                let bytes = super::builtin::SQL_TOOL;
+                if bytes.is_empty() {
+                    return Err("this binary was built without its components \
+                                (MCP_SANDBOX_SKIP_GUEST_BUILD), so it cannot serve SQL tools"
+                        .to_owned());
+                }
+                let engine = self.engine.clone();
+                let component = tokio::task::spawn_blocking(move || Component::new(&engine, bytes))
+                    .await
+                    .map_err(|e| format!("compiler task failed: {e}"))?
+                    .map_err(|e| format!("the built-in sql-tool component: {e:#}"))?;
+                self.tool_linker
+                    .instantiate_pre(&component)
+                    .and_then(ToolComponentPre::new)
+                    .map_err(|e| format!("the built-in sql-tool component: {e:#}"))
+            })
+            .await
+            .cloned()
+    }
 }
 
 fn detect_world(shared: &Shared, component: &Component) -> Result<World, String> {

@@ -14,6 +14,7 @@ mod output;
 mod overrides;
 mod registry;
 mod schema;
+mod sql_tools;
 mod state;
 mod swap;
 pub mod watch;
@@ -25,7 +26,8 @@ pub use invoke::{
 };
 pub use limits::Limits;
 pub use loader::{LoadError, hex_sha256};
-pub use registry::{Annotations, ComponentInfo, Source, ToolSpec, World};
+pub use registry::{Annotations, ComponentInfo, Kind, Source, ToolSpec, World};
+pub use sql_tools::SUFFIX as SQL_TOOLS_SUFFIX;
 pub use swap::{ComponentView, Inspection, SwapError};
 
 use crate::db::Db;
@@ -74,6 +76,8 @@ pub(crate) struct Shared {
     /// validation of swap candidates, so none of them fails or waits while calls fill
     /// every call slot, and no call finds its slot taken by them
     spare: Semaphore,
+    /// the `sql-tool` component, compiled when the first `.sql.toml` file loads
+    sql_tool: tokio::sync::OnceCell<bindings::ToolComponentPre<HostState>>,
     _ticker: EpochTicker,
 }
 
@@ -85,6 +89,8 @@ pub struct Settings {
     pub components_dir: Option<PathBuf>,
     /// where compiled artifacts are cached between runs (None: no cache)
     pub cache_dir: Option<PathBuf>,
+    /// built-in components not loaded (`--disable-builtin`)
+    pub disabled_builtins: Vec<String>,
 }
 
 impl Runtime {
@@ -94,9 +100,13 @@ impl Runtime {
     /// by readiness, and the rest is served.
     pub async fn new(db: Db, settings: Settings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let components_dir = settings.components_dir.clone();
+        let disabled = settings.disabled_builtins.clone();
         let runtime = Self::bare(db, settings, metrics)?;
         let shared = runtime.shared.clone();
-        let loads = builtin::DEFAULTS.iter().map(|(name, bytes)| {
+        let enabled = builtin::DEFAULTS
+            .iter()
+            .filter(|(name, _)| !disabled.iter().any(|d| d == name));
+        let loads = enabled.map(|(name, bytes)| {
             let shared = shared.clone();
             async move {
                 // `NAME.toml` in the components directory refines a built-in's limits too.
@@ -138,6 +148,7 @@ impl Runtime {
             limits,
             components_dir,
             cache_dir,
+            disabled_builtins: _,
         } = settings;
         let engine =
             engine::build(&limits, cache_dir.as_deref()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
@@ -175,6 +186,7 @@ impl Runtime {
             metrics,
             slots,
             spare,
+            sql_tool: tokio::sync::OnceCell::new(),
             _ticker: ticker,
         });
         Ok(Self { shared })
@@ -317,6 +329,10 @@ impl Shared {
         }
         if let Some(schema) = loaded.schemas.get(tool) {
             schema.check(arguments).map_err(Fault::InvalidArguments)?;
+        }
+        // A declared SQL tool: its component receives the statement and the parameters.
+        if let Some(declared) = loaded.sql.get(tool) {
+            return declared.envelope(arguments).map_err(Fault::InvalidArguments);
         }
         Ok(json)
     }

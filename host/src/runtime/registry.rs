@@ -99,6 +99,29 @@ pub struct Loaded {
     /// invocations served by this version
     pub calls: AtomicU64,
     pub(super) pre: Pre,
+    /// the declared SQL tools of a `.sql.toml` file, by name (empty for a compiled
+    /// component)
+    pub(super) sql: HashMap<String, super::sql_tools::SqlTool>,
+}
+
+/// What a component file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// a compiled WebAssembly component (`NAME.wasm`)
+    Wasm,
+    /// declared SQL tools (`NAME.sql.toml`), served by the built-in `sql-tool` component
+    Sql,
+}
+
+impl Kind {
+    /// What bytes put through the admin API hold: a component starts with `\0asm`.
+    pub fn sniff(bytes: &[u8]) -> Self {
+        if bytes.starts_with(b"\0asm") {
+            Kind::Wasm
+        } else {
+            Kind::Sql
+        }
+    }
 }
 
 /// Public facts about a loaded component (for `/health` and logs).

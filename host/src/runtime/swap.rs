@@ -8,7 +8,7 @@
 use super::catalog::{Admin, Catalog, Rejected};
 use super::limits::Limits;
 use super::loader;
-use super::registry::{ComponentInfo, Loaded, Registry, Source};
+use super::registry::{ComponentInfo, Kind, Loaded, Registry, Source};
 use super::{Runtime, Shared};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,6 +22,10 @@ pub enum SwapError {
     /// The candidate failed validation or would clash; the live version stays.
     #[error("rejected: {0}")]
     Rejected(String),
+    /// The candidate could not be checked now (a `.sql.toml` file while the database is
+    /// unavailable); the directory watcher tries it again.
+    #[error("rejected for now: {0}")]
+    Unchecked(String),
     #[error("no component named `{0}` is loaded")]
     NotFound(String),
     #[error("`{0}` has no earlier version to roll back to")]
@@ -30,9 +34,10 @@ pub enum SwapError {
     BadName(String),
 }
 
-/// One `NAME.wasm` found in the components directory.
+/// One `NAME.wasm` or `NAME.sql.toml` found in the components directory.
 pub struct DirectoryEntry {
     pub name: String,
+    pub kind: Kind,
     pub path: PathBuf,
     pub bytes: Arc<[u8]>,
     /// the text of `NAME.toml`, if present
@@ -82,9 +87,10 @@ impl Runtime {
         }
         let mut catalog = self.shared.catalog.lock().await;
         let limits = self.shared.limits_for(name).map_err(SwapError::Rejected)?;
+        let kind = Kind::sniff(&bytes);
         let loaded = self
             .shared
-            .candidate(name, Arc::from(bytes), Source::Admin, limits, None)
+            .candidate(name, kind, Arc::from(bytes), Source::Admin, limits, None)
             .await
             .inspect_err(|_| self.shared.metrics.swap("rejected"))?;
         let info = loaded.info();
@@ -143,7 +149,7 @@ impl Runtime {
             let same_rejection = next
                 .rejected()
                 .get(&entry.name)
-                .is_some_and(|r| r.digest == rejection_key(&digest, &entry.config));
+                .is_some_and(|r| r.digest == rejection_key(&digest, &entry.config) && !r.retry);
             if same_rejection {
                 continue; // already rejected, already logged
             }
@@ -152,6 +158,7 @@ impl Runtime {
                     self.shared
                         .candidate(
                             &entry.name,
+                            entry.kind,
                             entry.bytes.clone(),
                             Source::File(entry.path.clone()),
                             limits,
@@ -194,6 +201,7 @@ impl Runtime {
                     self.shared
                         .candidate(
                             name,
+                            Kind::Wasm,
                             Arc::from(*bytes),
                             Source::Builtin,
                             limits,
@@ -285,12 +293,17 @@ impl Runtime {
 
     /// Validates a component as a swap would, without making it live (`component
     /// check`): its world, digest, tools and how long compiling took.
-    pub async fn inspect(&self, name: &str, bytes: Vec<u8>) -> Result<Inspection, SwapError> {
+    pub async fn inspect(
+        &self,
+        name: &str,
+        kind: Kind,
+        bytes: Vec<u8>,
+    ) -> Result<Inspection, SwapError> {
         let started = std::time::Instant::now();
         let limits = self.shared.limits.clone();
         let loaded = self
             .shared
-            .candidate(name, Arc::from(bytes), Source::Admin, limits, None)
+            .candidate(name, kind, Arc::from(bytes), Source::Admin, limits, None)
             .await?;
         Ok(Inspection {
             name: name.to_owned(),
@@ -347,14 +360,20 @@ impl Shared {
     async fn candidate(
         &self,
         name: &str,
+        kind: Kind,
         bytes: Arc<[u8]>,
         source: Source,
         limits: Limits,
         config: Option<String>,
     ) -> Result<Arc<Loaded>, SwapError> {
-        let mut loaded = loader::load(self, name, bytes, source, limits)
-            .await
-            .map_err(|e| SwapError::Rejected(e.reason))?;
+        let loaded = match kind {
+            Kind::Wasm => loader::load(self, name, bytes, source, limits).await,
+            Kind::Sql => loader::load_sql(self, name, bytes, source, limits).await,
+        };
+        let mut loaded = loaded.map_err(|e| match e.retry {
+            true => SwapError::Unchecked(e.reason),
+            false => SwapError::Rejected(e.reason),
+        })?;
         loaded.config = config;
         let loaded = Arc::new(loaded);
         if loaded.world == super::World::Health
@@ -389,6 +408,7 @@ impl Shared {
             Some(Rejected {
                 digest: rejection_key(digest, config),
                 reason: error.to_string(),
+                retry: matches!(error, SwapError::Unchecked(_)),
             }),
         );
     }

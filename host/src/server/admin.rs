@@ -229,6 +229,8 @@ impl From<SwapError> for Refusal {
     fn from(e: SwapError) -> Self {
         let status = match e {
             SwapError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            // the database could not check it: try again later
+            SwapError::Unchecked(_) => StatusCode::SERVICE_UNAVAILABLE,
             SwapError::NotFound(_) => StatusCode::NOT_FOUND,
             SwapError::NoHistory(_) => StatusCode::CONFLICT,
             SwapError::BadName(_) => StatusCode::BAD_REQUEST,
