@@ -114,6 +114,23 @@ async def run(mode, url, token):
             "text == structuredContent",
         )
 
+        # SQL tools declared in a .sql.toml file (components/examples/shop.sql.toml), when
+        # the server serves them: called like any tool, their output checked by the SDK
+        # against the outputSchema derived from the result columns.
+        if "orders_of_customer" in names:
+            orders = await client.call_tool("orders_of_customer", {"customer_id": 1, "limit": 2})
+            check(not orders.is_error, f"orders_of_customer failed: {orders}")
+            rows = orders.structured_content["rows"]
+            check(len(rows) == 2 and all("placed_at" in r for r in rows), f"orders: {rows}")
+            products = await client.call_tool(
+                "products_by_sku", {"skus": ["KB-01", "x'; DROP TABLE products; --"]}
+            )
+            check(not products.is_error, f"products_by_sku failed: {products}")
+            seen["sql_tool"] = {
+                "orders": len(rows),
+                "products": [r["sku"] for r in products.structured_content["rows"]],
+            }
+
         refused = await client.call_tool("query_sql", {"sql": "DELETE FROM customers"})
         check(refused.is_error, f"a write must be a tool error: {refused}")
         seen["tool_error"] = refused.content[0].text[:120]

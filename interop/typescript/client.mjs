@@ -85,6 +85,21 @@ async function run(mode, url, token) {
     "text == structuredContent",
   );
 
+  // SQL tools declared in a .sql.toml file (components/examples/shop.sql.toml), when the
+  // server serves them: the SDK checks their output against the derived outputSchema.
+  if (names.includes("orders_of_customer")) {
+    const orders = await client.callTool({ name: "orders_of_customer", arguments: { customer_id: 1, limit: 2 } });
+    check(!orders.isError, `orders_of_customer: ${JSON.stringify(orders)}`);
+    const rows = orders.structuredContent.rows;
+    check(rows.length === 2 && rows.every((r) => "placed_at" in r), `orders: ${JSON.stringify(rows)}`);
+    const products = await client.callTool({
+      name: "products_by_sku",
+      arguments: { skus: ["KB-01", "x'; DROP TABLE products; --"] },
+    });
+    check(!products.isError, `products_by_sku: ${JSON.stringify(products)}`);
+    seen.sql_tool = { orders: rows.length, products: products.structuredContent.rows.map((r) => r.sku) };
+  }
+
   const refused = await client.callTool({ name: "query_sql", arguments: { sql: "DELETE FROM customers" } });
   check(refused.isError === true, `a write must be a tool error: ${JSON.stringify(refused)}`);
   seen.tool_error = refused.content[0].text.slice(0, 120);

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::Command;
 
-crate::trials!(interop: python_streamable_http_legacy_handshake, python_streamable_http_auto_discovers_2026, python_sse_client, typescript_streamable_http, typescript_sse_client, python_over_https_with_the_test_ca, typescript_over_https_with_the_test_ca, python_signs_in_with_oauth, typescript_signs_in_with_oauth);
+crate::trials!(interop: python_streamable_http_legacy_handshake, python_streamable_http_auto_discovers_2026, python_sse_client, typescript_streamable_http, typescript_sse_client, python_over_https_with_the_test_ca, typescript_over_https_with_the_test_ca, python_signs_in_with_oauth, typescript_signs_in_with_oauth, python_calls_a_declared_sql_tool, typescript_calls_a_declared_sql_tool);
 
 /// One SDK client run, far longer than it needs (about a second), for a loaded machine.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -60,11 +60,18 @@ async fn run_client(
     );
     let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("{mode}: no JSON summary ({e}):\n{stdout}\n{stderr}"));
-    assert_eq!(
-        seen["tools"],
-        serde_json::json!(["describe_table", "list_tables", "query_sql"]),
-        "{seen}"
-    );
+    // The built-ins, and the example file's declared tools where the server serves them.
+    let expected = match seen.get("sql_tool") {
+        None => serde_json::json!(["describe_table", "list_tables", "query_sql"]),
+        Some(_) => serde_json::json!([
+            "describe_table",
+            "list_tables",
+            "orders_of_customer",
+            "products_by_sku",
+            "query_sql"
+        ]),
+    };
+    assert_eq!(seen["tools"], expected, "{seen}");
     assert!(
         seen["tool_error"].as_str().unwrap().contains("read-only"),
         "{seen}"
@@ -142,6 +149,34 @@ async fn typescript_streamable_http() {
 async fn typescript_sse_client() {
     let seen = typescript("sse", "/sse").await;
     assert_eq!(seen["server"], "mcp-sandbox", "{seen}");
+}
+
+/// A server serving the example `.sql.toml` file beside the built-ins.
+async fn sql_tools_server() -> (TestServer, crate::util::TempDir) {
+    let dir = crate::util::TempDir::new();
+    let example = tools::repo().join("components/examples/shop.sql.toml");
+    std::fs::copy(example, dir.path().join("shop.sql.toml")).unwrap();
+    let server = TestServer::with_flags(&["--components-dir", dir.path_str()]).await;
+    (server, dir)
+}
+
+fn declared_tools_called(seen: &Value) {
+    assert_eq!(
+        seen["sql_tool"],
+        serde_json::json!({"orders": 2, "products": ["KB-01"]}),
+        "{seen}"
+    );
+}
+
+async fn python_calls_a_declared_sql_tool() {
+    let (server, _dir) = sql_tools_server().await;
+    declared_tools_called(&python_on(&server, "streamable-auto", "/mcp").await);
+    declared_tools_called(&python_on(&server, "sse", "/sse").await);
+}
+
+async fn typescript_calls_a_declared_sql_tool() {
+    let (server, _dir) = sql_tools_server().await;
+    declared_tools_called(&typescript_on(&server, "streamable", "/mcp").await);
 }
 
 /// A server on HTTPS with a certificate from the tests' own CA, which the clients are

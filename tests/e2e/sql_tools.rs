@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-crate::trials!(sql_tools: the_example_file_is_served_with_derived_schemas, arguments_outside_the_declaration_are_refused_before_any_instance, parameters_are_bound_never_spliced, broken_files_are_refused_with_file_line_and_reason, declared_tools_swap_roll_back_and_are_removed, curated_tools_alone_with_query_sql_disabled, component_check_reads_sql_tool_files, fifty_tools_load_quickly);
+crate::trials!(sql_tools: the_example_file_is_served_with_derived_schemas, arguments_outside_the_declaration_are_refused_before_any_instance, parameters_are_bound_never_spliced, broken_files_are_refused_with_file_line_and_reason, declared_tools_swap_roll_back_and_are_removed, curated_tools_alone_with_query_sql_disabled, a_file_the_database_cannot_check_yet_is_retried, component_check_reads_sql_tool_files, fifty_tools_load_quickly);
 
 const ADMIN: &str = "admin-token-0123456789ab";
 const ADMIN_AUTH: &str = "Bearer admin-token-0123456789ab";
@@ -313,7 +313,10 @@ async fn parameters_are_bound_never_spliced() {
     ] {
         let error = mcp.protocol_error("products_by_sku", arguments).await;
         assert_eq!(error["code"], -32602, "{error}");
-        assert!(error["message"].as_str().unwrap().contains("NUL"), "{error}");
+        assert!(
+            error["message"].as_str().unwrap().contains("NUL"),
+            "{error}"
+        );
     }
     // An integer beyond int8: Postgres refuses it, as a tool error.
     let error = mcp
@@ -475,7 +478,11 @@ async fn declared_tools_swap_roll_back_and_are_removed() {
         async |body: Vec<u8>| admin(&http, Method::PUT, "/admin/components/versions", body).await;
     let (status, body) = put(versioned("v1", "which_version")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["component"]["tools"], json!(["which_version"]), "{body}");
+    assert_eq!(
+        body["component"]["tools"],
+        json!(["which_version"]),
+        "{body}"
+    );
     let mut mcp = server.mcp().await;
     let out = mcp.structured("which_version", json!({})).await;
     assert_eq!(out["rows"][0]["version"], "v1");
@@ -565,6 +572,61 @@ async fn curated_tools_alone_with_query_sql_disabled() {
         .structured("orders_of_customer", json!({"customer_id": 2}))
         .await;
     assert!(out["row_count"].as_u64().unwrap() > 0, "{out}");
+}
+
+/// While no connection can be had (the one pooled connection is busy), a new file cannot
+/// be checked: readiness says so, and the watcher tries it again, unchanged, until it
+/// loads.
+async fn a_file_the_database_cannot_check_yet_is_retried() {
+    let dir = TempDir::new();
+    let server = server(&dir, &["--pool-size", "1", "--pool-timeout", "200ms"]).await;
+    let http = server.http();
+    let mut busy = server.mcp().await;
+    let holder = tokio::spawn(async move {
+        busy.structured(
+            "query_sql",
+            json!({"sql": "SELECT 1 AS done FROM pg_sleep(3)"}),
+        )
+        .await
+    });
+    let started = Instant::now();
+    while count(
+        &server.metrics().await,
+        "db_pool_connections",
+        &[("state", "in_use")],
+    ) < 1.0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the call never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::fs::write(
+        dir.path().join("later.sql.toml"),
+        "[[tool]]\nname = \"later\"\ndescription = \"Loaded once checked\"\nstatement = \"SELECT 1 AS one\"\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let ready = http.get("/ready", &[("authorization", TOKEN_AUTH)]).await;
+        if ready.status == StatusCode::SERVICE_UNAVAILABLE {
+            let reason = ready.json()["rejected"][0]["reason"].clone();
+            let reason = reason.as_str().unwrap_or_default();
+            assert!(reason.contains("cannot check"), "{reason}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            ready.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(holder.await.unwrap()["rows"], json!([[1]]));
+    wait_for_tools(&server, |n| n.contains(&"later")).await;
+    let ready = http.get("/ready", &[("authorization", TOKEN_AUTH)]).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
 }
 
 fn run_binary(args: &[&str], database_url: Option<&str>) -> (bool, String, String) {

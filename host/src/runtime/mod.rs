@@ -332,7 +332,9 @@ impl Shared {
         }
         // A declared SQL tool: its component receives the statement and the parameters.
         if let Some(declared) = loaded.sql.get(tool) {
-            return declared.envelope(arguments).map_err(Fault::InvalidArguments);
+            return declared
+                .envelope(arguments)
+                .map_err(Fault::InvalidArguments);
         }
         Ok(json)
     }
