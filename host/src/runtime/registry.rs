@@ -114,12 +114,19 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// What bytes put through the admin API hold: a component starts with `\0asm`.
+    /// What bytes put through the admin API hold: a SQL tool file is UTF-8 text with a
+    /// `[[tool]]` table; anything else is judged as a component, so stray bytes are refused
+    /// as "not a valid component" rather than as a TOML syntax error.
     pub fn sniff(bytes: &[u8]) -> Self {
-        if bytes.starts_with(b"\0asm") {
-            Kind::Wasm
-        } else {
-            Kind::Sql
+        let declares_tool = |text: &str| {
+            text.lines().any(|line| {
+                let line: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+                line.starts_with("[[tool]]")
+            })
+        };
+        match std::str::from_utf8(bytes) {
+            Ok(text) if !bytes.starts_with(b"\0asm") && declares_tool(text) => Kind::Sql,
+            _ => Kind::Wasm,
         }
     }
 }
@@ -212,5 +219,20 @@ impl Registry {
     /// Every component, ordered by name.
     pub fn components(&self) -> impl Iterator<Item = &Arc<Loaded>> {
         self.components.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kind;
+
+    #[test]
+    fn only_text_with_a_tool_table_is_a_sql_tool_file() {
+        assert_eq!(Kind::sniff(b"\0asm\x0d\0\x01\0"), Kind::Wasm);
+        assert_eq!(Kind::sniff(b"not a component"), Kind::Wasm);
+        assert_eq!(Kind::sniff(b"[[tool]"), Kind::Wasm);
+        assert_eq!(Kind::sniff(b"\xff[[tool]]"), Kind::Wasm);
+        assert_eq!(Kind::sniff(b"# tools\n[[tool]]\nname ="), Kind::Sql);
+        assert_eq!(Kind::sniff(b"  [[ tool ]]  # first\n"), Kind::Sql);
     }
 }
