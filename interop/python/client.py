@@ -24,7 +24,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 import os
 
-EXPECTED_TOOLS = {"describe_table", "list_tables", "query_sql"}
+EXPECTED_TOOLS = {"describe_table", "explain_query", "list_schemas", "list_tables", "query_sql"}
 
 
 def check(condition, what):

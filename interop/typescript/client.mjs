@@ -14,7 +14,7 @@ import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ClientCredentialsProvider } from "@modelcontextprotocol/sdk/client/auth-extensions.js";
 
-const EXPECTED_TOOLS = ["describe_table", "list_tables", "query_sql"];
+const EXPECTED_TOOLS = ["describe_table", "explain_query", "list_schemas", "list_tables", "query_sql"];
 
 function check(condition, what) {
   if (!condition) throw new Error(`check failed: ${what}`);

@@ -159,7 +159,7 @@ async fn scoped_tokens_see_and_call_only_their_tools() {
 
     let mut full = server.mcp().await;
     let tools = full.request("tools/list", json!({})).await;
-    assert_eq!(tools["result"]["tools"].as_array().unwrap().len(), 3);
+    assert_eq!(tools["result"]["tools"].as_array().unwrap().len(), 5);
 }
 
 async fn admin_api_needs_the_admin_scope() {

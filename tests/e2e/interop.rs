@@ -62,9 +62,17 @@ async fn run_client(
         .unwrap_or_else(|e| panic!("{mode}: no JSON summary ({e}):\n{stdout}\n{stderr}"));
     // The built-ins, and the example file's declared tools where the server serves them.
     let expected = match seen.get("sql_tool") {
-        None => serde_json::json!(["describe_table", "list_tables", "query_sql"]),
+        None => serde_json::json!([
+            "describe_table",
+            "explain_query",
+            "list_schemas",
+            "list_tables",
+            "query_sql"
+        ]),
         Some(_) => serde_json::json!([
             "describe_table",
+            "explain_query",
+            "list_schemas",
             "list_tables",
             "orders_of_customer",
             "products_by_sku",

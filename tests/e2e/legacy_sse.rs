@@ -125,7 +125,16 @@ async fn handshake_and_tools_over_the_2024_11_05_transport() {
     let listed = legacy.request("tools/list", json!({})).await;
     let tools = listed["result"]["tools"].as_array().unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["describe_table", "list_tables", "query_sql"]);
+    assert_eq!(
+        names,
+        [
+            "describe_table",
+            "explain_query",
+            "list_schemas",
+            "list_tables",
+            "query_sql"
+        ]
+    );
     assert!(
         tools
             .iter()
@@ -318,5 +327,5 @@ async fn tool_list_changes_reach_legacy_sessions() {
     );
     let listed = legacy.request("tools/list", json!({})).await;
     let tools = listed["result"]["tools"].as_array().unwrap();
-    assert_eq!(tools.len(), 4, "{listed}");
+    assert_eq!(tools.len(), 6, "{listed}");
 }

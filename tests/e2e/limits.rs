@@ -324,7 +324,9 @@ async fn many_initializes_leave_the_server_small() {
 }
 
 async fn the_cost_guard_refuses_expensive_statements() {
-    let server = TestServer::with_flags(&["--max-query-cost", "100000"]).await;
+    // EXPLAIN ANALYZE allowed, so what refuses it below is the cost guard.
+    let server =
+        TestServer::with_flags(&["--max-query-cost", "100000", "--allow-explain-analyze"]).await;
     let mut mcp = server.mcp().await;
     let error = mcp
         .tool_error(
@@ -354,14 +356,18 @@ async fn the_cost_guard_refuses_expensive_statements() {
         .structured("query_sql", json!({"sql": "SELECT 1 AS one"}))
         .await;
     assert_eq!(rows["rows"][0][0], 1, "{rows}");
-    // EXPLAIN ANALYZE would run it: refused; EXPLAIN alone is fine.
+    // EXPLAIN ANALYZE would run it, which the cost guard cannot bound: refused; EXPLAIN
+    // alone is fine.
     let error = mcp
         .tool_error(
             "query_sql",
             json!({"sql": "EXPLAIN (ANALYZE) SELECT count(*) FROM generate_series(1, 10) a"}),
         )
         .await;
-    assert!(error.contains("EXPLAIN ANALYZE"), "{error}");
+    assert!(
+        error.contains("EXPLAIN ANALYZE") && error.contains("--max-query-cost"),
+        "{error}"
+    );
     let plan = mcp
         .result("query_sql", json!({"sql": "EXPLAIN SELECT 1"}))
         .await;

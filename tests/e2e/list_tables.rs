@@ -3,7 +3,7 @@
 use crate::util::{Mcp, TestServer};
 use serde_json::{Value, json};
 
-crate::trials!(list_tables: lists_tables_and_views_with_kinds, other_schema, unknown_schema_is_a_tool_error, wrong_argument_type_is_invalid_params, a_pattern_filters_names, pages_follow_the_cursor, pattern_and_cursor_are_bound_not_spliced, thousands_of_tables_page_through);
+crate::trials!(list_tables: lists_tables_and_views_with_kinds, other_schema, unknown_schema_is_a_tool_error, wrong_argument_type_is_invalid_params, a_pattern_filters_names, pages_follow_the_cursor, pattern_and_cursor_are_bound_not_spliced, thousands_of_tables_page_through, list_schemas_counts_what_list_tables_lists);
 
 fn find<'a>(tables: &'a Value, name: &str) -> &'a Value {
     tables
@@ -249,4 +249,60 @@ async fn thousands_of_tables_page_through() {
     db.batch_execute(&format!("DROP SCHEMA {schema}"))
         .await
         .expect("dropping the schema");
+}
+
+/// `list_schemas`: the schemas the role may use, each counted as `list_tables` lists it;
+/// a schema without USAGE is not named; system schemas only on request.
+async fn list_schemas_counts_what_list_tables_lists() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    let out = mcp.structured("list_schemas", json!({})).await;
+    assert_eq!(out["truncated"], false);
+    let schemas = out["schemas"].as_array().unwrap();
+    let names: Vec<&str> = schemas
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"public") && names.contains(&"test_objects"),
+        "{out}"
+    );
+    // vault: the reader has no USAGE on it; system schemas were not asked for.
+    for hidden in ["vault", "pg_catalog", "information_schema"] {
+        assert!(!names.contains(&hidden), "{hidden} listed: {out}");
+    }
+    // Other tests create and drop schemas of their own meanwhile: compare the fixed ones.
+    for schema in schemas
+        .iter()
+        .filter(|s| s["name"] == "public" || s["name"] == "test_objects")
+    {
+        let name = schema["name"].as_str().unwrap();
+        let tables = mcp
+            .structured("list_tables", json!({"schema": name, "limit": 1000}))
+            .await;
+        assert_eq!(
+            schema["tables"].as_u64().unwrap() as usize,
+            tables["tables"].as_array().unwrap().len(),
+            "{name}: {schema} vs {tables}"
+        );
+    }
+    let public = schemas.iter().find(|s| s["name"] == "public").unwrap();
+    assert_eq!(public["tables"], 7);
+    assert!(public["owner"].is_string(), "{public}");
+
+    let all = mcp
+        .structured("list_schemas", json!({"include_system": true}))
+        .await;
+    let names: Vec<&str> = all["schemas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"pg_catalog") && names.contains(&"information_schema"));
+    assert!(!names.contains(&"vault"));
+    let error = mcp
+        .protocol_error("list_schemas", json!({"include_system": "yes"}))
+        .await;
+    assert_eq!(error["code"], -32602, "{error}");
 }

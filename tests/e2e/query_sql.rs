@@ -3,7 +3,7 @@
 use crate::util::TestServer;
 use serde_json::{Value, json};
 
-crate::trials!(query_sql: values_keep_their_postgres_types, row_cap_sets_truncated, server_row_cap_applies, invalid_sql_is_a_tool_error_and_the_session_continues, writes_are_refused_and_change_nothing, limit_must_be_positive, statement_forms_keep_their_meaning, a_changed_table_is_prepared_afresh, prepared_statements_stay_bounded);
+crate::trials!(query_sql: values_keep_their_postgres_types, row_cap_sets_truncated, server_row_cap_applies, invalid_sql_is_a_tool_error_and_the_session_continues, writes_are_refused_and_change_nothing, limit_must_be_positive, statement_forms_keep_their_meaning, a_changed_table_is_prepared_afresh, prepared_statements_stay_bounded, explain_query_shows_the_plan, explain_analyze_runs_only_when_enabled);
 
 const TYPES: &str = r#"SELECT NULL::int AS n, true AS b, 42::int2 AS i2, 9007199254740993::int8 AS big,
   -9007199254740991::int8 AS safe, 1.5::float8 AS f, 'NaN'::float8 AS nan,
@@ -250,4 +250,122 @@ async fn prepared_statements_stay_bounded() {
     let out = mcp.structured("query_sql", count).await;
     let held = out["rows"][0][0].as_i64().unwrap();
     assert!((1..=257).contains(&held), "{held} prepared statements held");
+}
+
+/// `explain_query`: the plan as structured content (the top node, its cost and rows) and
+/// an indented text summary naming each step.
+async fn explain_query_shows_the_plan() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    let sql = "SELECT c.email, count(*) FROM customers c JOIN orders o ON o.customer_id = c.id \
+               GROUP BY c.email";
+    let result = mcp.result("explain_query", json!({"sql": sql})).await;
+    assert_eq!(result["isError"], false, "{result}");
+    let out = &result["structuredContent"];
+    assert_eq!(out["analyzed"], false);
+    assert_eq!(out["execution_ms"], Value::Null);
+    assert!(out["plan"]["Node Type"].is_string(), "{out}");
+    assert_eq!(out["total_cost"], out["plan"]["Total Cost"]);
+    assert_eq!(out["estimated_rows"], out["plan"]["Plan Rows"]);
+    assert!(out["total_cost"].as_f64().unwrap() > 0.0, "{out}");
+    let text = result["content"][0]["text"].as_str().unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.starts_with(out["plan"]["Node Type"].as_str().unwrap()) && first.contains("cost="),
+        "{text}"
+    );
+    assert!(
+        text.contains("-> ") && text.contains(" on orders"),
+        "{text}"
+    );
+    // Nothing ran: the plan holds no actual times.
+    assert!(!out["plan"].to_string().contains("Actual"), "{out}");
+
+    // What the guard refuses, explain_query refuses, with the guard's reason.
+    for (sql, reason) in [
+        ("DELETE FROM orders", "read-only"),
+        ("EXPLAIN SELECT 1", "takes a query"),
+        ("SELECT 1; SELECT 2", "multiple commands"),
+        ("SELECT pg_advisory_lock(1)", "pg_advisory_lock"),
+        ("SELECT 1) ANALYZE (SELECT 1", ""),
+    ] {
+        let error = mcp.tool_error("explain_query", json!({"sql": sql})).await;
+        assert!(error.contains(reason), "{sql}: {error}");
+    }
+    // A syntax error is Postgres's, and the session goes on.
+    let error = mcp
+        .tool_error("explain_query", json!({"sql": "SELECT * FROM"}))
+        .await;
+    assert!(error.contains("syntax error"), "{error}");
+    let error = mcp
+        .protocol_error(
+            "explain_query",
+            json!({"sql": "SELECT 1", "analyze": "yes"}),
+        )
+        .await;
+    assert_eq!(error["code"], -32602, "{error}");
+}
+
+/// ANALYZE runs the statement: refused unless the operator allows it, in explain_query and
+/// in query_sql alike; allowed, it measures, and a writing function still writes nothing.
+async fn explain_analyze_runs_only_when_enabled() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    let error = mcp
+        .tool_error(
+            "explain_query",
+            json!({"sql": "SELECT * FROM orders", "analyze": true}),
+        )
+        .await;
+    assert!(error.contains("--allow-explain-analyze"), "{error}");
+    let error = mcp
+        .tool_error(
+            "query_sql",
+            json!({"sql": "EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM orders"}),
+        )
+        .await;
+    assert!(error.contains("--allow-explain-analyze"), "{error}");
+    // Plain EXPLAIN through query_sql is still fine.
+    mcp.structured("query_sql", json!({"sql": "EXPLAIN SELECT * FROM orders"}))
+        .await;
+
+    let server = TestServer::with_flags(&["--allow-explain-analyze"]).await;
+    let mut mcp = server.mcp().await;
+    let result = mcp
+        .result(
+            "explain_query",
+            json!({"sql": "SELECT * FROM orders", "analyze": true}),
+        )
+        .await;
+    assert_eq!(result["isError"], false, "{result}");
+    let out = &result["structuredContent"];
+    assert_eq!(out["analyzed"], true);
+    assert!(out["execution_ms"].as_f64().is_some(), "{out}");
+    assert_eq!(out["plan"]["Actual Rows"], 6, "{out}");
+    let text = result["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("actual time=") && text.contains("Execution time:"),
+        "{text}"
+    );
+
+    let superuser = crate::util::db::superuser().await;
+    let prices = async || -> String {
+        superuser
+            .query_one(
+                "SELECT string_agg(price::text, ',' ORDER BY id) FROM products",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let before = prices().await;
+    let error = mcp
+        .tool_error(
+            "explain_query",
+            json!({"sql": "SELECT public.bump_price()", "analyze": true}),
+        )
+        .await;
+    assert!(!error.is_empty());
+    assert_eq!(prices().await, before);
 }

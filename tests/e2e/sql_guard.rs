@@ -6,7 +6,7 @@ use crate::util::TestServer;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-crate::trials!(sql_guard: every_form_of_write_is_refused_and_nothing_changes, the_guard_holds_even_for_a_superuser_connection, nothing_leaks_between_calls, statement_timeout_cancels_on_the_server, million_rows_return_quickly_capped, byte_cap_truncates, a_privileged_login_role_is_refused, a_role_that_gains_writes_is_refused_on_new_connections, resetting_the_role_gains_nothing, db_role_is_gone_with_a_reason, functions_that_run_sql_text_are_refused_as_pg_proc_lists_them, no_denied_function_is_reached_through_sql_text, denied_functions_are_refused_in_field_notation, the_guard_reads_sql_as_postgres_does, exhausted_pool_fails_fast_and_recovers, connections_rest_outside_a_transaction);
+crate::trials!(sql_guard: every_form_of_write_is_refused_and_nothing_changes, explain_query_refuses_what_the_guard_refuses, the_guard_holds_even_for_a_superuser_connection, nothing_leaks_between_calls, statement_timeout_cancels_on_the_server, million_rows_return_quickly_capped, byte_cap_truncates, a_privileged_login_role_is_refused, a_role_that_gains_writes_is_refused_on_new_connections, resetting_the_role_gains_nothing, db_role_is_gone_with_a_reason, functions_that_run_sql_text_are_refused_as_pg_proc_lists_them, no_denied_function_is_reached_through_sql_text, denied_functions_are_refused_in_field_notation, the_guard_reads_sql_as_postgres_does, exhausted_pool_fails_fast_and_recovers, connections_rest_outside_a_transaction);
 
 /// Writes, DDL, transaction control, writable CTEs, writing functions, DO, COPY,
 /// sequences, EXPLAIN ANALYZE, role changes, locks, LISTEN/NOTIFY, PREPARE, and the
@@ -157,6 +157,59 @@ async fn the_guard_holds_even_for_a_superuser_connection() {
 /// Runs every attack through `query_sql` on a server connected to `url`; each must be a
 /// tool error (except `may_succeed`) and the data must not change.
 async fn attack(url: &str, may_succeed: &[&str], flags: &[&str]) -> Vec<String> {
+    attack_through(
+        url,
+        may_succeed,
+        flags,
+        "query_sql",
+        |sql| json!({"sql": sql}),
+    )
+    .await
+}
+
+/// `explain_query` puts the caller's text inside an EXPLAIN: everything the guard refuses
+/// is refused there too, planned only or, with the operator's flag, analyzed (run).
+async fn explain_query_refuses_what_the_guard_refuses() {
+    let reader = crate::util::db::reader_url();
+    // Planned but not run, these are harmless: query_sql refuses them only when they run
+    // (the read-only transaction stops the write), and so does EXPLAIN ANALYZE below.
+    let planned = [
+        "SELECT public.bump_price()",
+        "SELECT * FROM orders WHERE public.bump_price() > 0",
+        "SELECT nextval('orders_id_seq')",
+        "SELECT setval('orders_id_seq', 1000)",
+        "SELECT set_config('role', 'postgres', false)",
+        "SELECT set_config('transaction_read_only', 'off', false)",
+        "SELECT set_config('default_transaction_read_only', 'off', false), nextval('orders_id_seq')",
+        "SELECT * INTO stolen FROM orders",
+    ];
+    for (flags, analyze, may_succeed) in [
+        (&[][..], false, &planned[..]),
+        (&["--allow-explain-analyze"][..], true, &[][..]),
+    ] {
+        let report = attack_through(
+            &reader,
+            may_succeed,
+            flags,
+            "explain_query",
+            |sql| json!({"sql": sql, "analyze": analyze}),
+        )
+        .await;
+        eprintln!(
+            "attack report (explain_query, analyze {analyze}):\n{}",
+            report.join("\n")
+        );
+    }
+}
+
+/// [`attack`] through any tool, `arguments` making its arguments from the attack.
+async fn attack_through(
+    url: &str,
+    may_succeed: &[&str],
+    flags: &[&str],
+    tool: &str,
+    arguments: impl Fn(&str) -> serde_json::Value,
+) -> Vec<String> {
     // `public.bump_price()`, a function that writes, is created with the test database.
     let superuser = crate::util::db::superuser().await;
     let before = fingerprint(&superuser).await;
@@ -166,7 +219,7 @@ async fn attack(url: &str, may_succeed: &[&str], flags: &[&str]) -> Vec<String> 
     let mut mcp = server.mcp().await;
     let mut report = Vec::new();
     for sql in ATTACKS {
-        let result = mcp.result("query_sql", json!({"sql": sql})).await;
+        let result = mcp.result(tool, arguments(sql)).await;
         let text = result["content"][0]["text"]
             .as_str()
             .unwrap_or_default()
@@ -176,7 +229,12 @@ async fn attack(url: &str, may_succeed: &[&str], flags: &[&str]) -> Vec<String> 
             assert!(!text.is_empty(), "{sql}: the error says why");
         }
         report.push(format!(
-            "{sql}  =>  {}",
+            "{sql}  =>  {}{}",
+            if result["isError"] == true {
+                ""
+            } else {
+                "(admitted) "
+            },
             text.lines().next().unwrap_or_default()
         ));
         assert_eq!(

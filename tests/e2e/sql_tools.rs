@@ -549,7 +549,7 @@ async fn declared_tools_swap_roll_back_and_are_removed() {
 }
 
 /// `--disable-builtin query-sql`: the curated tools and the catalog tools, no free-form
-/// SQL.
+/// SQL (`explain_query`, which takes any query, goes with `query_sql`).
 async fn curated_tools_alone_with_query_sql_disabled() {
     let dir = shop_dir();
     let server = server(&dir, &["--disable-builtin", "query-sql"]).await;
@@ -558,6 +558,7 @@ async fn curated_tools_alone_with_query_sql_disabled() {
         names(&listed),
         [
             "describe_table",
+            "list_schemas",
             "list_tables",
             "orders_of_customer",
             "products_by_sku"

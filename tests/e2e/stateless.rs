@@ -89,7 +89,16 @@ async fn tools_are_listed_and_called_without_a_session() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["describe_table", "list_tables", "query_sql"]);
+    assert_eq!(
+        names,
+        [
+            "describe_table",
+            "explain_query",
+            "list_schemas",
+            "list_tables",
+            "query_sql"
+        ]
+    );
 
     let call =
         json!({"name": "query_sql", "arguments": {"sql": "SELECT count(*) AS n FROM customers"}});
@@ -254,7 +263,7 @@ async fn listen_streams_tool_list_changes() {
     let (_, listed) = send(&http, "tools/list", None, json!({})).await;
     assert_eq!(
         listed["result"]["tools"].as_array().unwrap().len(),
-        4,
+        6,
         "{listed}"
     );
 }

@@ -64,6 +64,15 @@ impl Args {
         }
     }
 
+    /// An optional boolean argument; `null` counts as absent.
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, CallError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(wrong_type(key, "a boolean", other)),
+        }
+    }
+
     /// The raw JSON value of an argument.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key)

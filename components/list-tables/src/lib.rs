@@ -1,6 +1,7 @@
 //! The `list_tables` tool: tables and views of one schema, with kind, comment and a row
 //! estimate, read from `pg_catalog`; filtered by a name pattern and paged, so a
-//! database with thousands of tables does not flood a model's context.
+//! database with thousands of tables does not flood a model's context. And
+//! `list_schemas`: the schemas the role may use, each with its comment and table count.
 
 use guest_sdk::{Args, CallError, Output, Tool, ToolDef, describe_query_error, json, sql};
 
@@ -29,6 +30,80 @@ SELECT c.relname::text,
  WHERE n.nspname = $1
  ORDER BY c.relname
  LIMIT $4::int8 + 1";
+
+/// Schemas the role has USAGE on, with what `list_tables` would list in each (the same
+/// kinds, partitions under their parent); system schemas only when asked for.
+const SCHEMAS: &str = "\
+SELECT n.nspname::text,
+       pg_catalog.obj_description(n.oid, 'pg_namespace'),
+       pg_catalog.pg_get_userbyid(n.nspowner)::text,
+       (SELECT count(*) FROM pg_catalog.pg_class c
+         WHERE c.relnamespace = n.oid
+           AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
+           AND NOT c.relispartition)
+  FROM pg_catalog.pg_namespace n
+ WHERE pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+   AND ($1 OR (n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'))
+ ORDER BY n.nspname";
+
+struct ListSchemas;
+
+impl Tool for ListSchemas {
+    fn definition() -> ToolDef {
+        ToolDef::new(
+            "list_schemas",
+            "List the schemas this connection may use, with their comment, owner and the \
+             number of tables and views in each (as `list_tables` counts them). System \
+             schemas (pg_catalog, information_schema) only with `include_system`.",
+        )
+        .title("List schemas")
+        .input(json!({
+            "type": "object",
+            "properties": {
+                "include_system": {"type": "boolean",
+                                   "description": "Also list pg_catalog, information_schema \
+                                                   and the other pg_ schemas"}
+            },
+            "additionalProperties": false
+        }))
+        .output(json!({
+            "type": "object",
+            "properties": {
+                "schemas": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "comment": {"type": ["string", "null"]},
+                        "owner": {"type": "string"},
+                        "tables": {"type": "integer"}
+                    },
+                    "required": ["name", "comment", "owner", "tables"]
+                }},
+                "truncated": {"type": "boolean"}
+            },
+            "required": ["schemas", "truncated"]
+        }))
+    }
+
+    fn call(args: Args) -> Result<Output, CallError> {
+        let system = args.bool("include_system")?.unwrap_or(false);
+        let rows = match guest_sdk::query(SCHEMAS, &[sql::Value::Boolean(system)]) {
+            Ok(rows) => rows,
+            Err(e) => return Ok(Output::error(describe_query_error(&e))),
+        };
+        let schemas: Vec<_> = rows
+            .rows
+            .iter()
+            .map(|row| {
+                let cell = |i: usize| row.get(i).map(guest_sdk::value_to_json);
+                json!({"name": cell(0), "comment": cell(1), "owner": cell(2), "tables": cell(3)})
+            })
+            .collect();
+        Ok(Output::json(
+            json!({"schemas": schemas, "truncated": rows.truncated}),
+        ))
+    }
+}
 
 struct ListTables;
 
@@ -133,4 +208,4 @@ impl Tool for ListTables {
     }
 }
 
-guest_sdk::export_tools!(ListTables);
+guest_sdk::export_tools!(ListTables, ListSchemas);

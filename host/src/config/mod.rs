@@ -446,6 +446,12 @@ pub struct CommonArgs {
     #[arg(long, env = "MCP_SANDBOX_MAX_RESULT_MIB", default_value_t = DEFAULT_MAX_RESULT_MIB, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_result_mib: u32,
 
+    /// Admit EXPLAIN ANALYZE (in query_sql and explain_query's `analyze`). It runs the
+    /// statement, read-only and under the statement timeout, to measure it; off, only
+    /// plans are shown
+    #[arg(long, env = "MCP_SANDBOX_ALLOW_EXPLAIN_ANALYZE")]
+    pub allow_explain_analyze: bool,
+
     /// Removed: PostgreSQL lets a statement reset its role, so `SET LOCAL ROLE` was no
     /// boundary. Kept only to say so at start.
     #[arg(long, env = "MCP_SANDBOX_DB_ROLE", hide = true)]
@@ -562,6 +568,7 @@ impl CommonArgs {
             max_rows: self.max_rows,
             max_bytes: (self.max_result_mib as usize) << 20,
             max_cost: self.audit.max_query_cost,
+            allow_explain_analyze: self.allow_explain_analyze,
         }
     }
 

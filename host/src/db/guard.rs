@@ -45,6 +45,8 @@ pub struct Limits {
     /// refuse a row-returning statement whose planner estimate (EXPLAIN's total cost,
     /// row cap included) exceeds this, before it runs (`--max-query-cost`)
     pub max_cost: Option<f64>,
+    /// `EXPLAIN ANALYZE`, which runs its statement, is admitted (`--allow-explain-analyze`)
+    pub allow_explain_analyze: bool,
 }
 
 /// What one component's sessions may refine (see `runtime/overrides.rs`).
@@ -124,6 +126,13 @@ impl Session {
     ) -> Result<Rows, QueryError> {
         let path = statement::classify(sql).map_err(QueryError::Refused)?;
         let limits = self.db.limits().clone();
+        if path == Path::Direct && !limits.allow_explain_analyze && statement::analyzes(sql) {
+            return Err(QueryError::Refused(
+                "EXPLAIN ANALYZE runs the statement, and this server does not allow it \
+                 (--allow-explain-analyze); use EXPLAIN without ANALYZE"
+                    .into(),
+            ));
+        }
         if limits.max_cost.is_some() && path == Path::Direct && statement::analyzes(sql) {
             return Err(QueryError::Refused(
                 "EXPLAIN ANALYZE runs the statement, which the planner-cost limit \

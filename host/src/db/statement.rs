@@ -119,6 +119,18 @@ pub fn classify(sql: &str) -> Result<Path, String> {
         check_functions(sql)?;
         Ok(Path::Limited)
     } else if DIRECT_KEYWORDS.contains(&keyword.as_str()) && !parenthesised {
+        if keyword == "explain" {
+            // EXPLAIN ANALYZE runs its statement, and EXPLAIN plans any statement: only a
+            // query this guard admits may follow.
+            let explained = explain(&rest[word.len()..])?;
+            match classify(explained.statement) {
+                Ok(Path::Limited) => {}
+                Ok(Path::Direct) => {
+                    return Err("EXPLAIN takes a query (SELECT, WITH, VALUES, TABLE)".into());
+                }
+                Err(reason) => return Err(format!("EXPLAIN of a refused statement: {reason}")),
+            }
+        }
         check_functions(sql)?;
         Ok(Path::Direct)
     } else {
@@ -130,12 +142,67 @@ pub fn classify(sql: &str) -> Result<Path, String> {
     }
 }
 
-/// Whether an `EXPLAIN` asks to run its statement: any `ANALYZE` (or `ANALYSE`) word
-/// outside strings and comments (a column of that name too: a safe mistake).
+/// Whether a statement is an `EXPLAIN` that asks to run its statement: `ANALYZE` (or
+/// `ANALYSE`) among its options, whatever follows it (`ANALYZE false` too: a safe
+/// mistake). A statement the guard cannot read counts as one.
 pub fn analyzes(sql: &str) -> bool {
-    Lexer::new(sql).any(|token| {
-        matches!(token, Ok(Token::Identifier(word)) if word.eq_ignore_ascii_case("analyze")
-            || word.eq_ignore_ascii_case("analyse"))
+    let Ok(rest) = skip_blank(sql) else {
+        return true;
+    };
+    let Some(after) = rest
+        .get(..7)
+        .filter(|w| w.eq_ignore_ascii_case("explain"))
+        .map(|_| &rest[7..])
+    else {
+        return false;
+    };
+    explain(after).map_or(true, |e| e.analyze)
+}
+
+/// An `EXPLAIN`'s options and the statement they apply to.
+struct Explain<'a> {
+    analyze: bool,
+    statement: &'a str,
+}
+
+/// Reads what follows the `EXPLAIN` keyword: a parenthesised option list, or the old
+/// unparenthesised `ANALYZE` and `VERBOSE`, then the statement.
+fn explain(after: &str) -> Result<Explain<'_>, String> {
+    let is_analyze = |word: &str| word == "analyze" || word == "analyse";
+    let mut lexer = Lexer::new(after);
+    let mut analyze = false;
+    let mut before = lexer.rest;
+    match lexer.next_token()? {
+        Some(Token::Open) => {
+            let mut depth = 1usize;
+            while depth > 0 {
+                match lexer.next_token()? {
+                    Some(Token::Open) => depth += 1,
+                    Some(Token::Close) => depth -= 1,
+                    Some(Token::Identifier(word)) if is_analyze(&word) => analyze = true,
+                    Some(_) => {}
+                    None => return Err("EXPLAIN's option list is not closed".into()),
+                }
+            }
+            before = lexer.rest;
+        }
+        Some(Token::Identifier(word)) if is_analyze(&word) || word == "verbose" => {
+            analyze = is_analyze(&word);
+            loop {
+                before = lexer.rest;
+                match lexer.next_token()? {
+                    Some(Token::Identifier(word)) if is_analyze(&word) || word == "verbose" => {
+                        analyze |= is_analyze(&word);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(Explain {
+        analyze,
+        statement: before,
     })
 }
 
@@ -168,7 +235,7 @@ fn check_functions(sql: &str) -> Result<(), String> {
                 }
             }
             Token::Dot => {}
-            Token::Other => last_identifier = None,
+            Token::Other | Token::Close => last_identifier = None,
         }
     }
     Ok(())
@@ -184,6 +251,7 @@ enum Token {
     /// an identifier or keyword: unquoted ones lower-cased, quoted ones as written
     Identifier(String),
     Open,
+    Close,
     Dot,
     Other,
 }
@@ -209,6 +277,10 @@ impl<'a> Lexer<'a> {
             '(' => {
                 self.advance(1);
                 Token::Open
+            }
+            ')' => {
+                self.advance(1);
+                Token::Close
             }
             '.' => {
                 self.advance(1);
@@ -398,6 +470,66 @@ mod tests {
         check("/* outer /* nested */ still */ SELECT 1", Ok(Path::Limited));
         check("EXPLAIN SELECT 1", Ok(Path::Direct));
         check("show search_path", Ok(Path::Direct));
+    }
+
+    #[test]
+    fn explain_takes_only_a_query_the_guard_admits() {
+        for sql in [
+            "EXPLAIN (FORMAT JSON) SELECT 1",
+            "explain analyze verbose select 1",
+            "EXPLAIN /* c */ (COSTS off, FORMAT json) /* x */ WITH x AS (SELECT 1) TABLE x",
+            "EXPLAIN (FORMAT 'json') VALUES (1)",
+        ] {
+            check(sql, Ok(Path::Direct));
+        }
+        for (sql, reason) in [
+            ("EXPLAIN DELETE FROM t", "got DELETE"),
+            (
+                "EXPLAIN (FORMAT JSON) INSERT INTO t VALUES (1)",
+                "got INSERT",
+            ),
+            ("EXPLAIN ANALYZE UPDATE t SET a = 1", "got UPDATE"),
+            ("EXPLAIN (FORMAT ')') DELETE FROM t", "got DELETE"),
+            ("EXPLAIN EXPLAIN SELECT 1", "takes a query"),
+            ("EXPLAIN CREATE TABLE x AS SELECT 1", "got CREATE"),
+            ("EXPLAIN EXECUTE p", "got EXECUTE"),
+            ("EXPLAIN DECLARE c CURSOR FOR SELECT 1", "got DECLARE"),
+            (
+                "EXPLAIN SELECT pg_terminate_backend(1)",
+                "pg_terminate_backend",
+            ),
+            ("EXPLAIN (ANALYZE SELECT 1", "not closed"),
+            ("EXPLAIN", "empty"),
+            ("EXPLAIN ANALYZE", "empty"),
+            // read as an option list, as Postgres reads it: a refusal either way
+            ("EXPLAIN (SELECT 1)", "empty"),
+        ] {
+            check(sql, Err(reason));
+        }
+    }
+
+    #[test]
+    fn analyze_is_read_from_explains_options_only() {
+        for sql in [
+            "EXPLAIN ANALYZE SELECT 1",
+            "explain analyse select 1",
+            "EXPLAIN (FORMAT JSON, ANALYZE) SELECT 1",
+            "EXPLAIN (ANALYZE false) SELECT 1",
+            "EXPLAIN VERBOSE ANALYZE SELECT 1",
+            "EXPLAIN (\"analyze\") SELECT 1",
+            "  /* x */ EXPLAIN (BUFFERS, analyze) SELECT 1",
+        ] {
+            assert!(analyzes(sql), "{sql}");
+        }
+        for sql in [
+            "EXPLAIN SELECT analyze FROM t",
+            "EXPLAIN (FORMAT JSON) SELECT 'ANALYZE'",
+            "EXPLAIN VERBOSE SELECT 1",
+            "SHOW analyze",
+            "SELECT 1",
+        ] {
+            assert!(!analyzes(sql), "{sql}");
+        }
     }
 
     #[test]
