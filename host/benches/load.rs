@@ -6,9 +6,11 @@
 //! Then TLS: a second server whose pool connects with `sslmode=verify-full` against the
 //! first (`sslmode=disable`), `query_sql` at 1 and 16 clients, alternating, same run.
 //! Then OAuth: a server that takes both a static token and JWT access tokens from an
-//! issuer in this process, `query_sql` at 16 clients with either, alternating.
+//! issuer in this process, `query_sql` at 16 clients with either, alternating. And a
+//! tool declared in a `.sql.toml` file against `query_sql` running the same lookup.
 //! Run with `cargo bench -p mcp-sandbox --bench load`; `MCP_SANDBOX_BENCH_ONLY=query_sql/16`
-//! (any part of `case/clients`, or `swap`, `tls`, `oauth`) runs only the matching cases, e.g.
+//! (any part of `case/clients`, or `sql_tool`, `swap`, `tls`, `oauth`, `audit`) runs only
+//! the matching cases, e.g.
 //! under a profiler attached to the server's pid, which goes to stderr.
 
 #[path = "common/mod.rs"]
@@ -599,6 +601,66 @@ async fn audit_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A tool declared in a `.sql.toml` file (served by the built-in sql-tool component)
+/// against `query_sql` running the same lookup, in alternating rounds on one server.
+async fn sql_tool_case(http: &Http, port: u16) -> anyhow::Result<()> {
+    let declaration = "[[tool]]\nname = \"customer_by_email\"\n\
+        description = \"A customer's name\"\n\
+        statement = \"SELECT full_name FROM customers WHERE email = $1\"\n\
+        param = [{ name = \"email\", type = \"string\", max_length = 200 }]\n";
+    let request = Request::put(format!(
+        "http://127.0.0.1:{port}/admin/components/bench_lookup"
+    ))
+    .header("authorization", format!("Bearer {ADMIN}"))
+    .body(Full::new(Bytes::from(declaration)))?;
+    let response = http.request(request).await?;
+    anyhow::ensure!(
+        response.status() == StatusCode::OK,
+        "loading the SQL tool: {}",
+        response.status()
+    );
+    println!();
+    println!(
+        "| same lookup through | clients | round | calls/s | p50 | p99 | errors | CPU µs per call: server process | postgres | load generator | declared / query_sql |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let cases = [
+        ("query_sql", Arc::new(json!({"sql": LOOKUP}))),
+        (
+            "customer_by_email",
+            Arc::new(json!({"email": "grace@example.com"})),
+        ),
+    ];
+    for clients in [1, 16] {
+        for round in 1..=3 {
+            let mut rates = Vec::new();
+            for (tool, args) in &cases {
+                let (h, args, tool) = (http.clone(), args.clone(), *tool);
+                let mut outcome = drive(clients, move || {
+                    let (h, args) = (h.clone(), args.clone());
+                    async move { tool_call(&h, port, tool, &args).await }
+                })
+                .await;
+                rates.push(outcome.per_second());
+                let ratio = if rates.len() == 2 {
+                    format!("{:.0}%", 100.0 * rates[1] / rates[0].max(1e-9))
+                } else {
+                    String::new()
+                };
+                println!(
+                    "| {tool} | {clients} | {round} | {:.0} | {} | {} | {} | {} | {ratio} |",
+                    outcome.per_second(),
+                    ms(outcome.quantile(0.5)),
+                    ms(outcome.quantile(0.99)),
+                    outcome.errors,
+                    outcome.cpu_per_call(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
@@ -721,6 +783,9 @@ fn main() -> anyhow::Result<()> {
         println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for row in cpu_rows {
             println!("{row}");
+        }
+        if selected("sql_tool") {
+            sql_tool_case(&http, port).await?;
         }
         if selected("tls") {
             tls_case(&http, port, &verified_url).await?;
