@@ -323,8 +323,9 @@ pub struct CommonArgs {
     #[arg(long, env = "MCP_SANDBOX_COMPONENTS")]
     pub components_dir: Option<PathBuf>,
 
-    /// Built-in components not to load, e.g. `query-sql` to serve only curated tools;
-    /// repeat or separate with commas (list-tables, describe-table, query-sql)
+    /// Built-in components not to load, e.g. `query-sql` (query_sql and explain_query)
+    /// to serve only curated tools; repeat or separate with commas (list-tables, which
+    /// also serves list_schemas; describe-table; query-sql)
     #[arg(
         long = "disable-builtin",
         env = "MCP_SANDBOX_DISABLE_BUILTINS",

@@ -575,11 +575,10 @@ fn param_schema(p: &ParamDecl, default: Option<&Value>, required: bool, pg: &Typ
     if let Some(default) = default {
         schema.insert("default".into(), default.clone());
     }
-    let mut text = p.description.clone().unwrap_or_default();
-    if !text.is_empty() {
-        text.push(' ');
-    }
-    text.push_str(&format!("(Postgres {})", pg.name()));
+    let text = match &p.description {
+        Some(text) if !text.is_empty() => format!("{text} (Postgres {})", pg.name()),
+        _ => format!("Postgres {}", pg.name()),
+    };
     schema.insert("description".into(), text.into());
     Value::Object(schema)
 }
