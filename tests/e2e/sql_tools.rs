@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-crate::trials!(sql_tools: the_example_file_is_served_with_derived_schemas, arguments_outside_the_declaration_are_refused_before_any_instance, parameters_are_bound_never_spliced, broken_files_are_refused_with_file_line_and_reason, declared_tools_swap_roll_back_and_are_removed, curated_tools_alone_with_query_sql_disabled, a_file_the_database_cannot_check_yet_is_retried, component_check_reads_sql_tool_files, fifty_tools_load_quickly, the_readme_quotes_the_example_and_its_listing);
+crate::trials!(sql_tools: the_example_file_is_served_with_derived_schemas, arguments_outside_the_declaration_are_refused_before_any_instance, parameters_are_bound_never_spliced, broken_files_are_refused_with_file_line_and_reason, declared_tools_swap_roll_back_and_are_removed, curated_tools_alone_with_query_sql_disabled, a_file_the_database_cannot_check_yet_is_retried, component_check_reads_sql_tool_files, fifty_tools_load_quickly, the_readme_quotes_the_example_and_its_listing, token_scopes_name_declared_tools);
 
 const ADMIN: &str = "admin-token-0123456789ab";
 const ADMIN_AUTH: &str = "Bearer admin-token-0123456789ab";
@@ -728,5 +728,46 @@ async fn the_readme_quotes_the_example_and_its_listing() {
     assert!(
         readme.contains(&pretty),
         "README.md must quote the tools/list entry of orders_of_customer exactly:\n{pretty}"
+    );
+}
+
+/// A token scoped to one declared tool sees and calls only that one: scopes know declared
+/// tools by name like any other, and a refusal is counted for the tool.
+async fn token_scopes_name_declared_tools() {
+    let dir = shop_dir();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[tokens]]\nname = \"curator\"\ntoken = \"curator-token-0123456789\"\n\
+         tools = [\"orders_of_customer\"]\n",
+    )
+    .unwrap();
+    let server = server(&dir, &["--tokens-file", tokens.to_str().unwrap()]).await;
+    let mut curator = server.mcp_as(Some("curator-token-0123456789")).await;
+    let listed = curator.request("tools/list", json!({})).await;
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["orders_of_customer"]);
+    curator
+        .structured("orders_of_customer", json!({"customer_id": 2}))
+        .await;
+    for (tool, arguments) in [
+        ("products_by_sku", json!({"skus": ["KB-01"]})),
+        ("query_sql", json!({"sql": "SELECT 1"})),
+    ] {
+        let error = curator.protocol_error(tool, arguments).await;
+        assert_eq!(error["code"], -32003, "{tool}: {error}");
+    }
+    assert_eq!(
+        count(
+            &server.metrics().await,
+            "mcp_tool_calls_total",
+            &[("tool", "products_by_sku"), ("outcome", "denied")]
+        ),
+        1.0
     );
 }
