@@ -287,7 +287,9 @@ async fn explain_query_shows_the_plan() {
         ("EXPLAIN SELECT 1", "takes a query"),
         ("SELECT 1; SELECT 2", "multiple commands"),
         ("SELECT pg_advisory_lock(1)", "pg_advisory_lock"),
-        ("SELECT 1) ANALYZE (SELECT 1", ""),
+        ("SELECT 1) ANALYZE (SELECT 1", "syntax error"),
+        // Outside query_sql's LIMIT wrapper this would parse, and create a table.
+        ("SELECT * INTO TEMP stolen FROM orders", "INTO"),
     ] {
         let error = mcp.tool_error("explain_query", json!({"sql": sql})).await;
         assert!(error.contains(reason), "{sql}: {error}");
@@ -360,6 +362,14 @@ async fn explain_analyze_runs_only_when_enabled() {
             .get(0)
     };
     let before = prices().await;
+    // SELECT … INTO would create a (temporary) table even in a read-only transaction.
+    let error = mcp
+        .tool_error(
+            "explain_query",
+            json!({"sql": "SELECT * INTO TEMP stolen FROM orders", "analyze": true}),
+        )
+        .await;
+    assert!(error.contains("INTO"), "{error}");
     let error = mcp
         .tool_error(
             "explain_query",

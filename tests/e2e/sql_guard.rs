@@ -64,6 +64,7 @@ const ATTACKS: &[&str] = &[
     "DEALLOCATE ALL",
     "DISCARD ALL",
     "SELECT * INTO stolen FROM orders",
+    "SELECT * INTO TEMP stolen FROM orders",
     "CREATE TEMP TABLE t AS SELECT 1",
     "VACUUM orders",
     "ANALYZE orders",
@@ -181,7 +182,6 @@ async fn explain_query_refuses_what_the_guard_refuses() {
         "SELECT set_config('role', 'postgres', false)",
         "SELECT set_config('transaction_read_only', 'off', false)",
         "SELECT set_config('default_transaction_read_only', 'off', false), nextval('orders_id_seq')",
-        "SELECT * INTO stolen FROM orders",
     ];
     for (flags, analyze, may_succeed) in [
         (&[][..], false, &planned[..]),

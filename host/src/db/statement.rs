@@ -124,6 +124,15 @@ pub fn classify(sql: &str) -> Result<Path, String> {
             // query this guard admits may follow.
             let explained = explain(&rest[word.len()..])?;
             match classify(explained.statement) {
+                // Outside the LIMIT wrapper, `SELECT … INTO TEMP t` parses, and creates a
+                // table (read-only transactions allow temporary ones) and takes a
+                // transaction id; planning alone takes the id. INTO is a reserved word:
+                // no query needs it unquoted.
+                Ok(Path::Limited) if writes_into(explained.statement)? => {
+                    return Err(
+                        "EXPLAIN of SELECT … INTO, which creates a table, is not allowed".into(),
+                    );
+                }
                 Ok(Path::Limited) => {}
                 Ok(Path::Direct) => {
                     return Err("EXPLAIN takes a query (SELECT, WITH, VALUES, TABLE)".into());
@@ -140,6 +149,18 @@ pub fn classify(sql: &str) -> Result<Path, String> {
             word.to_ascii_uppercase()
         ))
     }
+}
+
+/// Whether the word INTO appears in a statement outside strings and comments (the lexer
+/// lower-cases unquoted words; a quoted `"into"` is refused too, rather than told apart).
+fn writes_into(statement: &str) -> Result<bool, String> {
+    let mut lexer = Lexer::new(statement);
+    while let Some(token) = lexer.next_token()? {
+        if matches!(&token, Token::Identifier(word) if word == "into") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Whether a statement is an `EXPLAIN` that asks to run its statement: `ANALYZE` (or
@@ -479,6 +500,7 @@ mod tests {
             "explain analyze verbose select 1",
             "EXPLAIN /* c */ (COSTS off, FORMAT json) /* x */ WITH x AS (SELECT 1) TABLE x",
             "EXPLAIN (FORMAT 'json') VALUES (1)",
+            "EXPLAIN SELECT 'into' AS \"INTO\" /* into */",
         ] {
             check(sql, Ok(Path::Direct));
         }
@@ -501,8 +523,19 @@ mod tests {
             ("EXPLAIN (ANALYZE SELECT 1", "not closed"),
             ("EXPLAIN", "empty"),
             ("EXPLAIN ANALYZE", "empty"),
-            // read as an option list, as Postgres reads it: a refusal either way
+            // Postgres plans a parenthesised query here; the guard reads an option list
+            // and refuses: a safe mistake
             ("EXPLAIN (SELECT 1)", "empty"),
+            ("EXPLAIN SELECT * INTO TEMP stolen FROM t", "INTO"),
+            ("EXPLAIN ANALYZE SELECT 1 AS a INTO t", "INTO"),
+            (
+                "EXPLAIN (FORMAT JSON) /* x */ SELECT * iNtO\tt FROM t",
+                "INTO",
+            ),
+            (
+                "EXPLAIN WITH x AS (SELECT 1) SELECT * INTO \"t\" FROM x",
+                "INTO",
+            ),
         ] {
             check(sql, Err(reason));
         }
