@@ -348,7 +348,7 @@ async fn broken_files_are_refused_with_file_line_and_reason() {
             "[[tool]]\nname = \"shop_answer\"\ndescription = \"The answer\nstatement = \"SELECT 1\"\n"
                 .into(),
             "line 3",
-            "",
+            "invalid basic string",
         ),
         (
             tool("SELECT $1::int AS a", r#"{ name = "a", type = "integr" }"#),

@@ -449,7 +449,7 @@ pub struct CommonArgs {
 
     /// Admit EXPLAIN ANALYZE (in query_sql and explain_query's `analyze`). It runs the
     /// statement, read-only and under the statement timeout, to measure it; off, only
-    /// plans are shown
+    /// plans are shown. `--max-query-cost` still refuses it
     #[arg(long, env = "MCP_SANDBOX_ALLOW_EXPLAIN_ANALYZE")]
     pub allow_explain_analyze: bool,
 

@@ -356,6 +356,7 @@ fn check_declaration(decl: &Decl) -> Result<(), String> {
         {
             return Err(at(format!("pattern: {e}")));
         }
+        check_bounds(p).map_err(at)?;
         let scalar = ParamType {
             array: false,
             ..p.ty
@@ -364,6 +365,61 @@ fn check_declaration(decl: &Decl) -> Result<(), String> {
             let json = toml_to_json(value);
             if !fits_json(scalar, &json) {
                 return Err(at(format!("{json} is not a {scalar}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The constraints agree with each other, and a default meets them: otherwise the
+/// schema would advertise a default that the check refuses, or no value at all.
+fn check_bounds(p: &ParamDecl) -> Result<(), String> {
+    let number = |v: &toml::Value| match v {
+        toml::Value::Integer(i) => Some(*i as f64),
+        toml::Value::Float(f) => Some(*f),
+        _ => None,
+    };
+    let (low, high) = (
+        p.minimum.as_ref().and_then(number),
+        p.maximum.as_ref().and_then(number),
+    );
+    if low.is_some_and(|v| !v.is_finite()) || high.is_some_and(|v| !v.is_finite()) {
+        return Err("minimum and maximum must be finite numbers".into());
+    }
+    if let (Some(low), Some(high)) = (low, high)
+        && low > high
+    {
+        return Err(format!("minimum {low} is above maximum {high}"));
+    }
+    if let (Some(low), Some(high)) = (p.min_length, p.max_length)
+        && low > high
+    {
+        return Err(format!("min_length {low} is above max_length {high}"));
+    }
+    let Some(default) = &p.default else {
+        return Ok(());
+    };
+    if let Some(n) = number(default)
+        && (!n.is_finite() || low.is_some_and(|low| n < low) || high.is_some_and(|high| n > high))
+    {
+        return Err(format!("the default {n} is outside minimum and maximum"));
+    }
+    if let Some(allowed) = &p.allowed
+        && !allowed.contains(default)
+    {
+        return Err(format!("the default {default} is not one of enum"));
+    }
+    if let toml::Value::String(text) = default {
+        let length = text.chars().count() as u32;
+        if p.min_length.is_some_and(|min| length < min)
+            || p.max_length.is_some_and(|max| length > max)
+        {
+            return Err("the default's length is outside min_length and max_length".into());
+        }
+        if let Some(pattern) = &p.pattern {
+            let schema = json!({"type": "string", "pattern": pattern});
+            if jsonschema::validator_for(&schema).is_ok_and(|v| !v.is_valid(&json!(text))) {
+                return Err(format!("the default {text:?} does not match pattern"));
             }
         }
     }
@@ -428,7 +484,7 @@ fn build(decl: Decl, description: &Description, component: &Arc<str>) -> Result<
                 i + 1,
                 p.name,
                 p.ty,
-                pg.name(),
+                type_name(pg),
                 i + 1,
                 suggested_cast(p.ty),
             ));
@@ -576,11 +632,19 @@ fn param_schema(p: &ParamDecl, default: Option<&Value>, required: bool, pg: &Typ
         schema.insert("default".into(), default.clone());
     }
     let text = match &p.description {
-        Some(text) if !text.is_empty() => format!("{text} (Postgres {})", pg.name()),
-        _ => format!("Postgres {}", pg.name()),
+        Some(text) if !text.is_empty() => format!("{text} (Postgres {})", type_name(pg)),
+        _ => format!("Postgres {}", type_name(pg)),
     };
     schema.insert("description".into(), text.into());
     Value::Object(schema)
+}
+
+/// A type as SQL writes it: `text[]`, not the catalog's `_text`.
+fn type_name(ty: &Type) -> String {
+    match ty.kind() {
+        Kind::Array(element) => format!("{}[]", element.name()),
+        _ => ty.name().to_owned(),
+    }
 }
 
 /// The JSON a column's values take (see the guest SDK's `value_to_json`); always
@@ -613,11 +677,11 @@ fn column_schema(ty: &Type) -> Value {
             | Type::INET
             | Type::CIDR
             | Type::BYTEA => &["string", "null"],
-            _ => return json!({"description": format!("Postgres {}", ty.name())}),
+            _ => return json!({"description": format!("Postgres {}", type_name(ty))}),
         },
-        _ => return json!({"description": format!("Postgres {}", ty.name())}),
+        _ => return json!({"description": format!("Postgres {}", type_name(ty))}),
     };
-    json!({"type": types, "description": format!("Postgres {}", ty.name())})
+    json!({"type": types, "description": format!("Postgres {}", type_name(ty))})
 }
 
 /// Whether a parameter declared `declared` may be given to Postgres where the statement
@@ -856,8 +920,24 @@ mod tests {
             r#"{ name = "a", type = "string", pattern = "(" }"#,
             r#"{ name = "A", type = "string" }"#,
             r#"{ name = "a", type = "string", colour = "red" }"#,
+            r#"{ name = "a", type = "integer", default = 500, maximum = 100 }"#,
+            r#"{ name = "a", type = "number", minimum = 5, maximum = 1 }"#,
+            r#"{ name = "a", type = "number", minimum = nan }"#,
+            r#"{ name = "a", type = "number", maximum = inf }"#,
+            r#"{ name = "a", type = "number", default = nan }"#,
+            r#"{ name = "a", type = "string", default = "x", enum = ["y", "z"] }"#,
+            r#"{ name = "a", type = "string", default = "toolong", max_length = 3 }"#,
+            r#"{ name = "a", type = "string", min_length = 4, max_length = 3 }"#,
+            r#"{ name = "a", type = "string", default = "abc", pattern = "^[0-9]+$" }"#,
         ] {
             assert!(parse("f", &tool(bad)).is_err(), "{bad}");
+        }
+        for good in [
+            r#"{ name = "a", type = "integer", default = 50, minimum = 1, maximum = 100 }"#,
+            r#"{ name = "a", type = "string", default = "y", enum = ["y", "z"] }"#,
+            r#"{ name = "a", type = "string", default = "123", pattern = "^[0-9]+$" }"#,
+        ] {
+            assert!(parse("f", &tool(good)).is_ok(), "{good}");
         }
     }
 
