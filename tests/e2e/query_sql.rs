@@ -294,6 +294,14 @@ async fn explain_query_shows_the_plan() {
         let error = mcp.tool_error("explain_query", json!({"sql": sql})).await;
         assert!(error.contains(reason), "{sql}: {error}");
     }
+    // A plan nested deeper than the JSON reader goes (a join of 80 relations) is a tool
+    // error that says so and where to turn.
+    let deep = (2..=80).fold(
+        String::from("SELECT 1 FROM generate_series(1, 1) t1"),
+        |sql, i| format!("{sql} JOIN generate_series(1, 1) t{i} ON true"),
+    );
+    let error = mcp.tool_error("explain_query", json!({"sql": deep})).await;
+    assert!(error.contains("nested too deeply"), "{error}");
     // A syntax error is Postgres's, and the session goes on.
     let error = mcp
         .tool_error("explain_query", json!({"sql": "SELECT * FROM"}))

@@ -140,7 +140,14 @@ impl Tool for ExplainQuery {
             .map(guest_sdk::value_to_json)
             .unwrap_or(Value::Null);
         let Some(top) = document.get(0) else {
-            return Ok(Output::error("EXPLAIN returned no plan"));
+            // The JSON reader stops at 128 levels (about 60 nested plan steps) and leaves
+            // the text as a string.
+            return Ok(Output::error(if document.is_string() {
+                "the plan is nested too deeply to return as JSON; run EXPLAIN (FORMAT TEXT) \
+                 through query_sql instead"
+            } else {
+                "EXPLAIN returned no plan"
+            }));
         };
         let plan = top.get("Plan").cloned().unwrap_or(Value::Null);
         let number = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64);
