@@ -217,6 +217,27 @@ where
     total
 }
 
+/// One round of an A/B comparison: `call` with each of `cases` in turn, driven at `clients`
+/// for `MEASURE`; the outcomes, and the second's throughput as a share of the first's.
+async fn ab_round<P, F, Fut>(clients: usize, cases: [P; 2], call: F) -> ([Outcome; 2], String)
+where
+    P: Clone + Send + Sync + 'static,
+    F: Fn(P) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let mut outcomes = Vec::new();
+    for case in cases {
+        let call = call.clone();
+        outcomes.push(drive(clients, move || call(case.clone())).await);
+    }
+    let ratio = format!(
+        "{:.0}%",
+        100.0 * outcomes[1].per_second() / outcomes[0].per_second().max(1e-9)
+    );
+    let outcomes = <[Outcome; 2]>::try_from(outcomes).unwrap_or_else(|_| unreachable!("two cases"));
+    (outcomes, ratio)
+}
+
 /// The baseline: the tool's statement straight through tokio-postgres, prepared once per
 /// connection, with the parameters the component sends. `guarded` adds what the guard
 /// sends around it (`db/guard.rs`): the same transaction, `LIMIT` wrapper and cleanup,
@@ -395,20 +416,14 @@ async fn tls_case(http: &Http, plain_port: u16, verified_url: &str) -> anyhow::R
     let args = Arc::new(json!({"sql": LOOKUP}));
     for clients in [1, 16] {
         for round in 1..=2 {
-            let mut rates = Vec::new();
-            for (label, port) in [("plain TCP", plain_port), ("verify-full TLS", port)] {
-                let (h, args) = (http.clone(), args.clone());
-                let mut outcome = drive(clients, move || {
-                    let (h, args) = (h.clone(), args.clone());
-                    async move { tool_call(&h, port, "query_sql", &args).await }
-                })
-                .await;
-                rates.push(outcome.per_second());
-                let ratio = if rates.len() == 2 {
-                    format!("{:.0}%", 100.0 * rates[1] / rates[0].max(1e-9))
-                } else {
-                    String::new()
-                };
+            let (h, args) = (http.clone(), args.clone());
+            let (mut outcomes, ratio) = ab_round(clients, [plain_port, port], move |port: u16| {
+                let (h, args) = (h.clone(), args.clone());
+                async move { tool_call(&h, port, "query_sql", &args).await }
+            })
+            .await;
+            let labels = [("plain TCP", ""), ("verify-full TLS", ratio.as_str())];
+            for ((label, ratio), outcome) in labels.into_iter().zip(&mut outcomes) {
                 println!(
                     "| {label} | {clients} | {round} | {:.0} | {} | {} | {} | {ratio} |",
                     outcome.per_second(),
@@ -457,23 +472,15 @@ async fn oauth_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|---|");
     for round in 1..=OAUTH_ROUNDS {
-        let mut rates = Vec::new();
-        for (label, bearer) in [
-            ("static token", Arc::new(TOKEN.to_owned())),
-            ("JWT", jwt.clone()),
-        ] {
-            let (h, args) = (http.clone(), args.clone());
-            let mut outcome = drive(16, move || {
-                let (h, args, bearer) = (h.clone(), args.clone(), bearer.clone());
-                async move { tool_call_as(&h, port, &bearer, "query_sql", &args).await }
-            })
-            .await;
-            rates.push(outcome.per_second());
-            let ratio = if rates.len() == 2 {
-                format!("{:.0}%", 100.0 * rates[1] / rates[0].max(1e-9))
-            } else {
-                String::new()
-            };
+        let (h, args) = (http.clone(), args.clone());
+        let bearers = [Arc::new(TOKEN.to_owned()), jwt.clone()];
+        let (mut outcomes, ratio) = ab_round(16, bearers, move |bearer: Arc<String>| {
+            let (h, args) = (h.clone(), args.clone());
+            async move { tool_call_as(&h, port, &bearer, "query_sql", &args).await }
+        })
+        .await;
+        let labels = [("static token", ""), ("JWT", ratio.as_str())];
+        for ((label, ratio), outcome) in labels.into_iter().zip(&mut outcomes) {
             println!(
                 "| {label} | {round} | {:.0} | {} | {} | {} | {ratio} |",
                 outcome.per_second(),
@@ -633,20 +640,18 @@ async fn sql_tool_case(http: &Http, port: u16) -> anyhow::Result<()> {
     ];
     for clients in [1, 16] {
         for round in 1..=3 {
-            let mut rates = Vec::new();
-            for (tool, args) in &cases {
-                let (h, args, tool) = (http.clone(), args.clone(), *tool);
-                let mut outcome = drive(clients, move || {
-                    let (h, args) = (h.clone(), args.clone());
+            let h = http.clone();
+            let (mut outcomes, ratio) = ab_round(
+                clients,
+                cases.clone(),
+                move |(tool, args): (&str, Arc<Value>)| {
+                    let h = h.clone();
                     async move { tool_call(&h, port, tool, &args).await }
-                })
-                .await;
-                rates.push(outcome.per_second());
-                let ratio = if rates.len() == 2 {
-                    format!("{:.0}%", 100.0 * rates[1] / rates[0].max(1e-9))
-                } else {
-                    String::new()
-                };
+                },
+            )
+            .await;
+            let labels = [(cases[0].0, ""), (cases[1].0, ratio.as_str())];
+            for ((tool, ratio), outcome) in labels.into_iter().zip(&mut outcomes) {
                 println!(
                     "| {tool} | {clients} | {round} | {:.0} | {} | {} | {} | {} | {ratio} |",
                     outcome.per_second(),
