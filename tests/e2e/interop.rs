@@ -61,25 +61,12 @@ async fn run_client(
     let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("{mode}: no JSON summary ({e}):\n{stdout}\n{stderr}"));
     // The built-ins, and the example file's declared tools where the server serves them.
-    let expected = match seen.get("sql_tool") {
-        None => serde_json::json!([
-            "describe_table",
-            "explain_query",
-            "list_schemas",
-            "list_tables",
-            "query_sql"
-        ]),
-        Some(_) => serde_json::json!([
-            "describe_table",
-            "explain_query",
-            "list_schemas",
-            "list_tables",
-            "orders_of_customer",
-            "products_by_sku",
-            "query_sql"
-        ]),
-    };
-    assert_eq!(seen["tools"], expected, "{seen}");
+    let mut expected = crate::util::BUILTIN_TOOLS.to_vec();
+    if seen.get("sql_tool").is_some() {
+        expected.extend(["orders_of_customer", "products_by_sku"]);
+        expected.sort_unstable();
+    }
+    assert_eq!(seen["tools"], serde_json::json!(expected), "{seen}");
     assert!(
         seen["tool_error"].as_str().unwrap().contains("read-only"),
         "{seen}"

@@ -125,16 +125,7 @@ async fn handshake_and_tools_over_the_2024_11_05_transport() {
     let listed = legacy.request("tools/list", json!({})).await;
     let tools = listed["result"]["tools"].as_array().unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(
-        names,
-        [
-            "describe_table",
-            "explain_query",
-            "list_schemas",
-            "list_tables",
-            "query_sql"
-        ]
-    );
+    assert_eq!(names, crate::util::BUILTIN_TOOLS);
     assert!(
         tools
             .iter()

@@ -12,16 +12,7 @@ async fn tools_are_listed_in_order_with_schemas_and_annotations() {
     let response = mcp.request("tools/list", json!({})).await;
     let tools = response["result"]["tools"].as_array().unwrap().clone();
     let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(
-        names,
-        [
-            "describe_table",
-            "explain_query",
-            "list_schemas",
-            "list_tables",
-            "query_sql"
-        ]
-    );
+    assert_eq!(names, crate::util::BUILTIN_TOOLS);
     for tool in &tools {
         assert_eq!(tool["inputSchema"]["type"], "object", "{tool}");
         assert_eq!(tool["outputSchema"]["type"], "object", "{tool}");

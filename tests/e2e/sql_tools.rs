@@ -716,14 +716,11 @@ async fn the_readme_quotes_the_example_and_its_listing() {
     );
     let dir = shop_dir();
     let server = server(&dir, &[]).await;
-    let mut mcp = server.mcp().await;
-    let listed = mcp.request("tools/list", json!({})).await;
-    let entry = listed["result"]["tools"]
-        .as_array()
-        .unwrap()
+    let listed = tools(&server).await;
+    let entry = listed
         .iter()
         .find(|t| t["name"] == "orders_of_customer")
-        .unwrap_or_else(|| panic!("not listed: {listed}"));
+        .unwrap_or_else(|| panic!("not listed: {listed:?}"));
     let pretty = serde_json::to_string_pretty(entry).unwrap();
     assert!(
         readme.contains(&pretty),
@@ -745,13 +742,8 @@ async fn token_scopes_name_declared_tools() {
     let server = server(&dir, &["--tokens-file", tokens.to_str().unwrap()]).await;
     let mut curator = server.mcp_as(Some("curator-token-0123456789")).await;
     let listed = curator.request("tools/list", json!({})).await;
-    let names: Vec<&str> = listed["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["orders_of_customer"]);
+    let listed = listed["result"]["tools"].as_array().unwrap();
+    assert_eq!(names(listed), ["orders_of_customer"]);
     curator
         .structured("orders_of_customer", json!({"customer_id": 2}))
         .await;

@@ -89,16 +89,7 @@ async fn tools_are_listed_and_called_without_a_session() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "describe_table",
-            "explain_query",
-            "list_schemas",
-            "list_tables",
-            "query_sql"
-        ]
-    );
+    assert_eq!(names, crate::util::BUILTIN_TOOLS);
 
     let call =
         json!({"name": "query_sql", "arguments": {"sql": "SELECT count(*) AS n FROM customers"}});

@@ -13,6 +13,15 @@ pub mod tools;
 pub use client::{Http, Mcp};
 pub use server::{TOKEN_AUTH, TestServer};
 
+/// The built-in components' tools, as `tools/list` orders them (by name).
+pub const BUILTIN_TOOLS: [&str; 5] = [
+    "describe_table",
+    "explain_query",
+    "list_schemas",
+    "list_tables",
+    "query_sql",
+];
+
 use libtest_mimic::Trial;
 use std::future::Future;
 use std::path::{Path, PathBuf};
