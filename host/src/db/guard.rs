@@ -126,14 +126,15 @@ impl Session {
     ) -> Result<Rows, QueryError> {
         let path = statement::classify(sql).map_err(QueryError::Refused)?;
         let limits = self.db.limits().clone();
-        if path == Path::Direct && !limits.allow_explain_analyze && statement::analyzes(sql) {
+        let analyzes = path == Path::Direct && statement::analyzes(sql);
+        if analyzes && !limits.allow_explain_analyze {
             return Err(QueryError::Refused(
                 "EXPLAIN ANALYZE runs the statement, and this server does not allow it \
                  (--allow-explain-analyze); use EXPLAIN without ANALYZE"
                     .into(),
             ));
         }
-        if limits.max_cost.is_some() && path == Path::Direct && statement::analyzes(sql) {
+        if analyzes && limits.max_cost.is_some() {
             return Err(QueryError::Refused(
                 "EXPLAIN ANALYZE runs the statement, which the planner-cost limit \
                  (--max-query-cost) cannot bound; use EXPLAIN without ANALYZE"
