@@ -257,7 +257,9 @@ async fn driver_call(pool: &Pool, sql: &str, tool: &str, guarded: bool) -> bool 
         return false;
     };
     let describe: [&(dyn ToSql + Sync); 4] = [&"public", &false, &"orders", &false];
-    let list: [&(dyn ToSql + Sync); 1] = [&"public"];
+    // The component's defaults: no pattern, no cursor, a page of DEFAULT_LIMIT (200).
+    let none: Option<&str> = None;
+    let list: [&(dyn ToSql + Sync); 4] = [&"public", &none, &none, &200_i64];
     let params: &[&(dyn ToSql + Sync)] = match tool {
         "list_tables" => &list,
         "describe_table" => &describe,
@@ -740,6 +742,14 @@ fn main() -> anyhow::Result<()> {
                 }
                 let [mut driver, mut guarded] = <[Outcome; 2]>::try_from(baselines)
                     .unwrap_or_else(|_| unreachable!("two baselines"));
+                // A baseline that fails measures nothing: stop rather than print a ratio.
+                anyhow::ensure!(
+                    driver.errors == 0 && guarded.errors == 0,
+                    "the {tool} baselines failed ({} and {} errors): their statement or \
+                     parameters no longer match the component's",
+                    driver.errors,
+                    guarded.errors
+                );
                 cpu_rows.push(format!(
                     "| {tool} | {clients} | {} | {} | {} |",
                     server.cpu_per_call(),
@@ -804,6 +814,8 @@ fn main() -> anyhow::Result<()> {
         if !selected("swap") {
             return Ok(());
         }
+        // The audit case measured its own servers.
+        SERVER_PID.store(server.0.id(), std::sync::atomic::Ordering::Relaxed);
         anyhow::ensure!(
             put_swapper(&http, port, "swap_v1.wasm").await,
             "loading the fixture"

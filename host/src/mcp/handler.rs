@@ -201,15 +201,70 @@ impl ServerHandler for McpHandler {
 
     async fn call_tool(
         &self,
-        mut request: CallToolRequestParams,
+        request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let caller = identity(&context);
+        let audited = self.audit.is_on();
+        let scope = CallScope {
+            caller: identity(&context),
+            // The stateless path took this call's slot already (to answer 429).
+            admitted: extension::<Admitted>(&context)
+                .and_then(|a| a.0.lock().unwrap_or_else(|e| e.into_inner()).take()),
+            info: match audited {
+                true => extension::<RequestInfo>(&context).unwrap_or_default(),
+                false => RequestInfo::default(),
+            },
+            rpc_id: context.id.clone(),
+            client: match audited {
+                true => client_info(&context),
+                false => (None, None),
+            },
+            ct: context.ct.clone(),
+        };
+        self.call(request, scope).await
+    }
+}
+
+/// What a `tools/call` needs to know of the request that carried it, whichever way it
+/// came (through rmcp's service, or answered directly: `mcp/direct.rs`).
+pub(crate) struct CallScope {
+    pub caller: Option<Identity>,
+    /// the slot the HTTP layer took for the call (the stateless path answers 429)
+    pub admitted: Option<Permit>,
+    /// for the audit record (only read when the log is on)
+    pub info: RequestInfo,
+    pub rpc_id: rmcp::model::RequestId,
+    /// the client's name and version (only read when the log is on)
+    pub client: (Option<String>, Option<String>),
+    /// cancelled when the client gives up on the call
+    pub ct: tokio_util::sync::CancellationToken,
+}
+
+impl McpHandler {
+    pub(super) fn audit_is_on(&self) -> bool {
+        self.audit.is_on()
+    }
+
+    /// One `tools/call`: the token's scopes, the caller's limits, the sandboxed call,
+    /// its log line, metrics and audit record.
+    pub(crate) async fn call(
+        &self,
+        mut request: CallToolRequestParams,
+        scope: CallScope,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let CallScope {
+            caller,
+            admitted,
+            info,
+            rpc_id,
+            client,
+            ct,
+        } = scope;
         let started = std::time::Instant::now();
         let mut audit = self
             .audit
             .is_on()
-            .then(|| CallRecord::new(&request, &context, started));
+            .then(|| CallRecord::new(&request, info, rpc_id, client, started));
         let allowed = caller.as_ref().is_some_and(|c| c.may_call(&request.name));
         if !allowed && let Some(spec) = self.runtime.tool(&request.name) {
             self.metrics
@@ -231,9 +286,6 @@ impl ServerHandler for McpHandler {
                 .refuse(audit.as_mut(), caller.as_ref(), "denied", refusal)
                 .await;
         }
-        // The stateless path took this call's slot already (to answer 429).
-        let admitted = extension::<Admitted>(&context)
-            .and_then(|a| a.0.lock().unwrap_or_else(|e| e.into_inner()).take());
         let _permit = match (admitted, &caller) {
             (Some(permit), _) => Some(permit),
             (None, Some(caller)) => match self.limiter.admit(caller) {
@@ -259,10 +311,7 @@ impl ServerHandler for McpHandler {
         }
         // The audit record took its own copy; the call takes the arguments themselves.
         let arguments = Value::Object(request.arguments.take().unwrap_or_default());
-        let invocation = self
-            .runtime
-            .call_tool(&request.name, &arguments, &context.ct)
-            .await;
+        let invocation = self.runtime.call_tool(&request.name, &arguments, &ct).await;
         log_invocation(&request.name, caller.as_ref(), &invocation);
         let Some(record) = audit.as_mut() else {
             return to_mcp_result(invocation).map(CallToolResponse::from);
@@ -275,9 +324,7 @@ impl ServerHandler for McpHandler {
         }
         result.map(CallToolResponse::from)
     }
-}
 
-impl McpHandler {
     /// Answers a refusal, after recording it.
     async fn refuse(
         &self,
@@ -409,14 +456,15 @@ const MIN_AUDIT_WAIT: std::time::Duration = std::time::Duration::from_millis(100
 impl CallRecord {
     fn new(
         request: &CallToolRequestParams,
-        context: &RequestContext<RoleServer>,
+        info: RequestInfo,
+        rpc_id: rmcp::model::RequestId,
+        (client, client_version): (Option<String>, Option<String>),
         started: std::time::Instant,
     ) -> Self {
-        let (client, client_version) = client_info(context);
         Self {
             time: crate::audit::now_rfc3339(),
-            info: extension::<RequestInfo>(context).unwrap_or_default(),
-            rpc_id: context.id.clone(),
+            info,
+            rpc_id,
             client,
             client_version,
             tool: request.name.to_string(),

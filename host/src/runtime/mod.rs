@@ -209,6 +209,14 @@ impl Runtime {
         loaded.tools.iter().find(|t| t.name == name).cloned()
     }
 
+    /// One tool's input schema (shared), without copying the rest of its spec.
+    pub fn input_schema(&self, name: &str) -> Option<Arc<serde_json::Map<String, Value>>> {
+        let registry = self.shared.registry.load();
+        let loaded = registry.tool(name)?;
+        let spec = loaded.tools.iter().find(|t| t.name == name)?;
+        Some(spec.input_schema.clone())
+    }
+
     /// Every loaded component, ordered by name.
     pub fn components(&self) -> Vec<ComponentInfo> {
         self.shared

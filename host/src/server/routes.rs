@@ -9,8 +9,8 @@ use super::sessions::{Kind, NotOwner, Reservation};
 use super::{App, Denied, Identity, Remote, admin, health, legacy, wellknown};
 use crate::access::{Origin, RequestInfo};
 use crate::limits::{LIMITED_CODE, Limited};
-use crate::mcp::validate;
 use crate::mcp::{Admitted, caller_json};
+use crate::mcp::{direct, validate};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -241,6 +241,16 @@ impl App {
                     // The stateless revision: a limit is answered in HTTP, 429.
                     Some("tools/call") => match self.limiter.admit(&identity) {
                         Ok(permit) => {
+                            // The common case, answered here without rmcp's machinery.
+                            if let Some(call) = direct::recognize(&parts.headers, &body, |name| {
+                                self.runtime.input_schema(name)
+                            }) {
+                                let (status, answer) = self
+                                    .handler
+                                    .answer_directly(call, identity, Some(permit), info)
+                                    .await;
+                                return respond::json_bytes(status, answer);
+                            }
                             parts
                                 .extensions
                                 .insert(Admitted(Arc::new(Mutex::new(Some(permit)))));
