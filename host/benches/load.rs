@@ -9,7 +9,7 @@
 //! issuer in this process, `query_sql` at 16 clients with either, alternating. And a
 //! tool declared in a `.sql.toml` file against `query_sql` running the same lookup.
 //! Run with `cargo bench -p mcp-sandbox --bench load`; `MCP_SANDBOX_BENCH_ONLY=query_sql/16`
-//! (any part of `case/clients`, or `sql_tool`, `swap`, `tls`, `oauth`, `audit`) runs only
+//! (any part of `case/clients`, or `direct`, `sql_tool`, `swap`, `tls`, `oauth`, `audit`) runs only
 //! the matching cases, e.g.
 //! under a profiler attached to the server's pid, which goes to stderr.
 
@@ -282,6 +282,22 @@ async fn tool_call(http: &Http, port: u16, tool: &str, arguments: &Value) -> boo
 }
 
 async fn tool_call_as(http: &Http, port: u16, bearer: &str, tool: &str, arguments: &Value) -> bool {
+    tool_call_with(http, port, bearer, DIRECT_ACCEPT, tool, arguments).await
+}
+
+/// What every MCP client sends: the server answers the call in the request's task.
+const DIRECT_ACCEPT: &str = "application/json, text/event-stream";
+/// The same with a parameter, which the server leaves to rmcp's per-request service.
+const RMCP_ACCEPT: &str = "application/json, text/event-stream;q=1";
+
+async fn tool_call_with(
+    http: &Http,
+    port: u16,
+    bearer: &str,
+    accept: &str,
+    tool: &str,
+    arguments: &Value,
+) -> bool {
     let body = json!({
         "jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {
@@ -296,7 +312,7 @@ async fn tool_call_as(http: &Http, port: u16, bearer: &str, tool: &str, argument
     let Ok(request) = Request::post(format!("http://127.0.0.1:{port}/mcp"))
         .header("authorization", format!("Bearer {bearer}"))
         .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
+        .header("accept", accept)
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", "tools/call")
         .header("mcp-name", tool)
@@ -668,6 +684,47 @@ async fn sql_tool_case(http: &Http, port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The same calls answered in the request's task (`mcp/direct.rs`) and through rmcp's
+/// per-request service (forced by a parameter in `Accept`), alternating.
+async fn direct_case(http: &Http, port: u16) -> anyhow::Result<()> {
+    println!();
+    println!(
+        "| tool | clients | round | answered | calls/s | p50 | p99 | errors | CPU µs per call: server process | postgres | load generator | direct / rmcp |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let tools = [
+        ("query_sql", json!({"sql": LOOKUP}), &[1, 16][..]),
+        ("list_tables", json!({}), &[16][..]),
+        ("describe_table", json!({"table": "orders"}), &[16][..]),
+    ];
+    for (tool, arguments, concurrency) in tools {
+        let arguments = Arc::new(arguments);
+        for &clients in concurrency {
+            for round in 1..=2 {
+                let (h, args) = (http.clone(), arguments.clone());
+                let (mut outcomes, ratio) =
+                    ab_round(clients, [RMCP_ACCEPT, DIRECT_ACCEPT], move |accept| {
+                        let (h, args) = (h.clone(), args.clone());
+                        async move { tool_call_with(&h, port, TOKEN, accept, tool, &args).await }
+                    })
+                    .await;
+                let labels = [("through rmcp", ""), ("directly", ratio.as_str())];
+                for ((path, ratio), outcome) in labels.into_iter().zip(&mut outcomes) {
+                    println!(
+                        "| {tool} | {clients} | {round} | {path} | {:.0} | {} | {} | {} | {} | {ratio} |",
+                        outcome.per_second(),
+                        ms(outcome.quantile(0.5)),
+                        ms(outcome.quantile(0.99)),
+                        outcome.errors,
+                        outcome.cpu_per_call(),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
@@ -798,6 +855,9 @@ fn main() -> anyhow::Result<()> {
         println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for row in cpu_rows {
             println!("{row}");
+        }
+        if selected("direct") {
+            direct_case(&http, port).await?;
         }
         if selected("sql_tool") {
             sql_tool_case(&http, port).await?;

@@ -9,7 +9,7 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-crate::trials!(stateless: discover_describes_the_server, tools_are_listed_and_called_without_a_session, headers_that_contradict_the_body_are_refused, probing_clients_get_the_answers_the_spec_prescribes, listen_streams_tool_list_changes);
+crate::trials!(stateless: discover_describes_the_server, tools_are_listed_and_called_without_a_session, headers_that_contradict_the_body_are_refused, probing_clients_get_the_answers_the_spec_prescribes, listen_streams_tool_list_changes, direct_answers_match_rmcps);
 
 const V2026: &str = STATELESS;
 const HEADER_MISMATCH: i64 = -32020;
@@ -257,4 +257,46 @@ async fn listen_streams_tool_list_changes() {
         6,
         "{listed}"
     );
+}
+
+/// A plain `tools/call` is answered in the request's task (`mcp/direct.rs`); the same
+/// request with a parameter in `Accept` goes through rmcp. Both answer alike: status,
+/// content type and JSON-RPC message, for a result, a tool error and a protocol error.
+async fn direct_answers_match_rmcps() {
+    let server = TestServer::start().await;
+    let http = server.http();
+    let cases = [
+        json!({"name": "query_sql", "arguments": {"sql": "SELECT 1 AS one, 'x' AS two"}}),
+        json!({"name": "query_sql", "arguments": {"sql": "DELETE FROM customers"}}),
+        json!({"name": "query_sql", "arguments": {"sql": "SELECT * FROM no_such_table"}}),
+        json!({"name": "query_sql", "arguments": {}}),
+        json!({"name": "query_sql", "arguments": {"sql": 5}}),
+        json!({"name": "describe_table", "arguments": {"table": "customers"}}),
+    ];
+    for params in cases {
+        let name = params["name"].as_str().expect("a name").to_owned();
+        let (headers, body) =
+            stateless_request(TOKEN_AUTH, V2026, "tools/call", Some(&name), params.clone());
+        let through_rmcp: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|&(n, v)| match n {
+                "accept" => (n, "application/json, text/event-stream;q=1"),
+                _ => (n, v),
+            })
+            .collect();
+        let direct = http.post("/mcp", &headers, &body).await;
+        let rmcp = http.post("/mcp", &through_rmcp, &body).await;
+        assert_eq!(direct.status, rmcp.status, "{params}");
+        assert_eq!(
+            direct.header("content-type"),
+            rmcp.header("content-type"),
+            "{params}"
+        );
+        let answer = direct.json();
+        assert!(
+            answer["result"].is_object() || answer["error"].is_object(),
+            "{answer}"
+        );
+        assert_eq!(answer, rmcp.json(), "{params}");
+    }
 }
