@@ -17,6 +17,7 @@ use super::decode::decode;
 use super::pool::{Connection, Db, describe_pool_error};
 use super::statement::{self, Path};
 use super::value::{Column, DbError, QueryError, Rows, Value};
+use super::verdicts::{self, Verdict};
 use deadpool::managed::Object;
 use futures::future::maybe_done;
 use futures::{StreamExt, poll};
@@ -124,9 +125,8 @@ impl Session {
         params: &[Value],
         max_rows: Option<u32>,
     ) -> Result<Rows, QueryError> {
-        let path = statement::classify(sql).map_err(QueryError::Refused)?;
+        let Verdict { path, analyzes } = verdicts::judge(sql).map_err(QueryError::Refused)?;
         let limits = self.db.limits().clone();
-        let analyzes = path == Path::Direct && statement::analyzes(sql);
         if analyzes && !limits.allow_explain_analyze {
             return Err(QueryError::Refused(
                 "EXPLAIN ANALYZE runs the statement, and this server does not allow it \

@@ -12,6 +12,7 @@ mod role;
 mod statement;
 mod tls;
 mod value;
+mod verdicts;
 
 pub use connect::ConnectError;
 pub use decode::to_json;
