@@ -104,34 +104,48 @@ async fn notifications_cancelled_stops_the_call_and_its_query() {
 
 async fn a_closed_stateless_request_stops_its_call() {
     let server = server("cancel-stateless").await;
-    let arguments = json!({"name": "query_sql", "arguments": {"sql": "SELECT pg_sleep(102)"}});
-    let (headers, body) = stateless_request(
-        TOKEN_AUTH,
-        STATELESS,
-        "tools/call",
-        Some("query_sql"),
-        arguments,
-    );
-    let headers: Vec<(String, String)> = headers
-        .into_iter()
-        .map(|(n, v)| (n.to_owned(), v.to_owned()))
-        .collect();
-    let http = server.http();
-    let request = tokio::spawn(async move {
-        let headers: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
+    // Answered in the request's task (`mcp/direct.rs`), then through rmcp (a parameter
+    // in `Accept` sends it there): both stop the call and count it.
+    let accepts = [
+        "application/json, text/event-stream",
+        "application/json, text/event-stream;q=1",
+    ];
+    for (done, accept) in accepts.into_iter().enumerate() {
+        let arguments = json!({"name": "query_sql", "arguments": {"sql": "SELECT pg_sleep(102)"}});
+        let (headers, body) = stateless_request(
+            TOKEN_AUTH,
+            STATELESS,
+            "tools/call",
+            Some("query_sql"),
+            arguments,
+        );
+        let headers: Vec<(String, String)> = headers
+            .into_iter()
+            .map(|(n, v)| match n {
+                "accept" => (n.to_owned(), accept.to_owned()),
+                _ => (n.to_owned(), v.to_owned()),
+            })
             .collect();
-        http.open(Method::POST, "/mcp", &headers, Bytes::from(body))
-            .await
-    });
-    wait_for("cancel-stateless", true).await;
-    request.abort(); // drops the connection
-    wait_for("cancel-stateless", false).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cancelled_calls(&server).await != 1.0 {
-        assert!(Instant::now() < deadline, "no cancelled call counted");
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        let http = server.http();
+        let request = tokio::spawn(async move {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            http.open(Method::POST, "/mcp", &headers, Bytes::from(body))
+                .await
+        });
+        wait_for("cancel-stateless", true).await;
+        request.abort(); // drops the connection
+        wait_for("cancel-stateless", false).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cancelled_calls(&server).await != (done + 1) as f64 {
+            assert!(
+                Instant::now() < deadline,
+                "no cancelled call counted ({accept})"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 }
 

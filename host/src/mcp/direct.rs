@@ -39,7 +39,7 @@ pub fn recognize(
     body: &[u8],
     input_schema: impl FnOnce(&str) -> Option<std::sync::Arc<Map<String, Value>>>,
 ) -> Option<DirectCall> {
-    if !accepts_json_and_sse(headers) || !is_json(headers) {
+    if !accepts_json_and_sse(headers) || !is_json(headers) || !plain_host(headers) {
         return None;
     }
     let version = ProtocolVersion::V_2026_07_28;
@@ -82,14 +82,36 @@ fn sole<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     values.next().is_none().then_some(value)
 }
 
+/// One `Host` that reads as an authority with a numeric port if any. The server's own
+/// check (`server/hosts.rs`) has passed; rmcp also refuses a missing or malformed Host
+/// when an allow-list is set, so those go to rmcp.
+fn plain_host(headers: &HeaderMap) -> bool {
+    let Some(host) = sole(headers, http::header::HOST.as_str()) else {
+        return false;
+    };
+    if host.parse::<http::uri::Authority>().is_err() {
+        return false;
+    }
+    // After an IPv6 literal's `]`, or in the whole of any other host.
+    let after_name = host.rfind(']').map_or(host, |i| &host[i + 1..]);
+    match after_name.rsplit_once(':') {
+        Some((_, port)) => port.parse::<u16>().is_ok(),
+        None => true,
+    }
+}
+
 /// `Accept` names both JSON and an event stream, without parameters (a quality of 0
 /// would refuse one; rmcp reads those).
 fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
     let (mut json, mut sse) = (false, false);
     for value in headers.get_all(http::header::ACCEPT) {
+        // Quotes change how rmcp splits the list: its reading then.
         let Ok(value) = value.to_str() else {
             return false;
         };
+        if value.contains('"') {
+            return false;
+        }
         for range in value.split(',') {
             let range = range.trim();
             if range.contains(';') {
@@ -131,6 +153,7 @@ impl McpHandler {
         caller: Identity,
         admitted: Option<Permit>,
         info: RequestInfo,
+        shutdown: &CancellationToken,
     ) -> (StatusCode, Bytes) {
         let audited = self.audit_is_on();
         let DirectCall { id, params, meta } = call;
@@ -138,7 +161,9 @@ impl McpHandler {
             (true, Some(client)) => (Some(client.name), Some(client.version)),
             _ => (None, None),
         };
-        let ct = CancellationToken::new();
+        // Cancelled when the client goes away, or when the server stops for good (as
+        // rmcp ends the stateless calls it still runs then).
+        let ct = shutdown.child_token();
         let scope = CallScope {
             caller: Some(caller),
             admitted,
@@ -236,6 +261,9 @@ where
     fn drop(&mut self) {
         let Some(call) = self.call.take() else { return };
         self.ct.cancel();
+        if std::thread::panicking() {
+            return; // the call itself panicked: polling it again would panic again
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 call.await;
@@ -258,7 +286,8 @@ mod tests {
         map
     }
 
-    const GOOD: [(&str, &str); 5] = [
+    const GOOD: [(&str, &str); 6] = [
+        ("host", "127.0.0.1:8080"),
         ("accept", "application/json, text/event-stream"),
         ("content-type", "application/json"),
         ("mcp-protocol-version", "2026-07-28"),
@@ -327,6 +356,13 @@ mod tests {
                 with("accept", "application/json, text/event-stream;q=0"),
                 good.clone(),
             ),
+            (
+                "a quote",
+                with("accept", "x\"y, application/json, text/event-stream"),
+                good.clone(),
+            ),
+            ("no host", without("host"), good.clone()),
+            ("odd host", with("host", "localhost:abc"), good.clone()),
             ("form body", with("content-type", "text/plain"), good.clone()),
             ("no version header", without("mcp-protocol-version"), good.clone()),
             ("old version", with("mcp-protocol-version", "2025-06-18"), good.clone()),

@@ -114,14 +114,15 @@ fn extension<T: Clone + Send + Sync + 'static>(context: &RequestContext<RoleServ
         .cloned()
 }
 
-/// The client's name and version: from its `initialize` (sessions), or from the
-/// request's `_meta` (the stateless revision).
+/// The client's name and version: from the request's `_meta` (the stateless revision),
+/// or from its `initialize` (sessions).
 fn client_info(context: &RequestContext<RoleServer>) -> (Option<String>, Option<String>) {
+    // The request's own `_meta` first: on the stateless path rmcp gives the peer a
+    // placeholder (its own name and version), not the client's.
     let info = context
-        .peer
-        .peer_info()
-        .map(|p| p.client_info.clone())
-        .or_else(|| context.meta.client_info());
+        .meta
+        .client_info()
+        .or_else(|| context.peer.peer_info().map(|p| p.client_info.clone()));
     match info {
         Some(i) => (Some(i.name), Some(i.version)),
         None => (None, None),

@@ -1,5 +1,6 @@
-//! `Host` validation (DNS-rebinding protection) for the MCP routes rmcp does not serve,
-//! the legacy `/sse` and `/messages/`; rmcp applies the same list to `/mcp`.
+//! `Host` validation (DNS-rebinding protection) for every route but the probes; rmcp
+//! applies the same list again to the `/mcp` requests it serves (not to the stateless
+//! calls `mcp/direct.rs` answers, which must carry a plain Host and pass this check).
 
 /// The allowed host names (or `host:port` authorities); empty allows any host.
 #[derive(Clone, Debug, Default)]

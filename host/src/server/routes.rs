@@ -247,7 +247,13 @@ impl App {
                             }) {
                                 let (status, answer) = self
                                     .handler
-                                    .answer_directly(call, identity, Some(permit), info)
+                                    .answer_directly(
+                                        call,
+                                        identity,
+                                        Some(permit),
+                                        info,
+                                        &self.streams,
+                                    )
                                     .await;
                                 return respond::json_bytes(status, answer);
                             }
@@ -456,7 +462,8 @@ impl App {
 
     /// The rules of every route but the probes: an allowed Host (HTTP/2 sends it as the
     /// `:authority`, which hyper puts in the URI), and an allowed Origin when one is sent
-    /// (a browser page on another site). (rmcp checks the Host of `/mcp` requests again.)
+    /// (a browser page on another site). (rmcp checks the Host of the `/mcp` requests it
+    /// serves again; `mcp/direct.rs` leaves it any request without a plain Host.)
     fn check_host_and_origin(
         &self,
         headers: &HeaderMap,
