@@ -150,6 +150,17 @@ impl Outcome {
         )
     }
 
+    /// Calls per second, p50, p99 and errors, as table cells.
+    fn summary(&mut self) -> String {
+        format!(
+            "{:.0} | {} | {} | {}",
+            self.per_second(),
+            ms(self.quantile(0.5)),
+            ms(self.quantile(0.99)),
+            self.errors
+        )
+    }
+
     fn quantile(&mut self, q: f64) -> Duration {
         self.latencies.sort_unstable();
         let i = ((self.latencies.len() as f64 - 1.0) * q) as usize;
@@ -443,11 +454,8 @@ async fn tls_case(http: &Http, plain_port: u16, verified_url: &str) -> anyhow::R
             let labels = [("plain TCP", ""), ("verify-full TLS", ratio.as_str())];
             for ((label, ratio), outcome) in labels.into_iter().zip(&mut outcomes) {
                 println!(
-                    "| {label} | {clients} | {round} | {:.0} | {} | {} | {} | {ratio} |",
-                    outcome.per_second(),
-                    ms(outcome.quantile(0.5)),
-                    ms(outcome.quantile(0.99)),
-                    outcome.errors,
+                    "| {label} | {clients} | {round} | {} | {ratio} |",
+                    outcome.summary()
                 );
             }
         }
@@ -499,13 +507,7 @@ async fn oauth_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
         .await;
         let labels = [("static token", ""), ("JWT", ratio.as_str())];
         for ((label, ratio), outcome) in labels.into_iter().zip(&mut outcomes) {
-            println!(
-                "| {label} | {round} | {:.0} | {} | {} | {} | {ratio} |",
-                outcome.per_second(),
-                ms(outcome.quantile(0.5)),
-                ms(outcome.quantile(0.99)),
-                outcome.errors,
-            );
+            println!("| {label} | {round} | {} | {ratio} |", outcome.summary());
         }
     }
     drop(server);
@@ -671,11 +673,8 @@ async fn sql_tool_case(http: &Http, port: u16) -> anyhow::Result<()> {
             let labels = [(cases[0].0, ""), (cases[1].0, ratio.as_str())];
             for ((tool, ratio), outcome) in labels.into_iter().zip(&mut outcomes) {
                 println!(
-                    "| {tool} | {clients} | {round} | {:.0} | {} | {} | {} | {} | {ratio} |",
-                    outcome.per_second(),
-                    ms(outcome.quantile(0.5)),
-                    ms(outcome.quantile(0.99)),
-                    outcome.errors,
+                    "| {tool} | {clients} | {round} | {} | {} | {ratio} |",
+                    outcome.summary(),
                     outcome.cpu_per_call(),
                 );
             }
@@ -711,11 +710,8 @@ async fn direct_case(http: &Http, port: u16) -> anyhow::Result<()> {
                 let labels = [("through rmcp", ""), ("directly", ratio.as_str())];
                 for ((path, ratio), outcome) in labels.into_iter().zip(&mut outcomes) {
                     println!(
-                        "| {tool} | {clients} | {round} | {path} | {:.0} | {} | {} | {} | {} | {ratio} |",
-                        outcome.per_second(),
-                        ms(outcome.quantile(0.5)),
-                        ms(outcome.quantile(0.99)),
-                        outcome.errors,
+                        "| {tool} | {clients} | {round} | {path} | {} | {} | {ratio} |",
+                        outcome.summary(),
                         outcome.cpu_per_call(),
                     );
                 }
@@ -816,11 +812,8 @@ fn main() -> anyhow::Result<()> {
                 let rate = server.per_second();
                 let ratio = |d: &Outcome| 100.0 * rate / d.per_second().max(1e-9);
                 println!(
-                    "| {tool} | {clients} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {:.0}% | {:.0} | {} | {:.0}% |",
-                    server.per_second(),
-                    ms(server.quantile(0.5)),
-                    ms(server.quantile(0.99)),
-                    server.errors,
+                    "| {tool} | {clients} | {} | {:.0} | {} | {} | {:.0}% | {:.0} | {} | {:.0}% |",
+                    server.summary(),
                     driver.per_second(),
                     ms(driver.quantile(0.5)),
                     ms(driver.quantile(0.99)),
@@ -840,11 +833,8 @@ fn main() -> anyhow::Result<()> {
             })
             .await;
             println!(
-                "| GET /health | {clients} | {:.0} | {} | {} | {} | n/a | | | | | | |",
-                probes.per_second(),
-                ms(probes.quantile(0.5)),
-                ms(probes.quantile(0.99)),
-                probes.errors
+                "| GET /health | {clients} | {} | n/a | | | | | | |",
+                probes.summary()
             );
         }
 
@@ -888,16 +878,13 @@ fn main() -> anyhow::Result<()> {
         for swapping in [false, true] {
             let (mut outcome, swaps) = swap_case(&http, port, swapping).await;
             println!(
-                "| {} | {:.0} | {} | {} | {} | {swaps} | {} |",
+                "| {} | {} | {swaps} | {} |",
                 if swapping {
                     "replaced every second"
                 } else {
                     "no swaps (baseline)"
                 },
-                outcome.per_second(),
-                ms(outcome.quantile(0.5)),
-                ms(outcome.quantile(0.99)),
-                outcome.errors,
+                outcome.summary(),
                 outcome.cpu_per_call()
             );
         }

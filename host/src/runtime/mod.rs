@@ -204,17 +204,19 @@ impl Runtime {
 
     /// The spec of one tool.
     pub fn tool(&self, name: &str) -> Option<ToolSpec> {
+        self.with_tool(name, ToolSpec::clone)
+    }
+
+    /// `read` of one tool's spec, in the live registry.
+    fn with_tool<R>(&self, name: &str, read: impl FnOnce(&ToolSpec) -> R) -> Option<R> {
         let registry = self.shared.registry.load();
         let loaded = registry.tool(name)?;
-        loaded.tools.iter().find(|t| t.name == name).cloned()
+        loaded.tools.iter().find(|t| t.name == name).map(read)
     }
 
     /// One tool's input schema (shared), without copying the rest of its spec.
     pub fn input_schema(&self, name: &str) -> Option<Arc<serde_json::Map<String, Value>>> {
-        let registry = self.shared.registry.load();
-        let loaded = registry.tool(name)?;
-        let spec = loaded.tools.iter().find(|t| t.name == name)?;
-        Some(spec.input_schema.clone())
+        self.with_tool(name, |spec| spec.input_schema.clone())
     }
 
     /// Every loaded component, ordered by name.

@@ -8,13 +8,7 @@ use std::convert::Infallible;
 pub type Body = BoxBody<Bytes, Infallible>;
 
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    json_bytes(status, Bytes::from(value.to_string()))
 }
 
 /// A body that is JSON already.
