@@ -3,7 +3,7 @@
 use crate::util::TestServer;
 use serde_json::json;
 
-crate::trials!(describe_table: columns_in_order_with_keys, mixed_case_and_quoted_names, qualified_names, unknown_table_is_a_tool_error, missing_table_is_invalid_params, views_have_columns_without_keys);
+crate::trials!(describe_table: columns_in_order_with_keys, mixed_case_and_quoted_names, qualified_names, unknown_table_is_a_tool_error, missing_table_is_invalid_params, views_have_columns_without_keys, exact_names_win_and_case_ties_are_named);
 
 async fn columns_in_order_with_keys() {
     let server = TestServer::start().await;
@@ -129,4 +129,61 @@ async fn views_have_columns_without_keys() {
     assert_eq!(out["kind"], "view");
     assert_eq!(out["primary_key"], json!(null));
     assert_eq!(out["columns"].as_array().unwrap().len(), 4);
+}
+
+/// `test_objects."Twin"` and `test_objects."TWIN"`: a name that is exactly one of them
+/// picks it (the index lookup), one that matches both only case-insensitively is refused
+/// naming both (the fallback search), and a single case-insensitive match is found.
+async fn exact_names_win_and_case_ties_are_named() {
+    let server = TestServer::start().await;
+    let mut mcp = server.mcp().await;
+    for (table, column, comment) in [
+        ("Twin", "a", json!("the first twin's column")),
+        ("TWIN", "b", json!(null)),
+        ("test_objects.Twin", "a", json!("the first twin's column")),
+        ("\"test_objects\".\"TWIN\"", "b", json!(null)),
+    ] {
+        let out = mcp
+            .structured(
+                "describe_table",
+                json!({"table": table, "schema": "test_objects"}),
+            )
+            .await;
+        let name = table.rsplit('.').next().unwrap().trim_matches('"');
+        assert_eq!(out["schema"], "test_objects", "{table}: {out}");
+        assert_eq!(out["table"], name, "{table}: {out}");
+        assert_eq!(out["columns"][0]["name"], column, "{table}: {out}");
+        assert_eq!(out["columns"][0]["comment"], comment, "{table}: {out}");
+    }
+    for (table, schema) in [
+        ("twin", "test_objects"),
+        ("tWiN", "test_objects"),
+        ("Twin", "TEST_OBJECTS"),
+        ("test_objects.twin", "test_objects"),
+    ] {
+        let text = mcp
+            .tool_error("describe_table", json!({"table": table, "schema": schema}))
+            .await;
+        assert!(
+            text.contains("is ambiguous")
+                && text.contains("\"test_objects\".\"TWIN\"")
+                && text.contains("\"test_objects\".\"Twin\""),
+            "{table} in {schema}: {text}"
+        );
+    }
+    let text = mcp
+        .tool_error(
+            "describe_table",
+            json!({"table": "\"twin\"", "schema": "test_objects"}),
+        )
+        .await;
+    assert!(text.contains("does not exist"), "{text}");
+    let out = mcp
+        .structured(
+            "describe_table",
+            json!({"table": "Prepared_Afresh", "schema": "Test_Objects"}),
+        )
+        .await;
+    assert_eq!(out["schema"], "test_objects", "{out}");
+    assert_eq!(out["table"], "prepared_afresh", "{out}");
 }

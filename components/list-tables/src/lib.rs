@@ -12,13 +12,15 @@ const DEFAULT_LIMIT: u32 = 200;
 /// One round trip: the LEFT JOIN keeps a single all-NULL row for a schema with nothing
 /// (left) to list, so no row at all means the schema does not exist. Pages follow
 /// `relname` order (the `name` type's byte order), the cursor being the last name
-/// returned; one row past the page tells whether another follows.
+/// returned; one row past the page tells whether another follows. Comments are joined
+/// from `pg_description` rather than read with `obj_description`, a SQL function Postgres
+/// plans again on every execution (it doubled this statement's CPU).
 const LIST: &str = "\
 SELECT c.relname::text,
        CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view'
                       WHEN 'm' THEN 'materialized view' WHEN 'p' THEN 'partitioned table'
                       WHEN 'f' THEN 'foreign table' END,
-       pg_catalog.obj_description(c.oid, 'pg_class'),
+       d.description,
        CASE WHEN c.reltuples >= 0 THEN c.reltuples::int8 END
   FROM pg_catalog.pg_namespace n
   LEFT JOIN pg_catalog.pg_class c
@@ -27,6 +29,9 @@ SELECT c.relname::text,
         AND NOT c.relispartition
         AND ($2::text IS NULL OR c.relname::text ILIKE $2::text)
         AND ($3::text IS NULL OR c.relname > $3::text::name)
+  LEFT JOIN pg_catalog.pg_description d
+         ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        AND d.objsubid = 0
  WHERE n.nspname = $1
  ORDER BY c.relname
  LIMIT $4::int8 + 1";
@@ -35,13 +40,16 @@ SELECT c.relname::text,
 /// kinds, partitions under their parent); system schemas only when asked for.
 const SCHEMAS: &str = "\
 SELECT n.nspname::text,
-       pg_catalog.obj_description(n.oid, 'pg_namespace'),
+       d.description,
        pg_catalog.pg_get_userbyid(n.nspowner)::text,
        (SELECT count(*) FROM pg_catalog.pg_class c
          WHERE c.relnamespace = n.oid
            AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
            AND NOT c.relispartition)
   FROM pg_catalog.pg_namespace n
+  LEFT JOIN pg_catalog.pg_description d
+         ON d.objoid = n.oid AND d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+        AND d.objsubid = 0
  WHERE pg_catalog.has_schema_privilege(n.oid, 'USAGE')
    AND ($1 OR (n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'))
  ORDER BY n.nspname";

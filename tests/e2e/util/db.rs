@@ -39,7 +39,8 @@ async fn install_test_objects(url: &str) -> Result<(), tokio_postgres::Error> {
     tokio::spawn(connection);
     // A function that writes, for the SQL guard's attacks to call; a table (outside
     // `public`, whose listing tests compare whole) that
-    // `query_sql::a_changed_table_is_prepared_afresh` alters.
+    // `query_sql::a_changed_table_is_prepared_afresh` alters; two tables whose names
+    // differ only in case (`describe_table::exact_names_win_and_case_ties_are_named`).
     client
         .batch_execute(
             "CREATE FUNCTION public.bump_price() RETURNS int LANGUAGE sql AS \
@@ -47,7 +48,10 @@ async fn install_test_objects(url: &str) -> Result<(), tokio_postgres::Error> {
              CREATE SCHEMA test_objects; GRANT USAGE ON SCHEMA test_objects TO PUBLIC; \
              CREATE TABLE test_objects.prepared_afresh (a int); \
              INSERT INTO test_objects.prepared_afresh VALUES (1); \
-             GRANT SELECT ON test_objects.prepared_afresh TO PUBLIC",
+             GRANT SELECT ON test_objects.prepared_afresh TO PUBLIC; \
+             CREATE TABLE test_objects.\"Twin\" (a int); \
+             CREATE TABLE test_objects.\"TWIN\" (b int); \
+             COMMENT ON COLUMN test_objects.\"Twin\".a IS 'the first twin''s column'",
         )
         .await?;
     // A table the reader may not read (`sql_guard::resetting_the_role_gains_nothing`),
