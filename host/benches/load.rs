@@ -7,9 +7,12 @@
 //! first (`sslmode=disable`), `query_sql` at 1 and 16 clients, alternating, same run.
 //! Then OAuth: a server that takes both a static token and JWT access tokens from an
 //! issuer in this process, `query_sql` at 16 clients with either, alternating. And a
-//! tool declared in a `.sql.toml` file against `query_sql` running the same lookup.
+//! tool declared in a `.sql.toml` file against `query_sql` running the same lookup. And a
+//! Python MCP server of the same tools (benches/python/server.py, official SDK, psycopg;
+//! its venv is made under target/ on first use, from PyPI) against this one at 32 clients.
 //! Run with `cargo bench -p mcp-sandbox --bench load`; `MCP_SANDBOX_BENCH_ONLY=query_sql/16`
-//! (any part of `case/clients`, or `direct`, `sql_tool`, `swap`, `tls`, `oauth`, `audit`) runs only
+//! (any part of `case/clients`, or `direct`, `python`, `sql_tool`, `swap`, `tls`, `oauth`,
+//! `audit`) runs only
 //! the matching cases, e.g.
 //! under a profiler attached to the server's pid, which goes to stderr.
 
@@ -28,6 +31,7 @@ use hyper_util::rt::TokioExecutor;
 use mcp_sandbox::config::DEFAULT_MAX_ROWS;
 use mcp_sandbox::db;
 use serde_json::{Value, json};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
@@ -721,6 +725,121 @@ async fn direct_case(http: &Http, port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Clients in the comparison with the Python server: what issue 18's "new user" tried.
+const PYTHON_CLIENTS: usize = 32;
+
+/// The same calls to a Python MCP server of the same tools (host/benches/python/server.py:
+/// the official SDK's MCPServer, stateless, JSON answers, psycopg's pool, the components'
+/// statements) and to this server, one after the other, two rounds per tool.
+async fn python_case(
+    http: &Http,
+    port: u16,
+    database_url: &str,
+    list_sql: &str,
+    describe_sql: &str,
+) -> anyhow::Result<()> {
+    let python = python_venv()?;
+    let python_port = common::free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/server.py");
+    let child = common::Server(
+        std::process::Command::new(python)
+            .arg(script)
+            .env("DATABASE_URL", database_url)
+            .env("PORT", python_port.to_string())
+            .env("POOL_SIZE", POOL_SIZE.to_string())
+            .env("LIST_SQL", list_sql)
+            .env("DESCRIBE_SQL", describe_sql)
+            .stdout(std::process::Stdio::null())
+            .spawn()?,
+    );
+    let started = Instant::now();
+    while !tool_call(http, python_port, "list_tables", &json!({})).await {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the Python server did not answer list_tables within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sandbox_pid = SERVER_PID.load(std::sync::atomic::Ordering::Relaxed);
+    println!();
+    println!(
+        "| tool, {PYTHON_CLIENTS} clients | round | server | calls/s | p50 | p99 | errors | CPU µs per call: server process | postgres | load generator | mcp-sandbox / Python |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let tools = [
+        ("list_tables", json!({})),
+        ("query_sql", json!({"sql": LOOKUP})),
+        ("describe_table", json!({"table": "orders"})),
+    ];
+    for (tool, arguments) in tools {
+        let arguments = Arc::new(arguments);
+        for round in 1..=2 {
+            let mut outcomes = Vec::new();
+            for (pid, target) in [(child.0.id(), python_port), (sandbox_pid, port)] {
+                SERVER_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+                let (h, args) = (http.clone(), arguments.clone());
+                outcomes.push(
+                    drive(PYTHON_CLIENTS, move || {
+                        let (h, args) = (h.clone(), args.clone());
+                        async move { tool_call(&h, target, tool, &args).await }
+                    })
+                    .await,
+                );
+            }
+            let ratio = outcomes[1].per_second() / outcomes[0].per_second().max(1e-9);
+            for (name, outcome) in ["Python", "mcp-sandbox"].iter().zip(&mut outcomes) {
+                let cell = if *name == "Python" {
+                    String::new()
+                } else {
+                    format!("{ratio:.1}x")
+                };
+                println!(
+                    "| {tool} | {round} | {name} | {} | {} | {cell} |",
+                    outcome.summary(),
+                    outcome.cpu_per_call()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The Python the comparison runs: a venv under target/ with
+/// host/benches/python/requirements.txt, made on first use (needs PyPI).
+fn python_venv() -> anyhow::Result<std::path::PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let requirements = manifest.join("benches/python/requirements.txt");
+    let venv = manifest.join("../target/bench-python/venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join(".requirements");
+    let wanted = std::fs::read_to_string(&requirements)?
+        + &std::fs::read_to_string(manifest.join("../interop/python/requirements.txt"))?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(python);
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    let run = |command: &mut std::process::Command| -> anyhow::Result<()> {
+        let status = command.status()?;
+        anyhow::ensure!(status.success(), "{command:?} failed: {status}");
+        Ok(())
+    };
+    run(std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv))?;
+    run(std::process::Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
@@ -848,6 +967,10 @@ fn main() -> anyhow::Result<()> {
         }
         if selected("direct") {
             direct_case(&http, port).await?;
+        }
+        if selected("python") {
+            python_case(&http, port, &database_url, &list_sql, &describe_sql).await?;
+            SERVER_PID.store(server.0.id(), std::sync::atomic::Ordering::Relaxed);
         }
         if selected("sql_tool") {
             sql_tool_case(&http, port).await?;
