@@ -5,7 +5,10 @@ answers, uvicorn) and a psycopg 3 connection pool whose transactions are read-on
 The load bench (host/benches/load.rs, `MCP_SANDBOX_BENCH_ONLY=python`) starts it and
 sends it the same `tools/call` requests it sends mcp-sandbox. It runs the components'
 own catalog statements (passed in `LIST_SQL` and `DESCRIBE_SQL`), so the comparison is
-of the servers, not of the SQL. Environment: DATABASE_URL, PORT, POOL_SIZE.
+of the servers, not of the SQL, and answers with the same keys. What it leaves out: no
+authentication, no quoted or qualified names in `describe_table`, no SQL guard beyond
+the read-only transaction, no row or byte caps beyond 1000 rows, no metrics or audit.
+Environment: DATABASE_URL, PORT, POOL_SIZE.
 """
 
 import json
@@ -57,10 +60,12 @@ server = MCPServer("python-bench", lifespan=lifespan, log_level="ERROR")
 async def fetch(sql: str, params=None, limit: int = MAX_ROWS):
     async with pool.connection() as conn:
         cur = await conn.execute(sql, params)
-        names = [c.name for c in cur.description or []]
+        columns = [(c.name, c.type_display) for c in cur.description or []]
         rows = await cur.fetchmany(limit + 1)
-        await conn.rollback()
-    return names, rows
+        # Ends the read-only transaction. Not rollback(): psycopg forgets the connection's
+        # prepared statements on a rollback, and every call would be planned afresh.
+        await conn.commit()
+    return columns, rows
 
 
 def plain(value):
@@ -82,7 +87,7 @@ async def list_tables(
         LIST_SQL, {"p1": schema, "p2": pattern, "p3": cursor, "p4": limit}, limit
     )
     tables = [
-        {"name": r[0], "kind": r[1], "comment": r[2], "estimated_rows": r[3]}
+        {"name": r[0], "kind": r[1], "comment": r[2], "rows_estimate": r[3]}
         for r in rows[:limit]
         if r[0] is not None
     ]
@@ -103,6 +108,8 @@ async def describe_table(table: str, schema: str = "public") -> dict:
     if not rows:
         raise ValueError(f'table "{schema}.{table}" does not exist')
     row = rows[0]
+    if not row[4] and len(rows) > 1:
+        raise ValueError(f'"{table}" is ambiguous; quote the name for an exact match')
     constraints = row[6] if isinstance(row[6], list) else json.loads(row[6] or "[]")
     return {
         "schema": row[0],
@@ -110,19 +117,31 @@ async def describe_table(table: str, schema: str = "public") -> dict:
         "kind": row[2],
         "comment": row[3],
         "columns": row[5] if isinstance(row[5], list) else json.loads(row[5] or "[]"),
-        "primary_key": next((c for c in constraints if c["type"] == "p"), None),
-        "unique": [c for c in constraints if c["type"] == "u"],
-        "foreign_keys": [c for c in constraints if c["type"] == "f"],
+        "primary_key": next(
+            (c["columns"] for c in constraints if c["type"] == "p"), None
+        ),
+        "unique": [
+            {"name": c["name"], "columns": c["columns"]}
+            for c in constraints
+            if c["type"] == "u"
+        ],
+        "foreign_keys": [
+            {"name": c["name"], "columns": c["columns"], "references": c["references"]}
+            for c in constraints
+            if c["type"] == "f"
+        ],
     }
 
 
 @server.tool()
 async def query_sql(sql: str) -> dict:
     """Run one read-only SQL statement; at most 1000 rows."""
-    names, rows = await fetch(sql)
+    columns, rows = await fetch(sql)
+    rows = [[plain(v) for v in r] for r in rows[: MAX_ROWS + 1]]
     return {
-        "columns": names,
-        "rows": [[plain(v) for v in r] for r in rows[:MAX_ROWS]],
+        "columns": [{"name": n, "type": t} for n, t in columns],
+        "row_count": min(len(rows), MAX_ROWS),
+        "rows": rows[:MAX_ROWS],
         "truncated": len(rows) > MAX_ROWS,
     }
 
