@@ -120,10 +120,11 @@ impl Output {
     /// A successful result carrying structured content; the text is its JSON, as the
     /// MCP specification recommends for clients that do not read `structuredContent`.
     pub fn json(structured: Value) -> Self {
+        // Serialized once: the two are the same text.
         let text = structured.to_string();
         Output {
+            structured: Some(text.clone()),
             text,
-            structured: Some(structured.to_string()),
             is_error: false,
         }
     }
