@@ -18,16 +18,26 @@ fn main() -> ExitCode {
         return verify_audit(files, key_file.as_deref());
     }
     raise_open_files_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let worker_threads = match &cli.command {
+        Command::Serve(args) => args.common.worker_threads,
+        Command::Demo(args) => args.common.worker_threads,
+        Command::Component(_) | Command::Audit(_) => None,
+    };
+    if let Some(threads) = worker_threads {
+        builder.worker_threads(usize::from(threads));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    tracing::info!(
+        worker_threads = runtime.metrics().num_workers(),
+        "async runtime started"
+    );
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await.map(|()| true),
@@ -57,6 +67,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app =
         mcp_sandbox::build_app(args.database_url.expose(), auth, args.listen, &args.common).await?;
     let (listener, metrics) = mcp_sandbox::bind_all(args.listen, &args.common).await?;
+    let stop = mcp_sandbox::shutdown_signal();
     let scheme = |https: bool| if https { "https" } else { "http" };
     println!(
         "listening on {}://{}",
@@ -70,7 +81,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             metrics.local_addr()?
         );
     }
-    server::run(listener, metrics, app, mcp_sandbox::shutdown_signal()).await?;
+    server::run(listener, metrics, app, stop).await?;
     Ok(())
 }
 

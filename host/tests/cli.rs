@@ -54,3 +54,19 @@ fn bad_flags_are_rejected_with_a_reason() {
     assert!(!ok);
     assert!(text.contains("soon"), "{text}");
 }
+
+#[test]
+fn worker_threads_must_be_one_or_more() {
+    for threads in ["0", "-1", "many"] {
+        let (ok, text) = run(&[
+            "serve",
+            "--database-url",
+            "postgres://h/db",
+            "--token",
+            "a-token-long-enough-0123",
+            &format!("--worker-threads={threads}"),
+        ]);
+        assert!(!ok, "--worker-threads {threads} accepted: {text}");
+        assert!(text.contains("--worker-threads"), "{text}");
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
-crate::trials!(binary: demo_serves_the_sample_and_cleans_up, serve_reads_its_environment_and_stops_on_sigterm, serve_requires_a_token, serve_refuses_public_without_auth, guest_faults_leave_host_memory_flat_and_output_capped, huge_values_are_refused_as_they_arrive);
+crate::trials!(binary: demo_serves_the_sample_and_cleans_up, serve_reads_its_environment_and_stops_on_sigterm, serve_requires_a_token, serve_refuses_public_without_auth, guest_faults_leave_host_memory_flat_and_output_capped, huge_values_are_refused_as_they_arrive, worker_threads_are_what_was_asked_for);
 
 const STARTUP: Duration = Duration::from_secs(60);
 
@@ -362,5 +362,50 @@ async fn guest_faults_leave_host_memory_flat_and_output_capped() {
     assert!(
         logs.contains("dropped_bytes"),
         "the log says how much was dropped"
+    );
+}
+
+/// `--worker-threads` (and its variable) sets how many threads run connections and
+/// calls, as the runtime reports them at start (tokio names its blocking-pool threads
+/// like its workers, so /proc cannot tell them apart); the server answers tool calls with
+/// one; 0 is refused by the parser (host/tests/cli.rs).
+async fn worker_threads_are_what_was_asked_for() {
+    for (flags, threads) in [
+        (&["--worker-threads", "1"][..], 1),
+        (&["--worker-threads", "3"][..], 3),
+    ] {
+        let (child, stderr, addr, _) = serve_binary(flags).await;
+        let http = Http::new(addr.parse().expect("an address"));
+        let mut mcp =
+            Mcp::connect(http, Some(crate::util::server::TOKEN.into()), "2025-06-18").await;
+        let out = mcp
+            .structured("query_sql", json!({"sql": "SELECT 41 + 1 AS n"}))
+            .await;
+        assert_eq!(out["rows"][0][0], 42, "with {flags:?}");
+        signal(&child, rustix::process::Signal::TERM);
+        let logs = exits_cleanly(child, stderr).await;
+        assert!(
+            logs.contains(&format!("worker_threads={threads}")),
+            "with {flags:?}: {logs}"
+        );
+    }
+    let mut child = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("MCP_SANDBOX_WORKER_THREADS", "2")
+        .env("DATABASE_URL", crate::util::db::reader_url())
+        .env("MCP_SANDBOX_TOKEN", crate::util::server::TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting serve");
+    let stderr = drain_stderr(&mut child);
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    line_after(&mut lines, "listening on http://").await;
+    signal(&child, rustix::process::Signal::TERM);
+    let logs = exits_cleanly(child, stderr).await;
+    assert!(
+        logs.contains("worker_threads=2"),
+        "from the environment: {logs}"
     );
 }

@@ -435,6 +435,13 @@ pub struct CommonArgs {
     #[arg(long, env = "MCP_SANDBOX_MAX_CONCURRENCY", default_value_t = DEFAULT_MAX_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_concurrency: u32,
 
+    /// Threads that run connections and tool calls (default: the CPUs this process may
+    /// use). On a small node whose cores Postgres or other processes share, fewer
+    /// threads hand work to each other less: one cut the CPU per tool call by about a
+    /// quarter on 2 shared cores (BENCHMARKS.md)
+    #[arg(long, env = "MCP_SANDBOX_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+
     /// Postgres statement_timeout for every statement (e.g. 5s; at least 1ms)
     #[arg(long, env = "MCP_SANDBOX_STATEMENT_TIMEOUT", default_value = DEFAULT_STATEMENT_TIMEOUT, value_parser = parse_statement_timeout)]
     pub statement_timeout: Duration,

@@ -41,8 +41,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     let (listener, metrics) = crate::bind_all(args.listen, &args.common).await?;
     let addr = listener.local_addr()?;
+    let stop = crate::shutdown_signal();
     print_banner(addr, &token, app.is_https());
-    server::run(listener, metrics, app, crate::shutdown_signal()).await?;
+    server::run(listener, metrics, app, stop).await?;
     eprintln!("removing the throwaway PostgreSQL...");
     tokio::task::spawn_blocking(move || drop(pg)).await?;
     Ok(())
