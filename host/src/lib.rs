@@ -153,26 +153,34 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed by this call, not
 /// at the future's first poll: called before the server says where it listens, a signal
-/// sent the moment it does still stops it gracefully instead of killing it.
+/// sent the moment it does still stops it gracefully instead of killing it. Call it
+/// inside the tokio runtime. A handler that cannot be installed is logged, and that
+/// signal keeps its default action (it still ends the process, only not gracefully).
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let handlers = signal(SignalKind::terminate()).and_then(|term| {
-            let interrupt = signal(SignalKind::interrupt())?;
-            Ok((term, interrupt))
-        });
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        let install = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(handler) => Some(handler),
+            Err(e) => {
+                tracing::warn!("cannot handle {name} ({e}); it will stop the server abruptly");
+                None
+            }
+        };
+        async fn received(handler: Option<Signal>) {
+            match handler {
+                Some(mut handler) => {
+                    handler.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        let term = install(SignalKind::terminate(), "SIGTERM");
+        let interrupt = install(SignalKind::interrupt(), "SIGINT");
         async move {
-            match handlers {
-                Ok((mut term, mut interrupt)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = interrupt.recv() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
+            tokio::select! {
+                () = received(term) => {}
+                () = received(interrupt) => {}
             }
         }
     }

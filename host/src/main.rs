@@ -1,7 +1,7 @@
 //! The `mcp-sandbox` binary: parse the command line, then serve (or run the demo).
 
 use clap::Parser;
-use mcp_sandbox::config::{AuditCommand, Cli, Command, ServeArgs};
+use mcp_sandbox::config::{AuditCommand, Cli, Command, ComponentCommand, ServeArgs};
 use mcp_sandbox::server;
 use std::process::ExitCode;
 
@@ -22,7 +22,10 @@ fn main() -> ExitCode {
     let worker_threads = match &cli.command {
         Command::Serve(args) => args.common.worker_threads,
         Command::Demo(args) => args.common.worker_threads,
-        Command::Component(_) | Command::Audit(_) => None,
+        Command::Component(ComponentCommand::Check(args) | ComponentCommand::Compile(args)) => {
+            args.common.worker_threads
+        }
+        Command::Audit(_) => None,
     };
     if let Some(threads) = worker_threads {
         builder.worker_threads(usize::from(threads));
@@ -34,10 +37,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(
-        worker_threads = runtime.metrics().num_workers(),
-        "async runtime started"
-    );
+    if matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
+        tracing::info!(
+            worker_threads = runtime.metrics().num_workers(),
+            "async runtime started"
+        );
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await.map(|()| true),

@@ -224,6 +224,9 @@ async fn serve_binary(flags: &[&str]) -> (Child, tokio::task::JoinHandle<String>
         .args(flags)
         .env("DATABASE_URL", crate::util::db::reader_url())
         .env("MCP_SANDBOX_TOKEN", crate::util::server::TOKEN)
+        // What the tests read from the log, whatever the environment running them says.
+        .env("RUST_LOG", "info")
+        .env("MCP_SANDBOX_LOG_FORMAT", "text")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -394,6 +397,8 @@ async fn worker_threads_are_what_was_asked_for() {
         .env("MCP_SANDBOX_WORKER_THREADS", "2")
         .env("DATABASE_URL", crate::util::db::reader_url())
         .env("MCP_SANDBOX_TOKEN", crate::util::server::TOKEN)
+        .env("RUST_LOG", "info")
+        .env("MCP_SANDBOX_LOG_FORMAT", "text")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

@@ -315,7 +315,8 @@ pub struct DemoArgs {
     pub common: CommonArgs,
 }
 
-/// Flags shared by `serve` and `demo`.
+/// Flags shared by `serve`, `demo` and `component check|compile` (which need the same
+/// limits and cache to judge a component as the server would).
 #[derive(Clone, Debug, Args)]
 pub struct CommonArgs {
     /// Directory of extra or replacement components (`NAME.wasm`; a name that matches a
