@@ -425,14 +425,7 @@ async fn tls_case(http: &Http, plain_port: u16, verified_url: &str) -> anyhow::R
             .args(["--pool-size", &POOL_SIZE.to_string()])
             .spawn()?,
     );
-    let started = Instant::now();
-    while !health(http, port).await {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "TLS server not up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    up_by(within_a_minute(), "TLS server", || health(http, port)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.0.id()))?;
     let idle_mib = status
@@ -487,15 +480,11 @@ async fn oauth_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
     );
     let jwt = Arc::new(issuer.token(&format!("{public}/mcp"), "mcp:tools")?);
     let args = Arc::new(json!({"sql": LOOKUP}));
-    let started = Instant::now();
     // Up, and the issuer's keys loaded (they are fetched in the background).
-    while !tool_call_as(http, port, &jwt, "query_sql", &args).await {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "OAuth server not up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    up_by(within_a_minute(), "OAuth server", || {
+        tool_call_as(http, port, &jwt, "query_sql", &args)
+    })
+    .await?;
     println!();
     println!(
         "| query_sql, 16 clients, bearer | round | calls/s | p50 | p99 | errors | JWT / static |"
@@ -552,12 +541,12 @@ async fn audit_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
         servers.push((label, port, common::Server(command.spawn()?)));
     }
     let args = Arc::new(json!({"sql": LOOKUP}));
-    let started = Instant::now();
+    let deadline = within_a_minute();
     for (_, port, _) in &servers {
-        while !tool_call(http, *port, "query_sql", &args).await {
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "server not up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        up_by(deadline, "server", || {
+            tool_call(http, *port, "query_sql", &args)
+        })
+        .await?;
     }
     println!();
     println!(
@@ -761,14 +750,11 @@ async fn python_case(
             .stdout(std::process::Stdio::null())
             .spawn()?,
     );
-    let started = Instant::now();
-    while !tool_call(http, python_port, "list_tables", &json!({})).await {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "the Python server did not answer list_tables within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let no_arguments = json!({});
+    up_by(within_a_minute(), "the Python server", || {
+        tool_call(http, python_port, "list_tables", &no_arguments)
+    })
+    .await?;
     println!();
     println!(
         "| tool, {PYTHON_CLIENTS} clients | round | server | calls/s | p50 | p99 | errors | CPU µs per call: server process | postgres | load generator | mcp-sandbox / Python |"
@@ -862,6 +848,24 @@ fn python_venv() -> anyhow::Result<std::path::PathBuf> {
     Ok(python)
 }
 
+/// A minute from now: how long a server started for a case may take to answer.
+fn within_a_minute() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+/// Polls `probe` until it answers true; an error naming `what` at `deadline`.
+async fn up_by<F, Fut>(deadline: Instant, what: &str, mut probe: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    while !probe().await {
+        anyhow::ensure!(Instant::now() < deadline, "{what} not up within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
@@ -879,11 +883,7 @@ fn main() -> anyhow::Result<()> {
         SERVER_PID.store(server.0.id(), std::sync::atomic::Ordering::Relaxed);
         let mut cpu_rows = Vec::new();
         let http: Http = Client::builder(TokioExecutor::new()).build_http();
-        let started = Instant::now();
-        while !health(&http, port).await {
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "server not up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        up_by(within_a_minute(), "server", || health(&http, port)).await?;
 
         let config: tokio_postgres::Config = database_url.parse()?;
         let manager = Manager::from_config(

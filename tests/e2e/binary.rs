@@ -219,9 +219,18 @@ fn proc_status(pid: u32, field: &str) -> u64 {
 
 /// The real binary, serving the test database (with `flags`); its address and pid.
 async fn serve_binary(flags: &[&str]) -> (Child, tokio::task::JoinHandle<String>, String, u32) {
+    serve_binary_with(flags, &[]).await
+}
+
+/// [`serve_binary`] with extra environment variables.
+async fn serve_binary_with(
+    flags: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, tokio::task::JoinHandle<String>, String, u32) {
     let mut child = Command::new(binary())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(flags)
+        .envs(env.iter().copied())
         .env("DATABASE_URL", crate::util::db::reader_url())
         .env("MCP_SANDBOX_TOKEN", crate::util::server::TOKEN)
         // What the tests read from the log, whatever the environment running them says.
@@ -392,21 +401,9 @@ async fn worker_threads_are_what_was_asked_for() {
             "with {flags:?}: {logs}"
         );
     }
-    let mut child = Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("MCP_SANDBOX_WORKER_THREADS", "2")
-        .env("DATABASE_URL", crate::util::db::reader_url())
-        .env("MCP_SANDBOX_TOKEN", crate::util::server::TOKEN)
-        .env("RUST_LOG", "info")
-        .env("MCP_SANDBOX_LOG_FORMAT", "text")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting serve");
-    let stderr = drain_stderr(&mut child);
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    line_after(&mut lines, "listening on http://").await;
+    // Signalled as soon as it says where it listens: it still stops gracefully.
+    let (child, stderr, _, _) =
+        serve_binary_with(&[], &[("MCP_SANDBOX_WORKER_THREADS", "2")]).await;
     signal(&child, rustix::process::Signal::TERM);
     let logs = exits_cleanly(child, stderr).await;
     assert!(
