@@ -138,6 +138,17 @@ pub fn validate(specs: Vec<TokenSpec>) -> anyhow::Result<Vec<TokenSpec>> {
                 spec.name
             );
         }
+        // A client presents a token in an HTTP header (RFC 6750 `Bearer <token>`), which
+        // carries visible ASCII and is trimmed of spaces: any other character (a space,
+        // U+00A0, a tab) would make a token no client can present, or two that compare
+        // equal after trimming.
+        if !spec.secret.expose().bytes().all(|b| b.is_ascii_graphic()) {
+            bail!(
+                "token {:?} holds a space, a line break (a trailing newline?) or a character \
+                 outside visible ASCII; a client could not send it in an Authorization header",
+                spec.name
+            );
+        }
         if specs[..i].iter().any(|other| other.secret == spec.secret) {
             bail!("tokens {:?} and another share the same secret", spec.name);
         }
@@ -186,5 +197,15 @@ mod tests {
         let error = format!("{:#}", parse(broken).unwrap_err());
         assert!(!error.contains("0123456789abcdef-secret"), "{error}");
         assert!(parse("tokens = []").is_err());
+        for odd in [
+            "0123456789abcdef\\u00a0x",
+            "0123456789abcdef x",
+            " 0123456789abcdefx",
+        ] {
+            let file = format!("[[tokens]]\nname = \"a\"\ntoken = \"{odd}\"\n");
+            let error = format!("{:#}", parse(&file).unwrap_err());
+            assert!(error.contains("visible ASCII"), "{error}");
+            assert!(!error.contains("0123456789abcdef"), "{error}");
+        }
     }
 }

@@ -133,16 +133,29 @@ pub fn validate(
 }
 
 /// `scope` is a space-separated string (RFC 9068); some issuers send `scp`, an array.
+/// RFC 6749 §3.3 is the grammar: scope tokens separated by ASCII space (0x20) alone, each
+/// of printable ASCII but `"` and `\\`. Any other separator (a tab, U+00A0, U+3000,
+/// U+2028…) leaves one token, which is not a scope-token and so grants nothing: splitting
+/// on Unicode whitespace let `openid<U+00A0>mcp:admin` grant `mcp:admin`.
 pub fn scopes(value: Option<&Value>) -> Vec<String> {
-    match value {
-        Some(Value::String(text)) => text.split_whitespace().map(str::to_owned).collect(),
-        Some(Value::Array(list)) => list
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
+    let tokens: Vec<&str> = match value {
+        Some(Value::String(text)) => text.split(' ').collect(),
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
-    }
+    };
+    tokens
+        .into_iter()
+        .filter(|token| is_scope_token(token))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+pub fn is_scope_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
 #[cfg(test)]
@@ -197,6 +210,17 @@ mod tests {
         let v = serde_json::json!(["a", "b"]);
         assert_eq!(scopes(Some(&v)), ["a", "b"]);
         assert!(scopes(None).is_empty());
+        // Only ASCII space separates; a token holding anything else grants nothing.
+        for sep in [
+            '\u{a0}', '\u{3000}', '\u{2028}', '\t', '\n', '\u{85}', '\u{feff}',
+        ] {
+            let v = serde_json::json!(format!("openid{sep}mcp:admin mcp:tool:x"));
+            assert_eq!(scopes(Some(&v)), ["mcp:tool:x"], "{sep:?}");
+            let v = serde_json::json!([format!("openid{sep}mcp:admin"), "mcp:tool:x"]);
+            assert_eq!(scopes(Some(&v)), ["mcp:tool:x"], "{sep:?}");
+        }
+        let v = serde_json::json!(["mcp:admin \"x\"", "a\\b", ""]);
+        assert!(scopes(Some(&v)).is_empty());
         assert!(!looks_like_jwt("opaque-token"));
         assert!(looks_like_jwt("a.b.c"));
         assert!(!looks_like_jwt("a.b.c d"));

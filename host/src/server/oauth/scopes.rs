@@ -28,18 +28,12 @@ impl ScopeMap {
     /// Each name is a scope token (RFC 6749 §3.3: printable ASCII but space, `"` and
     /// `\\`), none empty, none the same as another or made by the tool prefix.
     pub fn validate(&self) -> Result<(), super::OAuthError> {
-        let token = |flag: &'static str, value: &str| {
-            let ok = !value.is_empty()
-                && value
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
-            match ok {
-                true => Ok(()),
-                false => Err(super::OAuthError::BadScope {
-                    flag,
-                    value: value.to_owned(),
-                }),
-            }
+        let token = |flag: &'static str, value: &str| match super::jwt::is_scope_token(value) {
+            true => Ok(()),
+            false => Err(super::OAuthError::BadScope {
+                flag,
+                value: value.to_owned(),
+            }),
         };
         token("--oauth-scope-tools", &self.all_tools)?;
         token("--oauth-scope-tool-prefix", &self.tool_prefix)?;
