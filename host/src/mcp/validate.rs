@@ -2,6 +2,8 @@
 //! JSON-RPC error the specification names (-32700 parse error, -32600 invalid request,
 //! -32602 invalid params) instead of whatever the SDK's deserializer makes of it.
 
+mod strict;
+
 use serde_json::{Map, Value, json};
 
 /// Why a message was rejected; becomes an HTTP 400 with a JSON-RPC error body.
@@ -78,8 +80,15 @@ pub fn peek(body: &[u8]) -> Peek {
 /// Accepts one JSON-RPC 2.0 request, notification or response whose params, where
 /// present, are an object, and whose `tools/call` names a tool and passes an object.
 pub fn check(body: &[u8]) -> Result<(), Rejection> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| Rejection::new(PARSE_ERROR, format!("parse error: {e}"), &Value::Null))?;
+    let value: Value = strict::parse(body).map_err(|e| match e.classify() {
+        // Valid JSON, but a key named twice: not a message anyone may send.
+        serde_json::error::Category::Data => Rejection::new(
+            INVALID_REQUEST,
+            format!("invalid request: {e}"),
+            &Value::Null,
+        ),
+        _ => Rejection::new(PARSE_ERROR, format!("parse error: {e}"), &Value::Null),
+    })?;
     let message = match value {
         Value::Object(message) => message,
         Value::Array(_) => {
@@ -192,6 +201,11 @@ mod tests {
         assert_eq!(check_str("{nope"), Err((PARSE_ERROR, Value::Null)));
         assert_eq!(check_str(""), Err((PARSE_ERROR, Value::Null)));
         assert_eq!(check_str("[]"), Err((INVALID_REQUEST, Value::Null)));
+        assert_eq!(
+            check_str(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"x"}"#),
+            Err((INVALID_REQUEST, Value::Null))
+        );
+        assert_eq!(check_str(r#"{"a":1,"b":"#), Err((PARSE_ERROR, Value::Null)));
         assert_eq!(check_str("42"), Err((INVALID_REQUEST, Value::Null)));
         assert_eq!(
             check_str(r#"{"jsonrpc":"1.0","id":3,"method":"m"}"#),
