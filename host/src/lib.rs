@@ -100,6 +100,21 @@ pub async fn build_app(
                 per_caller: common.audit.max_sessions_per_caller as usize,
                 total: common.audit.max_sessions as usize,
             },
+            stream_caps: server::stream_budget::Caps::new(
+                common.audit.max_streams_per_caller,
+                common.audit.max_streams,
+                common.max_connections,
+            )
+            .map_err(anyhow::Error::msg)
+            .inspect(|caps| {
+                if caps.total == 0 {
+                    tracing::warn!(
+                        "--max-connections {} leaves no room for streams: every listen, \
+                         GET /mcp and GET /sse stream will be refused",
+                        common.max_connections
+                    );
+                }
+            })?,
         },
     )?)
 }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 /// JSON-RPC code of a call refused by a per-caller limit (documented in README.md).
 pub const LIMITED_CODE: i32 = -32029;
-/// Past this many callers tracked, idle ones (full bucket, nothing in flight) are
-/// forgotten: OAuth subjects are not a bounded set.
+/// Past this many callers tracked, idle OAuth subjects (full bucket by their own limits,
+/// nothing in flight) are forgotten: they are not a bounded set. Configured tokens are,
+/// and are never forgotten.
 const PRUNE_AT: usize = 4096;
 
 /// A rate: `count` calls per `per`, e.g. `120/min`.
@@ -148,6 +149,11 @@ struct State {
     tokens: f64,
     refilled: Instant,
     in_flight: u32,
+    /// the limits this caller was admitted under: pruning judges by them, not by the
+    /// server-wide defaults (a token's own `2/h` refills far slower than `--rate-limit`)
+    limits: CallerLimits,
+    /// a configured token (a bounded set): never pruned
+    kept: bool,
 }
 
 /// A call's slot; the caller's in-flight count drops when it is dropped.
@@ -206,13 +212,15 @@ impl Limiter {
         let now = Instant::now();
         let mut callers = self.0.callers.lock().unwrap_or_else(|e| e.into_inner());
         if callers.len() >= PRUNE_AT && !callers.contains_key(&owner) {
-            prune(&mut callers, &self.0, now);
+            prune(&mut callers, now);
         }
         let capacity = limits.capacity();
         let state = callers.entry(owner.clone()).or_insert(State {
             tokens: capacity,
             refilled: now,
             in_flight: 0,
+            limits,
+            kept: identity.origin == Origin::Token,
         });
         if let Err(limited) = check(state, &limits, capacity, now) {
             drop(callers);
@@ -224,9 +232,10 @@ impl Limiter {
         })
     }
 
-    /// Counts a session refused for `identity` (see `server/sessions.rs`).
-    pub fn count_session_refusal(&self, identity: &Identity) {
-        self.0.metrics.limited(&label(identity), "sessions");
+    /// Counts a session (`sessions`) or stream (`streams`) refused for `identity` (see
+    /// `server/sessions.rs`, `server/stream_budget.rs`).
+    pub fn count_refusal(&self, identity: &Identity, limit: &'static str) {
+        self.0.metrics.limited(&label(identity), limit);
     }
 }
 
@@ -259,16 +268,18 @@ fn check(
     Ok(())
 }
 
-/// Forgets callers with nothing in flight whose bucket has refilled.
-fn prune(callers: &mut HashMap<String, State>, inner: &Inner, now: Instant) {
-    let default = inner.default;
-    callers.retain(|_, state| {
-        let refilled = default.rate.is_none_or(|rate| {
-            let elapsed = now.saturating_duration_since(state.refilled).as_secs_f64();
-            state.tokens + elapsed * rate.per_second() >= default.capacity()
-        });
-        state.in_flight > 0 || !refilled
-    });
+/// Forgets callers that a fresh entry would equal: not a configured token, nothing in
+/// flight, and a bucket refilled by the caller's own rate. Forgetting any other would
+/// hand a limited caller a fresh bucket.
+fn prune(callers: &mut HashMap<String, State>, now: Instant) {
+    callers.retain(|_, state| state.kept || state.in_flight > 0 || !refilled(state, now));
+}
+
+fn refilled(state: &State, now: Instant) -> bool {
+    state.limits.rate.is_none_or(|rate| {
+        let elapsed = now.saturating_duration_since(state.refilled).as_secs_f64();
+        state.tokens + elapsed * rate.per_second() >= state.limits.capacity()
+    })
 }
 
 /// The caller's label in metrics: a configured token's name, or the kind of caller
@@ -325,6 +336,60 @@ mod tests {
         // Another caller has its own bucket.
         assert!(limiter.admit(&token("other")).is_ok());
         drop(permits);
+    }
+
+    fn oauth(name: &str) -> Identity {
+        Identity {
+            origin: Origin::OAuth,
+            issuer: Some(Arc::from("https://i")),
+            ..token(name)
+        }
+    }
+
+    #[test]
+    fn pruning_never_forgets_a_limited_caller() {
+        // The server-wide limits have no rate (the red team's case): judged by them,
+        // every idle caller looked refilled.
+        let default = CallerLimits {
+            max_in_flight: Some(4),
+            ..CallerLimits::default()
+        };
+        let mut per_token = HashMap::new();
+        let slow = CallerLimits {
+            rate: Some("2/h".parse().unwrap()),
+            ..CallerLimits::default()
+        };
+        per_token.insert("slow".to_owned(), slow);
+        let limiter = Limiter::new(default, per_token, Arc::new(Metrics::new()));
+        let slow = token("slow");
+        drop((limiter.admit(&slow), limiter.admit(&slow)));
+        assert!(limiter.admit(&slow).is_err());
+        for i in 0..(PRUNE_AT + 100) {
+            drop(limiter.admit(&oauth(&format!("subject-{i}"))));
+        }
+        assert_eq!(limiter.admit(&slow).err().map(|l| l.kind()), Some("rate"));
+        // Idle subjects were forgotten: the map stays bounded.
+        let tracked = limiter.0.callers.lock().unwrap().len();
+        assert!(tracked < PRUNE_AT + 10, "{tracked} callers tracked");
+
+        // An OAuth subject that used its bucket up is kept until it refills.
+        let limiter = Limiter::new(
+            CallerLimits {
+                rate: Some("100/h".parse().unwrap()),
+                ..CallerLimits::default()
+            },
+            HashMap::new(),
+            Arc::new(Metrics::new()),
+        );
+        let lone = oauth("lone");
+        for _ in 0..100 {
+            drop(limiter.admit(&lone));
+        }
+        assert!(limiter.admit(&lone).is_err());
+        for i in 0..(PRUNE_AT + 100) {
+            drop(limiter.admit(&oauth(&format!("subject-{i}"))));
+        }
+        assert_eq!(limiter.admit(&lone).err().map(|l| l.kind()), Some("rate"));
     }
 
     #[test]

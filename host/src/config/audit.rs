@@ -74,6 +74,20 @@ pub struct AuditArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_sessions: u32,
 
+    /// Long-lived streams one caller may hold at once: stateless `subscriptions/listen`,
+    /// a session's GET /mcp and legacy GET /sse alike [default: 32, or --max-streams if
+    /// lower]
+    #[arg(long, env = "MCP_SANDBOX_MAX_STREAMS_PER_CALLER",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_streams_per_caller: Option<u32>,
+
+    /// Long-lived streams the server holds in all; at most half of --max-connections, so
+    /// streams never take every connection [default: 1024, or half of --max-connections
+    /// if lower]
+    #[arg(long, env = "MCP_SANDBOX_MAX_STREAMS",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_streams: Option<u32>,
+
     /// Refuse a statement whose planner estimate (the costliest node of its EXPLAIN plan)
     /// exceeds this, before it runs
     #[arg(long, env = "MCP_SANDBOX_MAX_QUERY_COST", value_parser = parse_cost)]

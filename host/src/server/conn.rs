@@ -34,6 +34,11 @@ use tokio_util::sync::CancellationToken;
 /// [`H2_PING_TIMEOUT`] is gone and its connection closed.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Requests one HTTP/2 connection may have open at once (advertised in SETTINGS; a
+/// stream past it is refused with REFUSED_STREAM). hyper's default is 200; ours is the
+/// number RFC 9113 asks a peer to allow at least. Long-lived streams also count against
+/// their caller's stream budget (`stream_budget.rs`), on HTTP/2 as on HTTP/1.1.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// What every connection of one listener shares.
 #[derive(Clone)]
@@ -62,7 +67,8 @@ pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_PING_INTERVAL)
-        .keep_alive_timeout(H2_PING_TIMEOUT);
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
     builder
 }
 

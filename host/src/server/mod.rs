@@ -12,6 +12,7 @@ mod origin;
 mod respond;
 mod routes;
 pub mod sessions;
+pub mod stream_budget;
 mod tls;
 mod wellknown;
 
@@ -77,6 +78,8 @@ pub struct Settings {
     pub caller_limits: CallerLimits,
     /// sessions per caller and in total
     pub session_caps: sessions::Caps,
+    /// `--max-streams-per-caller`, `--max-streams`
+    pub stream_caps: stream_budget::Caps,
 }
 
 /// Where the server is reachable, as its clients see it.
@@ -131,6 +134,8 @@ pub struct App {
     limiter: Limiter,
     /// who opened each session
     book: sessions::Book,
+    /// long-lived streams open, per caller
+    stream_budget: stream_budget::Budget,
 }
 
 /// The listeners' certificates (reloaded from their files) and acceptors.
@@ -237,6 +242,7 @@ impl App {
             audit: settings.audit,
             limiter,
             book: sessions::Book::new(settings.session_caps),
+            stream_budget: stream_budget::Budget::new(settings.stream_caps),
         }))
     }
 

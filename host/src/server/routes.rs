@@ -6,7 +6,7 @@
 
 use super::respond::{self, Body};
 use super::sessions::{Kind, NotOwner, Reservation};
-use super::{App, Denied, Identity, Remote, admin, health, legacy, wellknown};
+use super::{App, Denied, Identity, Remote, admin, health, legacy, stream_budget, wellknown};
 use crate::access::{Origin, RequestInfo};
 use crate::limits::{LIMITED_CODE, Limited};
 use crate::mcp::{Admitted, caller_json};
@@ -26,6 +26,19 @@ use tower_service::Service;
 /// How long an opening waits for the sessions it replaces to close (a session whose
 /// worker stopped draining could hold it forever).
 const EVICTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Retry-After of a stream refused by the budget: streams end when clients close them.
+const STREAM_RETRY_SECS: u64 = 5;
+
+/// `response`, with `guard` kept until its body is done (sent, or its client gone).
+fn held<T: Send + Sync + 'static>(response: Response<Body>, guard: T) -> Response<Body> {
+    response.map(|body| {
+        BodyExt::boxed(body.map_frame(move |frame| {
+            let _ = &guard;
+            frame
+        }))
+    })
+}
 
 /// The `route` label: a fixed set, whatever path a client sends.
 fn route_label(path: &str) -> &'static str {
@@ -142,10 +155,17 @@ impl App {
                     Err(response) => return *response,
                 };
                 match method {
-                    Method::GET => match self.make_session_room(&identity, &Value::Null).await {
-                        Ok(room) => self.open_legacy_stream(&identity, room),
-                        Err(refused) => *refused,
-                    },
+                    Method::GET => {
+                        let slot =
+                            match self.stream_slot(&identity, request.headers(), &Value::Null) {
+                                Ok(slot) => slot,
+                                Err(refused) => return *refused,
+                            };
+                        match self.make_session_room(&identity, &Value::Null).await {
+                            Ok(room) => held(self.open_legacy_stream(&identity, room), slot),
+                            Err(refused) => *refused,
+                        }
+                    }
                     _ => method_not_allowed("GET"),
                 }
             }
@@ -218,6 +238,23 @@ impl App {
         }
         let owner = identity.owner();
         let posting = parts.method == Method::POST;
+        let peek = posting.then(|| validate::peek(&body));
+        // A stream that lasts (a session's GET, a listen request, in a session or not)
+        // takes a slot of the caller's stream budget first.
+        let streams = parts.method == Method::GET
+            || peek
+                .as_ref()
+                .is_some_and(|p| p.method.as_deref() == Some("subscriptions/listen"));
+        let slot = match streams {
+            true => {
+                let id = peek.as_ref().map_or(&Value::Null, |p| &p.id);
+                match self.stream_slot(&identity, &parts.headers, id) {
+                    Ok(slot) => Some(slot),
+                    Err(refused) => return *refused,
+                }
+            }
+            false => None,
+        };
         let mut busy = None;
         let mut opening = None;
         match &session {
@@ -231,50 +268,54 @@ impl App {
                     );
                 }
             },
-            None if posting => {
-                let peek = validate::peek(&body);
-                match peek.method.as_deref() {
-                    Some("initialize") => match self.make_session_room(&identity, &peek.id).await {
-                        Ok(room) => opening = Some(room),
-                        Err(refused) => return *refused,
-                    },
-                    // The stateless revision: a limit is answered in HTTP, 429.
-                    Some("tools/call") => match self.limiter.admit(&identity) {
-                        Ok(permit) => {
-                            // The common case, answered here without rmcp's machinery.
-                            if let Some(call) = direct::recognize(&parts.headers, &body, |name| {
-                                self.runtime.input_schema(name)
-                            }) {
-                                let (status, answer) = self
-                                    .handler
-                                    .answer_directly(
-                                        call,
-                                        identity,
-                                        Some(permit),
-                                        info,
-                                        &self.streams,
-                                    )
-                                    .await;
-                                return respond::json_bytes(status, answer);
+            None => {
+                if let Some(peek) = &peek {
+                    match peek.method.as_deref() {
+                        Some("initialize") => {
+                            match self.make_session_room(&identity, &peek.id).await {
+                                Ok(room) => opening = Some(room),
+                                Err(refused) => return *refused,
                             }
-                            parts
-                                .extensions
-                                .insert(Admitted(Arc::new(Mutex::new(Some(permit)))));
                         }
-                        Err(limited) => {
-                            self.audit_limited(&identity, &info, &peek, &limited).await;
-                            return too_many(
-                                &peek.id,
-                                &limited.message(),
-                                limited.kind(),
-                                limited.retry_after_secs(),
-                            );
-                        }
-                    },
-                    _ => {}
+                        // The stateless revision: a limit is answered in HTTP, 429.
+                        Some("tools/call") => match self.limiter.admit(&identity) {
+                            Ok(permit) => {
+                                // The common case, answered here without rmcp's machinery.
+                                if let Some(call) =
+                                    direct::recognize(&parts.headers, &body, |name| {
+                                        self.runtime.input_schema(name)
+                                    })
+                                {
+                                    let (status, answer) = self
+                                        .handler
+                                        .answer_directly(
+                                            call,
+                                            identity,
+                                            Some(permit),
+                                            info,
+                                            &self.streams,
+                                        )
+                                        .await;
+                                    return respond::json_bytes(status, answer);
+                                }
+                                parts
+                                    .extensions
+                                    .insert(Admitted(Arc::new(Mutex::new(Some(permit)))));
+                            }
+                            Err(limited) => {
+                                self.audit_limited(&identity, &info, peek, &limited).await;
+                                return too_many(
+                                    &peek.id,
+                                    &limited.message(),
+                                    limited.kind(),
+                                    limited.retry_after_secs(),
+                                );
+                            }
+                        },
+                        _ => {}
+                    }
                 }
             }
-            None => {}
         }
         let deleting = parts.method == Method::DELETE;
         let mut mcp = self.mcp.clone();
@@ -323,16 +364,36 @@ impl App {
                 return ended;
             }
         }
-        match busy {
-            // The session stays busy (not evictable) until its answer has been sent.
-            Some(guard) => response.map(|body| {
-                BodyExt::boxed(body.map_frame(move |frame| {
-                    let _ = &guard;
-                    frame
-                }))
-            }),
-            None => response,
+        // The session stays busy (not evictable), and a stream keeps its slot, until the
+        // answer has been sent or its client left.
+        match (busy, slot) {
+            (None, None) => response,
+            guards => held(response, guards),
         }
+    }
+
+    /// A slot of the stream budget for `identity`, or 429 (counted, logged); 403 for a
+    /// caller who may do nothing here (an OAuth token without this server's scopes),
+    /// which must not spend the server's budget.
+    fn stream_slot(
+        &self,
+        identity: &Identity,
+        headers: &HeaderMap,
+        id: &Value,
+    ) -> Result<stream_budget::Slot, Box<Response<Body>>> {
+        if !identity.grants_anything() {
+            let scope = self.tools_scope();
+            return Err(Box::new(self.forbidden(headers, &scope)));
+        }
+        self.stream_budget.take(&identity.owner()).map_err(|spent| {
+            self.limiter.count_refusal(identity, "streams");
+            tracing::info!(
+                caller = &*identity.name,
+                "refused a stream: {}",
+                spent.message
+            );
+            Box::new(too_many(id, &spent.message, "streams", STREAM_RETRY_SECS))
+        })
     }
 
     /// Room for one more session of `identity`: closes the least recently used idle
@@ -396,7 +457,7 @@ impl App {
                 Ok(room)
             }
             Err(full) => {
-                self.limiter.count_session_refusal(identity);
+                self.limiter.count_refusal(identity, "sessions");
                 tracing::info!(
                     caller = &*identity.name,
                     "refused a session: {}",
