@@ -409,7 +409,7 @@ impl Metrics {
     /// Makes the `limited_total` series of `callers` exist at 0.
     pub fn declare_limited<'a>(&self, callers: impl IntoIterator<Item = &'a str>) {
         for caller in callers {
-            for limit in ["rate", "in_flight", "sessions"] {
+            for limit in ["rate", "in_flight", "sessions", "streams"] {
                 self.limited.with_label_values(&[caller, limit]);
             }
         }
@@ -466,6 +466,9 @@ impl Metrics {
         self.pool_connections
             .with_label_values(&["in_use"])
             .set(i64::from(pool.in_use));
+        self.pool_connections
+            .with_label_values(&["retired"])
+            .set(i64::from(pool.retired));
         self.pool_waiting.set(i64::from(pool.waiting));
         self.pool_max.set(i64::from(pool.max));
         self.sessions

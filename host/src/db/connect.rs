@@ -19,7 +19,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::{Host, SslNegotiation};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use tokio_postgres::types::Type;
-use tokio_postgres::{CancelToken, Client, Statement};
+use tokio_postgres::{CancelToken, Client, SimpleQueryMessage, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 const DEFAULT_PORT: u16 = 5432;
@@ -56,7 +56,7 @@ impl ConnectError {
 
 /// Where a connection went, for cancelling its statements over a second one.
 #[derive(Clone, Debug)]
-enum Target {
+pub(crate) enum Target {
     Tcp { addr: SocketAddr, host: String },
     Unix(PathBuf),
 }
@@ -188,6 +188,23 @@ impl Connector {
         Err(first_permanent.unwrap_or(last))
     }
 
+    /// A connection to the very server `target` names (where a retired backend runs),
+    /// within the connect timeout.
+    pub(crate) async fn connect_to_target(&self, target: &Target) -> Result<Conn, ConnectError> {
+        tokio::time::timeout(self.connect_timeout, self.connect_to(target))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ConnectError::Timeout {
+                    target: target.to_string(),
+                    after: self.connect_timeout,
+                })
+            })
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     async fn connect_to(&self, target: &Target) -> Result<Conn, ConnectError> {
         let unreachable = |e: io::Error| ConnectError::Unreachable {
             target: target.to_string(),
@@ -240,17 +257,37 @@ impl Connector {
                 },
             }
         })?;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("database connection ended: {e}");
             }
         });
+        // The backend's process id and start: a retired connection's pool slot is held
+        // while that backend works (`retire.rs`). Without them (a pooler that hides
+        // pg_stat_activity, say) a retired connection frees its slot at once.
+        let backend = client
+            .simple_query(
+                "SELECT pid, backend_start::text FROM pg_catalog.pg_stat_activity \
+                  WHERE pid = pg_catalog.pg_backend_pid()",
+            )
+            .await
+            .ok()
+            .and_then(|messages| {
+                messages.iter().find_map(|m| match m {
+                    SimpleQueryMessage::Row(row) => {
+                        Some((row.get(0)?.parse().ok()?, row.get(1)?.to_owned()))
+                    }
+                    _ => None,
+                })
+            });
         Ok(Conn {
             client,
             encrypted: budget.encrypted(),
             budget,
             statements: Mutex::default(),
             target: target.clone(),
+            backend,
+            task: task.abort_handle(),
         })
     }
 
@@ -316,9 +353,29 @@ pub struct Conn {
     encrypted: bool,
     statements: Mutex<HashMap<(String, Vec<Type>), Statement>>,
     target: Target,
+    /// the backend's process id and start time
+    backend: Option<(i32, String)>,
+    /// the task that drives the socket
+    task: tokio::task::AbortHandle,
 }
 
 impl Conn {
+    /// The backend's process id and start time.
+    pub(crate) fn backend(&self) -> Option<&(i32, String)> {
+        self.backend.as_ref()
+    }
+
+    /// Where it goes.
+    pub(crate) fn target_handle(&self) -> Target {
+        self.target.clone()
+    }
+
+    /// Closes the socket now, whatever is in flight: a backend blocked writing to it
+    /// (where it honours neither a cancel nor its statement timeout) ends at once.
+    pub fn close_socket(&self) {
+        self.task.abort();
+    }
+
     /// Whether this connection crosses a network in the clear: TCP, not encrypted, to an
     /// address beyond loopback.
     pub fn exposed(&self) -> bool {

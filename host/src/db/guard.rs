@@ -29,6 +29,10 @@ use tokio_postgres::{Row, Statement};
 
 /// What the guard puts before a row-returning query (see [`limited`]).
 const LIMITED_PREFIX: &str = "SELECT * FROM (\n";
+/// Past a statement's timeout, how long the guard waits for Postgres to end it before it
+/// gives up on the connection (closing it; see `retire.rs`). Postgres checks its timeout
+/// only between steps, and one step on a huge value can take seconds.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
 /// Prepared statements kept per pooled connection before the cache starts over.
 const MAX_CACHED_STATEMENTS: usize = 256;
 /// Sent with every statement, after it; session-level advisory locks are the one piece of
@@ -168,6 +172,14 @@ impl Session {
             Path::Direct => None,
         };
         let prelude = begin_sql(self.options.statement_timeout);
+        // Each statement has the timeout: the plan (with --max-query-cost), then the run.
+        let statements = if max_cost.is_some() { 2 } else { 1 };
+        let deadline = self
+            .options
+            .statement_timeout
+            .unwrap_or_else(|| self.db.statement_timeout())
+            * statements
+            + TIMEOUT_GRACE;
         // Another attempt only after a cached statement went stale (see `STALE_PLAN`) or
         // when a text parameter's type could not be inferred (`Value::param_type`).
         let (mut stale_retried, mut text_typed) = (false, false);
@@ -180,20 +192,23 @@ impl Session {
                 max_cost,
             };
             self.in_flight = true;
-            let (result, cleaned) = match path {
-                Path::Limited => limited(conn, sql, call).await,
-                Path::Direct => prepared(conn, sql, 0, call).await,
+            let running = async {
+                match path {
+                    Path::Limited => limited(conn, sql, call).await,
+                    Path::Direct => prepared(conn, sql, 0, call).await,
+                }
             };
+            // Postgres's own timeout first; past it and the grace, the host's.
+            let (result, cleaned) = tokio::time::timeout(deadline, running)
+                .await
+                .unwrap_or((Err(QueryError::Timeout), false));
             self.in_flight = false;
             if !cleaned {
                 // Never back to the pool with a transaction or a lock it may still hold;
-                // a connection that refused a message too large also has a statement
-                // still running on the server.
+                // a connection that refused a message too large, or gave up waiting,
+                // also has a statement still running on the server.
                 if let Some(conn) = self.conn.take() {
-                    if conn.budget().tripped().is_some() {
-                        self.db.connector().cancel(&conn);
-                    }
-                    drop(Object::take(conn));
+                    self.db.retire(conn);
                 }
                 return result;
             }
@@ -225,8 +240,7 @@ impl Drop for Session {
         // Abandoned mid-statement (deadline, cancelled call): stop the statement on the
         // server (over a second connection, set up like the first), not only here, and
         // never reuse a connection in that state.
-        self.db.connector().cancel(&conn);
-        drop(Object::take(conn));
+        self.db.retire(conn);
     }
 }
 

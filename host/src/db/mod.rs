@@ -8,6 +8,7 @@ mod dsn;
 mod frames;
 mod guard;
 mod pool;
+mod retire;
 mod role;
 mod statement;
 mod tls;

@@ -36,6 +36,8 @@ pub struct PoolStatus {
     pub size: u32,
     pub idle: u32,
     pub in_use: u32,
+    /// abandoned mid-statement, holding their slots while their backends work
+    pub retired: u32,
     pub waiting: u32,
     pub max: u32,
     /// connections that negotiated TLS
@@ -136,6 +138,8 @@ pub struct Db {
 
 struct Inner {
     pool: Pool<Manager>,
+    /// connections abandoned mid-statement, holding their slots (`retire.rs`)
+    retirees: Arc<super::retire::Retirees>,
     connector: Arc<Connector>,
     limits: Limits,
     settings: PoolSettings,
@@ -214,6 +218,7 @@ impl Db {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                retirees: Arc::default(),
                 connector,
                 limits,
                 settings,
@@ -231,8 +236,17 @@ impl Db {
         &self.inner.connector
     }
 
+    pub(crate) fn retirees(&self) -> &Arc<super::retire::Retirees> {
+        &self.inner.retirees
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// The sessions' default `statement_timeout` (`--statement-timeout`).
+    pub fn statement_timeout(&self) -> Duration {
+        self.inner.settings.statement_timeout
     }
 
     /// The `sslmode` in effect.
@@ -257,10 +271,12 @@ impl Db {
     pub fn status(&self) -> PoolStatus {
         let s = self.inner.pool.status();
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let retired = self.inner.retirees.count();
         PoolStatus {
             size: clamp(s.size),
             idle: clamp(s.available),
-            in_use: clamp(s.size.saturating_sub(s.available)),
+            in_use: clamp(s.size.saturating_sub(s.available).saturating_sub(retired)),
+            retired: clamp(retired),
             waiting: clamp(s.waiting),
             max: clamp(s.max_size),
             encrypted: clamp(self.inner.encrypted.load(Ordering::Relaxed)),
