@@ -102,7 +102,8 @@ async fn unknown_table_is_a_tool_error() {
         .await;
     assert_eq!(
         text,
-        "table \"public.nope\" does not exist; list_tables shows the tables of a schema"
+        "table \"public.nope\" does not exist or is in a schema this role may not use (no \
+         USAGE); list_tables shows the tables of a schema"
     );
     // The session keeps working.
     mcp.structured("describe_table", json!({"table": "orders"}))

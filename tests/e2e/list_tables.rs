@@ -63,7 +63,11 @@ async fn unknown_schema_is_a_tool_error() {
     let text = mcp
         .tool_error("list_tables", json!({"schema": "nope"}))
         .await;
-    assert_eq!(text, "schema \"nope\" does not exist");
+    assert_eq!(
+        text,
+        "schema \"nope\" does not exist or this role may not use it (no USAGE); \
+         list_schemas shows the schemas it may use"
+    );
 }
 
 async fn wrong_argument_type_is_invalid_params() {
@@ -225,9 +229,12 @@ async fn thousands_of_tables_page_through() {
     const TABLES: usize = 1500;
     let schema = format!("many_{}", std::process::id());
     let db = crate::util::db::superuser().await;
-    db.batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("creating the schema");
+    // (USAGE: without it the catalog tools hide the schema.)
+    db.batch_execute(&format!(
+        "CREATE SCHEMA {schema}; GRANT USAGE ON SCHEMA {schema} TO PUBLIC"
+    ))
+    .await
+    .expect("creating the schema");
     each_table(&db, TABLES, &format!("CREATE TABLE {schema}.t%s (id int)")).await;
     let server = TestServer::start().await;
     let mut mcp = server.mcp().await;

@@ -1,6 +1,7 @@
 //! The `describe_table` tool: columns in order (type, nullability, default, comment),
 //! primary key, unique constraints and foreign keys of one table or view, in one
-//! catalog round trip.
+//! catalog round trip. Tables in schemas the role lacks USAGE on are hidden (as
+//! `list_schemas` and `list_tables` hide them), and so is a foreign key's target there.
 
 mod ident;
 
@@ -23,7 +24,8 @@ WITH exact AS (
     FROM pg_catalog.pg_namespace n
     JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid
    WHERE n.nspname = $1 AND c.relname = $3
-     AND c.relkind IN ('r', 'v', 'm', 'p', 'f')),
+     AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
+     AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')),
 target AS (
   SELECT * FROM exact
   UNION ALL
@@ -32,6 +34,7 @@ target AS (
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     WHERE NOT EXISTS (SELECT FROM exact)
       AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
+      AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
       AND (n.nspname = $1 OR (NOT $2 AND lower(n.nspname) = lower($1)))
       AND (c.relname = $3 OR (NOT $4 AND lower(c.relname) = lower($3)))
     ORDER BY n.nspname = $1 DESC, c.relname = $3 DESC, n.nspname, c.relname
@@ -67,7 +70,9 @@ SELECT t.nspname::text, t.relname::text,
                                FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
                                JOIN pg_catalog.pg_attribute a
                                  ON a.attrelid = con.conrelid AND a.attnum = k.attnum),
-                 'references', CASE WHEN con.contype = 'f' THEN json_build_object(
+                 'references', CASE WHEN con.contype = 'f'
+                                     AND pg_catalog.has_schema_privilege(fn.oid, 'USAGE')
+                                    THEN json_build_object(
                      'schema', fn.nspname,
                      'table', fc.relname,
                      'columns', (SELECT json_agg(a.attname ORDER BY k.ord)
@@ -144,7 +149,8 @@ impl Tool for DescribeTable {
         };
         let Some(first) = rows.rows.first() else {
             return Ok(Output::error(format!(
-                "table \"{}.{}\" does not exist; list_tables shows the tables of a schema",
+                "table \"{}.{}\" does not exist or is in a schema this role may not use (no \
+                 USAGE); list_tables shows the tables of a schema",
                 schema.text, table.text
             )));
         };
@@ -237,7 +243,8 @@ fn output_schema() -> Value {
             "foreign_keys": {"type": "array", "items": {"type": "object", "properties": {
                 "name": {"type": "string"},
                 "columns": names,
-                "references": {"type": "object", "properties": {
+                // null: the target is in a schema this role may not use
+                "references": {"type": ["object", "null"], "properties": {
                     "schema": {"type": "string"}, "table": {"type": "string"}, "columns": names}}
             }}}
         },

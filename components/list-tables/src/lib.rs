@@ -10,7 +10,9 @@ const MAX_LIMIT: u32 = 1000;
 const DEFAULT_LIMIT: u32 = 200;
 
 /// One round trip: the LEFT JOIN keeps a single all-NULL row for a schema with nothing
-/// (left) to list, so no row at all means the schema does not exist. Pages follow
+/// (left) to list, so no row at all means the schema does not exist or the role lacks
+/// USAGE on it (hidden, as `list_schemas` hides it: the catalog is readable by every
+/// role, but a schema it cannot use is of no use to a caller). Pages follow
 /// `relname` order (the `name` type's byte order), the cursor being the last name
 /// returned; one row past the page tells whether another follows. Comments are joined
 /// from `pg_description` rather than read with `obj_description`, a SQL function Postgres
@@ -33,6 +35,7 @@ SELECT c.relname::text,
          ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
         AND d.objsubid = 0
  WHERE n.nspname = $1
+   AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
  ORDER BY c.relname
  LIMIT $4::int8 + 1";
 
@@ -181,7 +184,10 @@ impl Tool for ListTables {
             Err(e) => return Ok(Output::error(describe_query_error(&e))),
         };
         if rows.rows.is_empty() {
-            return Ok(Output::error(format!("schema \"{schema}\" does not exist")));
+            return Ok(Output::error(format!(
+                "schema \"{schema}\" does not exist or this role may not use it (no USAGE); \
+                 list_schemas shows the schemas it may use"
+            )));
         }
         let listed: Vec<_> = rows
             .rows

@@ -55,11 +55,15 @@ async fn install_test_objects(url: &str) -> Result<(), tokio_postgres::Error> {
         )
         .await?;
     // A table the reader may not read (`sql_guard::resetting_the_role_gains_nothing`),
-    // made here: tests that fingerprint the catalog run beside that one.
+    // and one it may, whose foreign key points into that schema (`red_team`), made here:
+    // tests that fingerprint the catalog run beside that one.
     client
         .batch_execute(
             "CREATE SCHEMA vault; CREATE TABLE vault.secrets (s text); \
-             INSERT INTO vault.secrets VALUES ('the-secret')",
+             INSERT INTO vault.secrets VALUES ('the-secret'); \
+             CREATE TABLE vault.keyring (id int PRIMARY KEY); \
+             CREATE TABLE test_objects.sealed (k int REFERENCES vault.keyring); \
+             GRANT SELECT ON test_objects.sealed TO PUBLIC",
         )
         .await?;
     // Login roles for the role checks (`sql_guard`): what each may do is set here, once,
