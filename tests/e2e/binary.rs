@@ -218,17 +218,25 @@ fn proc_status(pid: u32, field: &str) -> u64 {
 }
 
 /// The real binary, serving the test database (with `flags`); its address and pid.
-async fn serve_binary(flags: &[&str]) -> (Child, tokio::task::JoinHandle<String>, String, u32) {
+pub(crate) async fn serve_binary(
+    flags: &[&str],
+) -> (Child, tokio::task::JoinHandle<String>, String, u32) {
     serve_binary_with(flags, &[]).await
 }
 
-/// [`serve_binary`] with extra environment variables.
-async fn serve_binary_with(
+/// [`serve_binary`] with extra environment variables. It listens on a free port unless
+/// `flags` say `--listen`.
+pub(crate) async fn serve_binary_with(
     flags: &[&str],
     env: &[(&str, &str)],
 ) -> (Child, tokio::task::JoinHandle<String>, String, u32) {
+    let listen: &[&str] = match flags.contains(&"--listen") {
+        true => &[],
+        false => &["--listen", "127.0.0.1:0"],
+    };
     let mut child = Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("serve")
+        .args(listen)
         .args(flags)
         .envs(env.iter().copied())
         .env("DATABASE_URL", crate::util::db::reader_url())

@@ -27,6 +27,7 @@ mod metrics;
 mod oauth;
 mod protocol;
 mod query_sql;
+mod red_team;
 mod replicas;
 mod sandbox;
 mod shutdown;
@@ -67,6 +68,7 @@ fn main() {
         oauth::trials(),
         protocol::trials(),
         query_sql::trials(),
+        red_team::trials(),
         replicas::trials(),
         sandbox::trials(),
         shutdown::trials(),

@@ -297,6 +297,13 @@ impl Mcp {
 
     /// `GET /mcp`: the session's stream for server-initiated messages, left open.
     pub async fn open_stream(&self) -> SseStream {
+        let response = self.open_stream_raw().await;
+        assert_eq!(response.status(), StatusCode::OK);
+        SseStream::new(response)
+    }
+
+    /// `GET /mcp` for the session's stream, whatever the answer.
+    pub async fn open_stream_raw(&self) -> http::Response<hyper::body::Incoming> {
         let mut headers = self.headers();
         headers.retain(|(name, _)| name != "content-type" && name != "accept");
         headers.push(("accept".to_owned(), "text/event-stream".to_owned()));
@@ -304,12 +311,9 @@ impl Mcp {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        let response = self
-            .http
+        self.http
             .open(Method::GET, "/mcp", &headers, Bytes::new())
-            .await;
-        assert_eq!(response.status(), StatusCode::OK);
-        SseStream::new(response)
+            .await
     }
 
     /// `DELETE /mcp`: ends the session.

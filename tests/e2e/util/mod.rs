@@ -90,6 +90,15 @@ impl Drop for TempDir {
     }
 }
 
+/// Tests that keep both cores busy for seconds (a Postgres backend in uninterruptible
+/// work): they run alone, so tests that time how well the server shares the cores do
+/// not see them.
+const RUN_ALONE: &[&str] =
+    &["red_team::a_statement_past_its_timeout_holds_its_slot_until_postgres_lets_go"];
+
+/// Held shared by every test, exclusively by those in [`RUN_ALONE`].
+static CORES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// A trial running `test` on its own multi-threaded tokio runtime, so servers and tasks
 /// a test starts end with it.
 pub fn trial<F, Fut>(name: &str, test: F) -> Trial
@@ -97,7 +106,19 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
+    let alone = RUN_ALONE.contains(&name);
     Trial::test(name, move || {
+        use std::sync::PoisonError;
+        let _cores = match alone {
+            true => (
+                None,
+                Some(CORES.write().unwrap_or_else(PoisonError::into_inner)),
+            ),
+            false => (
+                Some(CORES.read().unwrap_or_else(PoisonError::into_inner)),
+                None,
+            ),
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
