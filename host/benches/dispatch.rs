@@ -145,10 +145,10 @@ fn main() -> anyhow::Result<()> {
         let common = &serve.common;
         let db = Db::new(
             serve.database_url.expose(),
-            common.pool_settings(),
-            common.db_limits(),
+            common.database.settings(common.sandbox.call_timeout).0,
+            common.database.settings(common.sandbox.call_timeout).1,
         )?;
-        let sandbox = Runtime::new(db, common.runtime_settings(), Arc::new(Metrics::new())).await?;
+        let sandbox = Runtime::new(db, common.sandbox.settings(), Arc::new(Metrics::new())).await?;
         let wasm = std::fs::read(std::path::Path::new(BUILD_DIR).join("swap_v1.wasm"))?;
         sandbox
             .put_component("swapper", wasm)

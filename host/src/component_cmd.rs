@@ -38,7 +38,7 @@ pub async fn run(command: ComponentCommand) -> anyhow::Result<bool> {
         Ok(report) => {
             println!("{}", serde_json::to_string_pretty(&describe(&report))?);
             if compile {
-                let dir = args.common.cache_dir().unwrap_or_default();
+                let dir = args.common.sandbox.cache_dir().unwrap_or_default();
                 eprintln!(
                     "compiled into the cache at {} ({:.0} ms); servers using that cache and \
                      the same limits load it without compiling",
@@ -67,12 +67,16 @@ async fn offline_runtime(
     let db = match (kind, &args.database_url) {
         (Kind::Wasm, _) => Db::new(
             "postgres://localhost/unused",
-            common.pool_settings(),
-            common.db_limits(),
+            common.database.settings(common.sandbox.call_timeout).0,
+            common.database.settings(common.sandbox.call_timeout).1,
         )?,
         (Kind::Sql, Some(url)) => {
-            let db = Db::new(url.expose(), common.pool_settings(), common.db_limits())?;
-            crate::check_database(&db, common.connect_timeout).await?;
+            let db = Db::new(
+                url.expose(),
+                common.database.settings(common.sandbox.call_timeout).0,
+                common.database.settings(common.sandbox.call_timeout).1,
+            )?;
+            crate::check_database(&db, common.database.connect_timeout).await?;
             db
         }
         (Kind::Sql, None) => anyhow::bail!(
@@ -80,7 +84,7 @@ async fn offline_runtime(
              pass --database-url (or set DATABASE_URL)"
         ),
     };
-    let mut settings = common.runtime_settings();
+    let mut settings = common.sandbox.settings();
     settings.components_dir = None;
     if compile && settings.cache_dir.is_none() {
         anyhow::bail!("compiling needs a cache directory (--cache-dir)");

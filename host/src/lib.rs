@@ -8,13 +8,17 @@ pub mod component_cmd;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod invocation;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod runtime;
+pub mod secret;
 pub mod server;
+pub mod sql_tools;
 pub mod telemetry;
 pub mod tls;
+pub mod units;
 
 use anyhow::Context;
 use config::{CommonArgs, DEFAULT_ALLOWED_ORIGINS};
@@ -32,24 +36,28 @@ pub async fn build_app(
     listen: SocketAddr,
     common: &CommonArgs,
 ) -> anyhow::Result<Arc<App>> {
-    let allowed_origins = if common.allowed_origins.is_empty() {
+    let allowed_origins = if common.http.allowed_origins.is_empty() {
         DEFAULT_ALLOWED_ORIGINS
             .iter()
             .map(|s| s.to_string())
             .collect()
     } else {
-        common.allowed_origins.clone()
+        common.http.allowed_origins.clone()
     };
     let allowed_origins = Origins::parse(&allowed_origins).map_err(|e| anyhow::anyhow!(e))?;
     let metrics = Arc::new(Metrics::new());
     common.check_removed()?;
-    let db = db::Db::new(database_url, common.pool_settings(), common.db_limits())?;
-    check_database(&db, common.connect_timeout).await?;
-    let runtime = runtime::Runtime::new(db, common.runtime_settings(), metrics.clone()).await?;
-    if let Some(dir) = &common.components_dir
-        && !common.no_watch
+    let db = db::Db::new(
+        database_url,
+        common.database.settings(common.sandbox.call_timeout).0,
+        common.database.settings(common.sandbox.call_timeout).1,
+    )?;
+    check_database(&db, common.database.connect_timeout).await?;
+    let runtime = runtime::Runtime::new(db, common.sandbox.settings(), metrics.clone()).await?;
+    if let Some(dir) = &common.sandbox.components_dir
+        && !common.sandbox.no_watch
     {
-        runtime::watch::spawn(&runtime, dir.clone(), common.watch_interval);
+        runtime::watch::spawn(&runtime, dir.clone(), common.sandbox.watch_interval);
     }
     for component in runtime.components() {
         tracing::info!(
@@ -68,55 +76,68 @@ pub async fn build_app(
         }
         None => audit::Audit::off(),
     };
-    let allowed_hosts = if common.allowed_hosts.is_empty() {
+    let allowed_hosts = if common.http.allowed_hosts.is_empty() {
         Settings::default_allowed_hosts(listen)
     } else {
-        common.allowed_hosts.clone()
+        common.http.allowed_hosts.clone()
     };
     Ok(App::new(
         runtime,
         metrics,
         Settings {
-            tls: common.tls_files(),
-            metrics_tls: common.metrics_tls_files(),
-            tls_watch_interval: common.watch_interval,
+            tls: common.http.tls_files(),
+            metrics_tls: common.http.metrics_tls_files(),
+            tls_watch_interval: common.sandbox.watch_interval,
             auth,
             allowed_hosts,
             allowed_origins,
-            session_idle_timeout: common.session_idle_timeout,
-            sse_keep_alive: common.sse_keep_alive,
-            shutdown_delay: common.shutdown_delay,
-            max_request_bytes: (common.max_request_kib as usize) << 10,
-            header_timeout: common.header_timeout,
-            idle_timeout: common.idle_timeout,
-            max_connections: common.max_connections as usize,
-            max_component_bytes: (common.max_component_mib as usize) << 20,
+            session_idle_timeout: common.http.session_idle_timeout,
+            sse_keep_alive: common.http.sse_keep_alive,
+            shutdown_delay: common.http.shutdown_delay,
+            max_request_bytes: (common.http.max_request_kib as usize) << 10,
+            header_timeout: common.http.header_timeout,
+            idle_timeout: common.http.idle_timeout,
+            max_connections: common.http.max_connections as usize,
+            max_component_bytes: (common.sandbox.max_component_mib as usize) << 20,
             public: PublicSettings {
-                base_url: common.public_url.clone(),
+                base_url: common.http.public_url.clone(),
             },
             audit,
-            caller_limits: common.audit.caller_limits(),
-            session_caps: server::sessions::Caps {
-                per_caller: common.audit.max_sessions_per_caller as usize,
-                total: common.audit.max_sessions as usize,
-            },
-            stream_caps: server::stream_budget::Caps::new(
-                common.audit.max_streams_per_caller,
-                common.audit.max_streams,
-                common.max_connections,
-            )
-            .map_err(anyhow::Error::msg)
-            .inspect(|caps| {
-                if caps.total == 0 {
-                    tracing::warn!(
-                        "--max-connections {} leaves no room for streams: every listen, \
+            caller_limits: common.callers.caller_limits(),
+            session_caps: common.callers.session_caps(),
+            stream_caps: common
+                .callers
+                .stream_caps(common.http.max_connections)
+                .map_err(anyhow::Error::msg)
+                .inspect(|caps| {
+                    if caps.total == 0 {
+                        tracing::warn!(
+                            "--max-connections {} leaves no room for streams: every listen, \
                          GET /mcp and GET /sse stream will be refused",
-                        common.max_connections
-                    );
-                }
-            })?,
+                            common.http.max_connections
+                        );
+                    }
+                })?,
         },
     )?)
+}
+
+/// Authentication as configured: static tokens, anonymous callers, OAuth (whose issuers
+/// are then discovered in the background, from here: config only describes).
+pub fn auth(args: &config::ServeArgs) -> anyhow::Result<Auth> {
+    let auth = Auth::new(args.access()?);
+    Ok(
+        match args
+            .oauth
+            .settings(args.common.http.public_url.as_deref())?
+        {
+            Some(settings) => {
+                let stop = tokio_util::sync::CancellationToken::new();
+                auth.with_oauth(server::oauth::Verifier::start(settings, stop)?)
+            }
+            None => auth,
+        },
+    )
 }
 
 /// One connection at start: a TLS failure or a login role that can write stops the start
@@ -152,7 +173,7 @@ pub async fn bind_all(
     common: &CommonArgs,
 ) -> anyhow::Result<(TcpListener, Option<TcpListener>)> {
     let main = bind(listen).await?;
-    let metrics = match common.metrics_listen {
+    let metrics = match common.http.metrics_listen {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };

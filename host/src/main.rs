@@ -20,10 +20,10 @@ fn main() -> ExitCode {
     raise_open_files_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     let worker_threads = match &cli.command {
-        Command::Serve(args) => args.common.worker_threads,
-        Command::Demo(args) => args.common.worker_threads,
+        Command::Serve(args) => args.common.sandbox.worker_threads,
+        Command::Demo(args) => args.common.sandbox.worker_threads,
         Command::Component(ComponentCommand::Check(args) | ComponentCommand::Compile(args)) => {
-            args.common.worker_threads
+            args.common.sandbox.worker_threads
         }
         Command::Audit(_) => None,
     };
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let auth = args.auth()?;
+    let auth = mcp_sandbox::auth(&args)?;
     if !auth.is_enabled() {
         tracing::warn!(
             "authentication is off (--insecure-no-auth): anyone who can reach {} can query the database",

@@ -3,7 +3,7 @@
 //! 5 µs because the sandbox costs microseconds and the database milliseconds.
 
 use crate::db::PoolStatus;
-use crate::runtime::{ComponentInfo, Timings, TrapKind};
+use crate::invocation::{ComponentInfo, Timings, TrapKind};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,

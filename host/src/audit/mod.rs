@@ -4,10 +4,12 @@
 //! (`writer.rs`). Distinct from the logs: a record, not diagnostics.
 
 pub mod chain;
+mod record;
 mod redact;
 mod writer;
 
 pub use chain::{Key, Verdict, verify};
+pub use record::{CallRecord, caller_json};
 pub use redact::Redactor;
 pub use writer::{Rotation, Target};
 

@@ -1,16 +1,11 @@
-//! Flags of the audit log and the per-caller limits.
+//! Flags of the audit log.
 
 use crate::audit::{self, Redactor, Rotation, Target};
-use crate::limits::{CallerLimits, Rate};
 use clap::Args;
 use std::path::PathBuf;
 
-/// Sessions one caller may hold by default.
-pub const DEFAULT_MAX_SESSIONS_PER_CALLER: u32 = 64;
-/// Sessions the server holds by default (about 52 KB each).
-pub const DEFAULT_MAX_SESSIONS: u32 = 1024;
-
 #[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Audit")]
 pub struct AuditArgs {
     /// Write one JSON line per tool call, admin action and refused sign-in to this file
     /// (`-` for standard output); an existing file's chain is continued
@@ -45,60 +40,6 @@ pub struct AuditArgs {
     #[arg(long, env = "MCP_SANDBOX_AUDIT_KEEP", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub audit_keep: u32,
-
-    /// Tool calls per caller: a token bucket, e.g. 120/min (also N/s, N/h); a token in
-    /// the tokens file may set its own (`rate_limit`)
-    #[arg(long, env = "MCP_SANDBOX_RATE_LIMIT")]
-    pub rate_limit: Option<Rate>,
-
-    /// Calls a caller may make at once before the rate applies (default: the rate's count)
-    #[arg(long, env = "MCP_SANDBOX_RATE_BURST", requires = "rate_limit",
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub rate_burst: Option<u32>,
-
-    /// Tool calls one caller may have running at once (default: no cap below
-    /// --max-concurrency)
-    #[arg(long, env = "MCP_SANDBOX_MAX_IN_FLIGHT_PER_CALLER",
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub max_in_flight_per_caller: Option<u32>,
-
-    /// MCP sessions (Streamable HTTP and legacy SSE) one caller may hold; past it the
-    /// caller's least recently used idle session is closed
-    #[arg(long, env = "MCP_SANDBOX_MAX_SESSIONS_PER_CALLER", default_value_t = DEFAULT_MAX_SESSIONS_PER_CALLER,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_sessions_per_caller: u32,
-
-    /// MCP sessions the server holds in all; past it the least recently used idle
-    /// session is closed
-    #[arg(long, env = "MCP_SANDBOX_MAX_SESSIONS", default_value_t = DEFAULT_MAX_SESSIONS,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_sessions: u32,
-
-    /// Long-lived streams one caller may hold at once: stateless `subscriptions/listen`,
-    /// a session's GET /mcp and legacy GET /sse alike [default: 32, or --max-streams if
-    /// lower]
-    #[arg(long, env = "MCP_SANDBOX_MAX_STREAMS_PER_CALLER",
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_streams_per_caller: Option<u32>,
-
-    /// Long-lived streams the server holds in all; at most half of --max-connections, so
-    /// streams never take every connection [default: 1024, or half of --max-connections
-    /// if lower]
-    #[arg(long, env = "MCP_SANDBOX_MAX_STREAMS",
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_streams: Option<u32>,
-
-    /// Refuse a statement whose planner estimate (the costliest node of its EXPLAIN plan)
-    /// exceeds this, before it runs
-    #[arg(long, env = "MCP_SANDBOX_MAX_QUERY_COST", value_parser = parse_cost)]
-    pub max_query_cost: Option<f64>,
-}
-
-fn parse_cost(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(cost) if cost.is_finite() && cost > 0.0 => Ok(cost),
-        _ => Err(format!("`{text}` is not a positive planner cost")),
-    }
 }
 
 impl AuditArgs {
@@ -136,14 +77,5 @@ impl AuditArgs {
             required: self.audit_required,
             redact,
         }))
-    }
-
-    /// Every caller's limits, unless its token sets its own.
-    pub fn caller_limits(&self) -> CallerLimits {
-        CallerLimits {
-            rate: self.rate_limit,
-            burst: self.rate_burst,
-            max_in_flight: self.max_in_flight_per_caller,
-        }
     }
 }

@@ -17,6 +17,7 @@
 
 use super::Secret;
 use crate::limits::{CallerLimits, Rate};
+pub use crate::server::TokenSpec;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -24,18 +25,6 @@ use std::path::Path;
 
 /// Tokens shorter than this are refused: they can be guessed.
 pub const MIN_TOKEN_LEN: usize = 16;
-
-/// One token and what it may do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenSpec {
-    pub name: String,
-    pub secret: Secret,
-    /// `None`: every tool
-    pub tools: Option<BTreeSet<String>>,
-    pub admin: bool,
-    /// its own limits; what it leaves unset comes from the flags
-    pub limits: CallerLimits,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

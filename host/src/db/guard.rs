@@ -15,10 +15,9 @@
 use super::connect::Conn;
 use super::decode::decode;
 use super::pool::{Connection, Db, describe_pool_error};
-use super::statement::{self, Path};
+use super::statement::Path;
 use super::value::{Column, DbError, QueryError, Rows, Value};
 use super::verdicts::{self, Verdict};
-use deadpool::managed::Object;
 use futures::future::maybe_done;
 use futures::{StreamExt, poll};
 use std::pin::pin;
@@ -28,7 +27,7 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{Row, Statement};
 
 /// What the guard puts before a row-returning query (see [`limited`]).
-const LIMITED_PREFIX: &str = "SELECT * FROM (\n";
+pub(super) const LIMITED_PREFIX: &str = "SELECT * FROM (\n";
 /// Past a statement's timeout, how long the guard waits for Postgres to end it before it
 /// gives up on the connection (closing it; see `retire.rs`). Postgres checks its timeout
 /// only between steps, and one step on a huge value can take seconds.
@@ -38,21 +37,6 @@ const MAX_CACHED_STATEMENTS: usize = 256;
 /// Sent with every statement, after it; session-level advisory locks are the one piece of
 /// session state a read-only transaction can leave behind.
 pub const CLEANUP: &str = "ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()";
-
-/// Caps every invocation's queries share.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// rows per statement; a caller may ask for fewer
-    pub max_rows: u32,
-    /// bytes of row data per statement (as Postgres sent them); also what one
-    /// connection may buffer of a single message (`frames.rs`)
-    pub max_bytes: usize,
-    /// refuse a row-returning statement whose planner estimate (EXPLAIN's total cost,
-    /// row cap included) exceeds this, before it runs (`--max-query-cost`)
-    pub max_cost: Option<f64>,
-    /// `EXPLAIN ANALYZE`, which runs its statement, is admitted (`--allow-explain-analyze`)
-    pub allow_explain_analyze: bool,
-}
 
 /// What one component's sessions may refine (see `runtime/overrides.rs`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -241,107 +225,6 @@ impl Drop for Session {
         // server (over a second connection, set up like the first), not only here, and
         // never reuse a connection in that state.
         self.db.retire(conn);
-    }
-}
-
-/// What Postgres reports of a statement it parsed and planned but did not run.
-#[derive(Clone, Debug)]
-pub struct Description {
-    /// the type Postgres inferred for each of `$1…`
-    pub params: Vec<Type>,
-    /// the result columns: name and type
-    pub columns: Vec<(String, Type)>,
-}
-
-impl Db {
-    /// Prepares each of `statements` as the guard would run it (the keyword check, then
-    /// wrapped under the row cap), on one pooled connection, each in its own read-only
-    /// transaction that is rolled back: nothing runs. For declared SQL tools, checked when
-    /// their file loads. `Err` when no connection could be had; otherwise one result per
-    /// statement.
-    pub async fn describe(
-        &self,
-        statements: &[&str],
-    ) -> Result<Vec<Result<Description, QueryError>>, QueryError> {
-        // between statements: no transaction open, back to the pool when dropped
-        let mut idle: Option<Connection> = None;
-        let mut results = Vec::with_capacity(statements.len());
-        for sql in statements {
-            match statement::classify(sql) {
-                Ok(Path::Limited) => {}
-                Ok(Path::Direct) => {
-                    results.push(Err(QueryError::Refused(
-                        "the statement must return rows: SELECT, WITH, VALUES or TABLE".into(),
-                    )));
-                    continue;
-                }
-                Err(reason) => {
-                    results.push(Err(QueryError::Refused(reason)));
-                    continue;
-                }
-            }
-            let conn = match idle.take() {
-                Some(conn) => conn,
-                None => self
-                    .pool()
-                    .get()
-                    .await
-                    .map_err(|e| QueryError::Unavailable(describe_pool_error(&e)))?,
-            };
-            // While a transaction may be open: dropped here (an error, or the load
-            // abandoned), it never goes back to the pool.
-            let conn = Dirty(Some(conn));
-            let client = conn.client();
-            let prepared = match client.batch_execute("BEGIN READ ONLY").await {
-                Ok(()) => client
-                    .prepare(&limited_sql(sql, 1))
-                    .await
-                    .map_err(|e| map_error(&e, LIMITED_PREFIX.len())),
-                Err(e) => Err(map_error(&e, 0)),
-            };
-            if client.batch_execute(CLEANUP).await.is_err() {
-                return Err(QueryError::Unavailable(
-                    "the database connection was lost".into(),
-                ));
-            }
-            idle = conn.clean();
-            results.push(prepared.map(|statement| {
-                Description {
-                    params: statement.params().to_vec(),
-                    columns: statement
-                        .columns()
-                        .iter()
-                        .map(|c| (c.name().to_owned(), c.type_().clone()))
-                        .collect(),
-                }
-            }));
-        }
-        Ok(results)
-    }
-}
-
-/// A pooled connection that may be inside a transaction: closed, never pooled, when
-/// dropped before [`Dirty::clean`].
-struct Dirty(Option<Connection>);
-
-impl Dirty {
-    fn client(&self) -> &tokio_postgres::Client {
-        self.0
-            .as_ref()
-            .expect("present until clean or drop")
-            .client()
-    }
-
-    fn clean(mut self) -> Option<Connection> {
-        self.0.take()
-    }
-}
-
-impl Drop for Dirty {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
-            drop(Object::take(conn));
-        }
     }
 }
 
@@ -665,7 +548,7 @@ fn decode_row(row: &Row) -> (Vec<Value>, usize) {
 
 /// Maps a driver error to what the component sees. `shift` is the length of text the
 /// guard put before the caller's SQL, so positions point into the caller's statement.
-fn map_error(error: &tokio_postgres::Error, shift: usize) -> QueryError {
+pub(super) fn map_error(error: &tokio_postgres::Error, shift: usize) -> QueryError {
     if let Some(db) = error.as_db_error() {
         if *db.code() == SqlState::QUERY_CANCELED {
             return QueryError::Timeout;

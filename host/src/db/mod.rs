@@ -4,6 +4,7 @@
 
 mod connect;
 mod decode;
+mod describe;
 mod dsn;
 mod frames;
 mod guard;
@@ -17,10 +18,12 @@ mod verdicts;
 
 pub use connect::ConnectError;
 pub use decode::to_json;
+pub use describe::Description;
 pub use dsn::{DsnError, Environment};
 /// The statements the guard sends around a query, for the load benchmark's baseline.
 pub use guard::{CLEANUP, begin_sql, limited_sql};
-pub use guard::{Description, Limits, Session, SessionOptions, SessionStats};
+pub use guard::{Session, SessionOptions, SessionStats};
+pub use pool::Limits;
 pub use pool::{Db, DbConfigError, PoolSettings, PoolStatus};
 pub use role::RoleReport;
 pub use statement::denied as denied_function;

@@ -6,7 +6,6 @@
 
 use super::connect::{Conn, ConnectError, Connector};
 use super::dsn::{self, Environment};
-use super::guard::Limits;
 use super::role::{self, RoleReport};
 use super::tls::SslMode;
 use deadpool::managed::{
@@ -28,6 +27,21 @@ pub struct PoolSettings {
     pub idle_in_transaction_timeout: Duration,
     /// `--insecure-allow-privileged-role`: serve even when the login role can write
     pub allow_privileged_role: bool,
+}
+
+/// Caps every invocation's queries share.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// rows per statement; a caller may ask for fewer
+    pub max_rows: u32,
+    /// bytes of row data per statement (as Postgres sent them); also what one
+    /// connection may buffer of a single message (`frames.rs`)
+    pub max_bytes: usize,
+    /// refuse a row-returning statement whose planner estimate (EXPLAIN's total cost,
+    /// row cap included) exceeds this, before it runs (`--max-query-cost`)
+    pub max_cost: Option<f64>,
+    /// `EXPLAIN ANALYZE`, which runs its statement, is admitted (`--allow-explain-analyze`)
+    pub allow_explain_analyze: bool,
 }
 
 /// Numbers for `/health` and the pool gauges.
@@ -236,8 +250,21 @@ impl Db {
         &self.inner.connector
     }
 
-    pub(crate) fn retirees(&self) -> &Arc<super::retire::Retirees> {
-        &self.inner.retirees
+    /// Retires `conn`, abandoned mid-statement (see `retire.rs`): the statement
+    /// cancelled, the socket closed, the slot held while its backend works. Never blocks.
+    pub(crate) fn retire(&self, conn: Connection) {
+        self.connector().cancel(&conn);
+        conn.close_socket();
+        match conn.backend().cloned() {
+            Some(backend) => {
+                let target = conn.target_handle();
+                let release = Box::new(move || drop(Object::take(conn)));
+                self.inner
+                    .retirees
+                    .hold(self.connector(), backend, target, release);
+            }
+            None => drop(Object::take(conn)),
+        }
     }
 
     pub fn limits(&self) -> &Limits {

@@ -7,9 +7,7 @@
 //! retired ones included, within `--pool-size`. One watcher connection per pool asks
 //! `pg_stat_activity` about every retired backend at once.
 
-use super::connect::{Conn, Connector};
-use super::pool::{Connection, Db};
-use deadpool::managed::Object;
+use super::connect::{Conn, Connector, Target};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -29,7 +27,9 @@ pub(crate) struct Retirees {
 }
 
 struct Retiree {
-    conn: Connection,
+    /// gives the connection's slot back (takes it out of the pool)
+    release: Box<dyn FnOnce() + Send>,
+    target: Target,
     /// the backend's process id and start time (a pid alone could be reused)
     backend: (i32, String),
     since: Instant,
@@ -46,26 +46,28 @@ impl Retirees {
     }
 }
 
-impl Db {
-    /// Retires `conn` (see the module's comment). Never blocks.
-    pub(crate) fn retire(&self, conn: Connection) {
-        self.connector().cancel(&conn);
-        conn.close_socket();
-        let (Some(backend), Ok(runtime)) = (
-            conn.backend().cloned(),
-            tokio::runtime::Handle::try_current(),
-        ) else {
-            drop(Object::take(conn));
+impl Retirees {
+    /// Holds a retired connection's slot (`release` gives it back) while `backend` on
+    /// `target` works. Never blocks.
+    pub(crate) fn hold(
+        self: &Arc<Self>,
+        connector: &Arc<Connector>,
+        backend: (i32, String),
+        target: Target,
+        release: Box<dyn FnOnce() + Send>,
+    ) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            release();
             return;
         };
-        let retirees = self.retirees().clone();
-        retirees.lock().push(Retiree {
-            conn,
+        self.lock().push(Retiree {
+            release,
+            target,
             backend,
             since: Instant::now(),
         });
-        if !retirees.watching.swap(true, Ordering::AcqRel) {
-            runtime.spawn(watch(retirees, self.connector().clone()));
+        if !self.watching.swap(true, Ordering::AcqRel) {
+            runtime.spawn(watch(self.clone(), connector.clone()));
         }
     }
 }
@@ -88,7 +90,7 @@ async fn watch(retirees: Arc<Retirees>, connector: Arc<Connector>) {
                 return;
             }
             let pids: Vec<i32> = held.iter().map(|r| r.backend.0).collect();
-            (held[0].conn.target_handle(), pids)
+            (held[0].target.clone(), pids)
         };
         let answer = async {
             if watcher.is_none() {
@@ -140,7 +142,7 @@ fn release(held: &mut Vec<Retiree>, done: impl Fn(&Retiree) -> bool, why: &str) 
                     WATCH_LIMIT.as_secs()
                 );
             }
-            drop(Object::take(retiree.conn));
+            (retiree.release)();
         } else {
             i += 1;
         }

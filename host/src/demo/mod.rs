@@ -6,7 +6,8 @@ mod postgres;
 pub use postgres::{ClusterConfig, TempPostgres};
 
 use crate::config::tokens::TokenSpec;
-use crate::config::{Access, DemoArgs, Secret};
+use crate::config::{DemoArgs, Secret};
+use crate::server::Access;
 use crate::server::{self, Auth};
 use anyhow::Context;
 use std::net::SocketAddr;

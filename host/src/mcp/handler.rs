@@ -3,7 +3,7 @@
 //! failure class and logged with its phase timings.
 
 use crate::access::{Identity, RequestInfo};
-use crate::audit::Audit;
+use crate::audit::{Audit, CallRecord};
 use crate::limits::{LIMITED_CODE, Limiter, Permit};
 use crate::metrics::Metrics;
 use crate::runtime::{Fault, Invocation, Runtime, Timings, ToolOutput, ToolSpec};
@@ -262,10 +262,11 @@ impl McpHandler {
             ct,
         } = scope;
         let started = std::time::Instant::now();
-        let mut audit = self
-            .audit
-            .is_on()
-            .then(|| CallRecord::new(&request, info, rpc_id, client, started));
+        let mut audit = self.audit.is_on().then(|| {
+            let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
+            let rpc_id = serde_json::to_value(&rpc_id).unwrap_or(Value::Null);
+            CallRecord::new(&request.name, arguments, info, rpc_id, client, started)
+        });
         let allowed = caller.as_ref().is_some_and(|c| c.may_call(&request.name));
         if !allowed && let Some(spec) = self.runtime.tool(&request.name) {
             self.metrics
@@ -318,7 +319,24 @@ impl McpHandler {
             return to_mcp_result(invocation).map(CallToolResponse::from);
         };
         let result = to_mcp_result(invocation.clone());
-        record.invocation(&invocation, &result);
+        let (bytes, error) = match (&result, &invocation.result) {
+            // The text carries what the structured content does (as JSON): its length
+            // is the answer's size, without serializing the structure again.
+            (Ok(_), Ok(output)) => (
+                output.text.len(),
+                output.is_error.then(|| output.text.clone()),
+            ),
+            (Ok(result), Err(fault)) => (
+                result
+                    .content
+                    .iter()
+                    .filter_map(|c| c.as_text().map(|t| t.text.len()))
+                    .sum(),
+                Some(fault.to_string()),
+            ),
+            (Err(e), _) => (0, Some(e.message.to_string())),
+        };
+        record.invocation(&invocation, bytes, error);
         if self.write(record, caller.as_ref()).await.is_err() && self.audit.required() {
             self.audit.count_refusal("tool_call");
             return Err(audit_error());
@@ -335,7 +353,7 @@ impl McpHandler {
         refusal: ErrorData,
     ) -> Result<CallToolResponse, ErrorData> {
         if let Some(record) = record {
-            record.refused(outcome, &refusal);
+            record.refused(outcome, &refusal.message);
             if self.write(record, caller).await.is_err() && self.audit.required() {
                 self.audit.count_refusal("tool_call");
                 return Err(audit_error());
@@ -353,7 +371,7 @@ impl McpHandler {
     ) -> Result<CallToolResponse, ErrorData> {
         let refusal = audit_error();
         if let Some(record) = record {
-            record.refused("audit_failed", &refusal);
+            record.refused("audit_failed", &refusal.message);
             // Once written, the log is writable again; this call is refused all the
             // same (nothing ran).
             let _ = self.write(record, caller).await;
@@ -382,6 +400,9 @@ impl McpHandler {
     }
 }
 
+/// The least an audit record is waited for, even when the call used its whole deadline.
+const MIN_AUDIT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 fn audit_error() -> ErrorData {
     ErrorData::new(
         AUDIT_CODE,
@@ -390,192 +411,6 @@ fn audit_error() -> ErrorData {
             .to_owned(),
         Some(json!({"kind": "audit_unavailable"})),
     )
-}
-
-/// The audit record of one `tools/call`, filled in as the call goes and serialized
-/// once, when it is written (no JSON tree is built for it).
-struct CallRecord {
-    time: String,
-    info: RequestInfo,
-    rpc_id: rmcp::model::RequestId,
-    client: Option<String>,
-    client_version: Option<String>,
-    tool: String,
-    arguments: Value,
-    ran: Option<Ran>,
-    outcome: &'static str,
-    error_class: Option<&'static str>,
-    error: Option<String>,
-    started: std::time::Instant,
-}
-
-/// What a call that ran adds to its record.
-#[derive(serde::Serialize)]
-struct Ran {
-    component: Option<Arc<str>>,
-    digest: Option<Arc<str>>,
-    queries: u32,
-    rows: u64,
-    timings_us: PhaseMicros,
-    bytes: usize,
-}
-
-#[derive(serde::Serialize)]
-struct PhaseMicros {
-    instantiate: u64,
-    guest: u64,
-    db: u64,
-    total: u64,
-}
-
-/// A record as written (members in this order).
-#[derive(serde::Serialize)]
-struct CallLine<'a> {
-    time: &'a str,
-    event: &'static str,
-    request_id: &'a str,
-    rpc_id: &'a rmcp::model::RequestId,
-    session: Option<&'a str>,
-    remote: Option<std::net::SocketAddr>,
-    client: Option<&'a str>,
-    client_version: Option<&'a str>,
-    tool: &'a str,
-    #[serde(flatten)]
-    ran: Option<&'a Ran>,
-    outcome: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_class: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
-    caller: Value,
-    arguments: &'a Value,
-}
-
-/// The least an audit record is waited for, even when the call used its whole deadline.
-const MIN_AUDIT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
-
-impl CallRecord {
-    fn new(
-        request: &CallToolRequestParams,
-        info: RequestInfo,
-        rpc_id: rmcp::model::RequestId,
-        (client, client_version): (Option<String>, Option<String>),
-        started: std::time::Instant,
-    ) -> Self {
-        Self {
-            time: crate::audit::now_rfc3339(),
-            info,
-            rpc_id,
-            client,
-            client_version,
-            tool: request.name.to_string(),
-            arguments: Value::Object(request.arguments.clone().unwrap_or_default()),
-            ran: None,
-            outcome: "ok",
-            error_class: None,
-            error: None,
-            started,
-        }
-    }
-
-    fn refused(&mut self, outcome: &'static str, refusal: &ErrorData) {
-        self.outcome = outcome;
-        self.error_class = Some(outcome);
-        self.error = Some(refusal.message.to_string());
-    }
-
-    fn invocation(
-        &mut self,
-        invocation: &Invocation<ToolOutput>,
-        result: &Result<CallToolResult, ErrorData>,
-    ) {
-        let outcome = invocation.outcome();
-        let t = &invocation.timings;
-        let (bytes, error) = match (result, &invocation.result) {
-            // The text carries what the structured content does (as JSON): its length
-            // is the answer's size, without serializing the structure again.
-            (Ok(_), Ok(output)) => (
-                output.text.len(),
-                output.is_error.then(|| output.text.clone()),
-            ),
-            (Ok(result), Err(fault)) => (
-                result
-                    .content
-                    .iter()
-                    .filter_map(|c| c.as_text().map(|t| t.text.len()))
-                    .sum(),
-                Some(fault.to_string()),
-            ),
-            (Err(e), _) => (0, Some(e.message.to_string())),
-        };
-        self.ran = Some(Ran {
-            component: invocation.component.clone(),
-            digest: invocation.digest.clone(),
-            queries: t.queries,
-            rows: t.rows,
-            timings_us: PhaseMicros {
-                instantiate: t.instantiate.as_micros() as u64,
-                guest: t.guest.as_micros() as u64,
-                db: t.db.as_micros() as u64,
-                total: t.total.as_micros() as u64,
-            },
-            bytes,
-        });
-        self.outcome = outcome;
-        if outcome != "ok" {
-            self.error_class = Some(outcome);
-            self.error = error;
-        }
-    }
-
-    /// The record's line, with the caller named and the redaction patterns applied.
-    fn finish(&self, caller: Option<&Identity>, audit: &Audit) -> serde_json::Result<String> {
-        let redacted;
-        let arguments = if audit.redacts() {
-            let mut copy = self.arguments.clone();
-            audit.redact(&mut copy);
-            redacted = copy;
-            &redacted
-        } else {
-            &self.arguments
-        };
-        let error = self.error.as_deref().map(|e| audit.redact_text(e));
-        let line = CallLine {
-            time: &self.time,
-            event: "tool_call",
-            request_id: &self.info.id,
-            rpc_id: &self.rpc_id,
-            session: self.info.session.as_deref(),
-            remote: self.info.remote,
-            client: self.client.as_deref(),
-            client_version: self.client_version.as_deref(),
-            tool: &self.tool,
-            ran: self.ran.as_ref(),
-            outcome: self.outcome,
-            error_class: self.error_class,
-            error: error.as_deref(),
-            caller: caller_json(caller),
-            arguments,
-        };
-        serde_json::to_string(&line)
-    }
-}
-
-/// Who called, as the audit record names them: never the token.
-pub fn caller_json(caller: Option<&Identity>) -> Value {
-    match caller {
-        None => Value::Null,
-        Some(c) => json!({
-            "name": &*c.name,
-            "origin": match c.origin {
-                crate::access::Origin::Token => "token",
-                crate::access::Origin::OAuth => "oauth",
-                crate::access::Origin::Anonymous => "anonymous",
-            },
-            "issuer": c.issuer.as_deref(),
-            "oauth_client": c.client.as_deref(),
-        }),
-    }
 }
 
 pub(crate) fn to_mcp_tool(spec: &ToolSpec) -> Tool {

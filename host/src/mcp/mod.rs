@@ -6,4 +6,4 @@ mod handler;
 pub mod legacy_sse;
 pub mod validate;
 
-pub use handler::{Admitted, McpHandler, caller_json};
+pub use handler::{Admitted, McpHandler};

@@ -5,6 +5,9 @@
 use super::Shared;
 use super::bindings::{health_export, tools_export};
 use super::registry::{Loaded, Pre};
+use crate::invocation::{
+    Fault, HealthCheck, HealthReport, HealthState, Invocation, Timings, ToolOutput, TrapKind,
+};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,126 +19,6 @@ use wasmtime::Trap;
 const HOST_CALL_GRACE: Duration = Duration::from_millis(50);
 /// How much of a trap's description (with its wasm backtrace) goes to the log.
 const MAX_TRAP_LOG: usize = 4096;
-
-/// What a tool call produced, when it produced anything.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ToolOutput {
-    pub text: String,
-    /// a JSON object
-    pub structured: Option<Value>,
-    /// a tool error the model should see (`isError: true`)
-    pub is_error: bool,
-}
-
-/// Why an invocation produced no result.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Fault {
-    #[error("unknown tool: {0}")]
-    UnknownTool(String),
-    #[error("invalid arguments: {0}")]
-    InvalidArguments(String),
-    #[error("the component trapped ({kind}): {message}")]
-    Trap { kind: TrapKind, message: String },
-    #[error("the component ran past its {} ms deadline and was stopped", .0.as_millis())]
-    Timeout(Duration),
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    #[error("the component returned an invalid result: {0}")]
-    BadOutput(String),
-    #[error("the client cancelled the call")]
-    Cancelled,
-}
-
-impl Fault {
-    /// The `outcome` label of the call metrics.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            Fault::UnknownTool(_) | Fault::InvalidArguments(_) => "protocol_error",
-            Fault::Trap { .. } | Fault::BadOutput(_) => "trap",
-            Fault::Timeout(_) => "timeout",
-            Fault::Unavailable(_) => "unavailable",
-            Fault::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// How a component trapped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TrapKind {
-    Panic,
-    Unreachable,
-    StackOverflow,
-    MemoryLimit,
-    OutOfBounds,
-    Other,
-}
-
-impl TrapKind {
-    pub const ALL: [TrapKind; 6] = [
-        TrapKind::Panic,
-        TrapKind::Unreachable,
-        TrapKind::StackOverflow,
-        TrapKind::MemoryLimit,
-        TrapKind::OutOfBounds,
-        TrapKind::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TrapKind::Panic => "panic",
-            TrapKind::Unreachable => "unreachable",
-            TrapKind::StackOverflow => "stack_overflow",
-            TrapKind::MemoryLimit => "memory_limit",
-            TrapKind::OutOfBounds => "out_of_bounds",
-            TrapKind::Other => "other",
-        }
-    }
-}
-
-impl std::fmt::Display for TrapKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Where the time of one invocation went.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Timings {
-    pub instantiate: Duration,
-    /// executing in the guest, host calls excluded
-    pub guest: Duration,
-    /// inside host `sql` calls
-    pub db: Duration,
-    pub queries: u32,
-    /// rows the statements returned
-    pub rows: u64,
-    pub total: Duration,
-}
-
-/// The record of one invocation: which component version served it, what came out,
-/// and how long each phase took.
-#[derive(Clone, Debug)]
-pub struct Invocation<T> {
-    pub component: Option<Arc<str>>,
-    pub digest: Option<Arc<str>>,
-    pub result: Result<T, Fault>,
-    pub timings: Timings,
-    /// a statement of this invocation found the database unavailable
-    pub db_unavailable: bool,
-}
-
-impl Invocation<ToolOutput> {
-    /// The `outcome` of the call metrics and logs (DESIGN.md, failure classes): a tool
-    /// error caused by a database outage is a host fault, `unavailable`, not the tool's.
-    pub fn outcome(&self) -> &'static str {
-        match &self.result {
-            Ok(output) if output.is_error && self.db_unavailable => "unavailable",
-            Ok(output) if output.is_error => "tool_error",
-            Ok(_) => "ok",
-            Err(fault) => fault.outcome(),
-        }
-    }
-}
 
 impl<T> Invocation<T> {
     /// Names the component a refused call was addressed to.
@@ -157,29 +40,6 @@ impl<T> Invocation<T> {
             db_unavailable: false,
         }
     }
-}
-
-/// A health component's report.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HealthReport {
-    pub state: HealthState,
-    pub checks: Vec<HealthCheck>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthState {
-    Ok,
-    Degraded,
-    Down,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct HealthCheck {
-    pub name: String,
-    pub state: HealthState,
-    pub detail: String,
-    pub micros: u64,
 }
 
 impl Shared {

@@ -1,4 +1,5 @@
-//! Per-invocation sandbox limits, configured globally (see `config.rs`).
+//! Per-invocation sandbox limits, configured globally (`config/sandbox.rs`, whose flag
+//! defaults a test holds equal to [`Limits::default`]).
 
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(30),
-            health_timeout: Duration::from_secs(2),
+            health_timeout: Duration::from_secs(1),
             memory_bytes: 64 << 20,
             output_bytes: 16 << 10,
             max_sql_calls: 64,

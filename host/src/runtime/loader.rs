@@ -5,9 +5,10 @@
 use super::Shared;
 use super::bindings::{HealthComponentPre, ToolComponentPre, tools_export};
 use super::limits::Limits;
-use super::registry::{Annotations, Loaded, Pre, Source, ToolSpec, World};
+use super::registry::{Loaded, Pre, Source, World};
 use super::schema::ArgumentSchema;
-use super::sql_tools;
+use crate::invocation::{Annotations, ToolSpec};
+use crate::sql_tools;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

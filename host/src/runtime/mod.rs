@@ -14,20 +14,20 @@ mod output;
 mod overrides;
 mod registry;
 mod schema;
-mod sql_tools;
 mod state;
 mod swap;
 pub mod watch;
 
+pub use crate::invocation::{
+    Annotations, ComponentInfo, Fault, HealthCheck, HealthReport, HealthState, Invocation, Timings,
+    ToolOutput, ToolSpec, TrapKind,
+};
+pub use crate::sql_tools::SUFFIX as SQL_TOOLS_SUFFIX;
 pub use builtin::BUILD_DIR;
 pub use catalog::Rejected;
-pub use invoke::{
-    Fault, HealthCheck, HealthReport, HealthState, Invocation, Timings, ToolOutput, TrapKind,
-};
 pub use limits::Limits;
 pub use loader::{LoadError, hex_sha256};
-pub use registry::{Annotations, ComponentInfo, Kind, Source, ToolSpec, World};
-pub use sql_tools::SUFFIX as SQL_TOOLS_SUFFIX;
+pub use registry::{Kind, Source, World};
 pub use swap::{ComponentView, Inspection, SwapError};
 
 use crate::db::Db;

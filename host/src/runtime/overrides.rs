@@ -12,7 +12,7 @@
 //! ```
 
 use super::limits::Limits;
-use crate::config::{parse_duration, parse_statement_timeout};
+use crate::units::{parse_duration, parse_statement_timeout};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]

@@ -6,7 +6,7 @@ use super::bindings::{HealthComponentPre, ToolComponentPre};
 use super::limits::Limits;
 use super::schema::ArgumentSchema;
 use super::state::HostState;
-use serde_json::{Map, Value};
+use crate::invocation::{ComponentInfo, ToolSpec};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,29 +33,6 @@ impl std::fmt::Display for Source {
             Source::Admin => f.write_str("admin"),
         }
     }
-}
-
-/// MCP tool annotations, as the component declared them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Annotations {
-    pub read_only: bool,
-    pub destructive: bool,
-    pub idempotent: bool,
-    pub open_world: bool,
-}
-
-/// One tool as clients see it, validated when its component loaded.
-#[derive(Clone, Debug)]
-pub struct ToolSpec {
-    pub name: String,
-    pub title: Option<String>,
-    pub description: String,
-    /// shared: every `tools/list` and header check hands them out
-    pub input_schema: Arc<Map<String, Value>>,
-    pub output_schema: Option<Arc<Map<String, Value>>>,
-    pub annotations: Annotations,
-    /// the component serving it
-    pub component: Arc<str>,
 }
 
 /// Which world a component implements.
@@ -101,7 +78,7 @@ pub struct Loaded {
     pub(super) pre: Pre,
     /// the declared SQL tools of a `.sql.toml` file, by name (empty for a compiled
     /// component)
-    pub(super) sql: HashMap<String, super::sql_tools::SqlTool>,
+    pub(super) sql: HashMap<String, crate::sql_tools::SqlTool>,
 }
 
 /// What a component file holds.
@@ -129,21 +106,6 @@ impl Kind {
             _ => Kind::Wasm,
         }
     }
-}
-
-/// Public facts about a loaded component (for `/health` and logs).
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct ComponentInfo {
-    pub name: String,
-    pub digest: String,
-    pub world: &'static str,
-    pub source: String,
-    pub size: usize,
-    /// when it was loaded, in seconds since the Unix epoch
-    pub loaded_at: u64,
-    /// invocations this version has served
-    pub calls: u64,
-    pub tools: Vec<String>,
 }
 
 impl Loaded {

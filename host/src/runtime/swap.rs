@@ -8,8 +8,9 @@
 use super::catalog::{Admin, Catalog, Rejected};
 use super::limits::Limits;
 use super::loader;
-use super::registry::{ComponentInfo, Kind, Loaded, Registry, Source};
+use super::registry::{Kind, Loaded, Registry, Source};
 use super::{Runtime, Shared};
+use crate::invocation::ComponentInfo;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -10,8 +10,8 @@
 
 use super::Runtime;
 use super::registry::Kind;
-use super::sql_tools::SUFFIX;
 use super::swap::{DirectoryEntry, valid_name};
+use crate::sql_tools::SUFFIX;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};

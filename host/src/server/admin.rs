@@ -4,7 +4,7 @@
 use super::respond::{self, Body};
 use super::{App, Identity};
 use crate::access::RequestInfo;
-use crate::mcp::caller_json;
+use crate::audit::caller_json;
 use crate::runtime::SwapError;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode};
@@ -40,7 +40,7 @@ pub async fn handle(
     }
     let response = match (method, segments.as_slice()) {
         (Method::GET, []) => return list(app).await,
-        (_, []) => return super::routes::method_not_allowed("GET"),
+        (_, []) => return super::respond::method_not_allowed("GET"),
         (Method::GET, [name]) => return show(app, name).await,
         (Method::PUT, [name]) => put(app, name, request.into_body()).await,
         (Method::DELETE, [name]) => app
@@ -49,14 +49,14 @@ pub async fn handle(
             .await
             .map(|()| json!({"removed": name}))
             .map_err(Refusal::from),
-        (_, [_]) => return super::routes::method_not_allowed("GET, PUT, DELETE"),
+        (_, [_]) => return super::respond::method_not_allowed("GET, PUT, DELETE"),
         (Method::POST, [name, "rollback"]) => app
             .runtime
             .rollback_component(name)
             .await
             .map(|info| json!({"component": info}))
             .map_err(Refusal::from),
-        (_, [_, "rollback"]) => return super::routes::method_not_allowed("POST"),
+        (_, [_, "rollback"]) => return super::respond::method_not_allowed("POST"),
         _ => return respond::error(StatusCode::NOT_FOUND, "no such admin resource"),
     };
     if let (Some(action), Some(component)) = (action, segments.first()) {

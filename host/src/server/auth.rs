@@ -5,12 +5,18 @@
 //! a request carries on (a name, never the token, and its scopes).
 
 use super::oauth::{Rejection, ScopeMap, Verifier};
+use super::respond::{self, Body};
+use super::{App, wellknown};
 pub use crate::access::Identity;
 use crate::access::Origin;
-use crate::config::Access;
+use crate::access::RequestInfo;
 use crate::limits::CallerLimits;
-use http::{HeaderMap, header};
+use crate::secret::Secret;
+use http::Response;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -60,6 +66,26 @@ impl Denied {
             _ => None,
         }
     }
+}
+
+/// Who may call: the configured tokens, and whether callers without one are let in
+/// (`--insecure-no-auth`; they never get admin rights).
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub tokens: Vec<TokenSpec>,
+    pub anonymous: bool,
+}
+
+/// One token and what it may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSpec {
+    pub name: String,
+    pub secret: Secret,
+    /// `None`: every tool
+    pub tools: Option<BTreeSet<String>>,
+    pub admin: bool,
+    /// its own limits; what it leaves unset comes from the flags
+    pub limits: CallerLimits,
 }
 
 /// The configured tokens, OAuth when on, and whether callers without a valid token are
@@ -217,6 +243,145 @@ impl Auth {
     }
 }
 
+impl App {
+    /// The rules of every route but the probes: an allowed Host (HTTP/2 sends it as the
+    /// `:authority`, which hyper puts in the URI), and an allowed Origin when one is sent
+    /// (a browser page on another site). (rmcp checks the Host of the `/mcp` requests it
+    /// serves again; `mcp/direct.rs` leaves it any request without a plain Host.)
+    pub(super) fn check_host_and_origin(
+        &self,
+        headers: &HeaderMap,
+        uri: &http::Uri,
+    ) -> Result<(), Box<Response<Body>>> {
+        let host = headers
+            .get(header::HOST)
+            .map(|h| h.to_str().unwrap_or("\u{0}"))
+            .or_else(|| uri.authority().map(|a| a.as_str()));
+        // (`handle` has copied an HTTP/2 `:authority` into Host already.)
+        if !self.hosts.allows(host) {
+            self.metrics.auth_failure("forbidden_host");
+            tracing::info!(host, "refused a request for a foreign Host");
+            return Err(Box::new(respond::error(
+                StatusCode::FORBIDDEN,
+                "this Host is not allowed (see --allowed-host)",
+            )));
+        }
+        self.check_origin(headers)
+    }
+
+    /// The caller's identity, or the 401 to send (after its audit record).
+    pub(super) async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        info: &RequestInfo,
+        route: &'static str,
+    ) -> Result<Identity, Box<Response<Body>>> {
+        let denied = match self.auth.check(headers).await {
+            Ok(identity) => return Ok(identity),
+            Err(denied) => denied,
+        };
+        if self.audit.is_on() {
+            let record = json!({
+                "time": crate::audit::now_rfc3339(),
+                "event": "auth_refused",
+                "request_id": &*info.id,
+                "remote": info.remote.map(|r| r.to_string()),
+                "route": route,
+                "outcome": "refused",
+                "error_class": denied.reason(),
+            });
+            let _ = self
+                .audit
+                .write(&record, self.runtime.limits().timeout)
+                .await;
+        }
+        {
+            self.metrics.auth_failure(denied.reason());
+            tracing::info!(reason = denied.reason(), "authentication failed");
+            let challenge = match denied {
+                Denied::Invalid | Denied::Token(_) => {
+                    wellknown::Challenge::InvalidToken(denied.description().unwrap_or(""))
+                }
+                Denied::Missing | Denied::Malformed => wellknown::Challenge::Missing,
+            };
+            let mut response = respond::error(
+                StatusCode::UNAUTHORIZED,
+                denied
+                    .description()
+                    .unwrap_or("a valid bearer token is required (Authorization: Bearer <token>)"),
+            );
+            if let Ok(value) =
+                HeaderValue::from_str(&wellknown::challenge(self, headers, challenge))
+            {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+            Err(Box::new(response))
+        }
+    }
+
+    /// The scope that grants every tool.
+    pub(super) fn tools_scope(&self) -> String {
+        self.auth.oauth().map_or("tools".to_owned(), |v| {
+            v.settings().scopes.all_tools.clone()
+        })
+    }
+
+    /// The scope that grants the admin API, as the caller would ask for it.
+    pub(super) fn admin_scope(&self, identity: &Identity) -> String {
+        match (identity.origin, self.auth.oauth()) {
+            (Origin::OAuth, Some(verifier)) => verifier.settings().scopes.admin.clone(),
+            _ => "admin".to_owned(),
+        }
+    }
+
+    /// 403 with an `insufficient_scope` challenge naming `scope`, so an OAuth client can
+    /// ask for it.
+    pub(super) fn forbidden(&self, headers: &HeaderMap, scope: &str) -> Response<Body> {
+        self.metrics.auth_failure("insufficient_scope");
+        let mut response = respond::error(
+            StatusCode::FORBIDDEN,
+            &format!("this token lacks the `{scope}` scope"),
+        );
+        let challenge = wellknown::challenge(
+            self,
+            headers,
+            wellknown::Challenge::InsufficientScope(scope),
+        );
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+
+    /// Writes the record of a refusal made before any tool or admin action ran (the
+    /// refusal stands whether or not the record is written; a failure is counted).
+    pub(super) async fn audit_refusal(&self, record: Value) {
+        self.audit
+            .write_refusal(&record, self.runtime.limits().timeout)
+            .await;
+    }
+
+    pub(super) fn check_origin(&self, headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or("");
+        if self.origins.allows(origin) {
+            return Ok(());
+        }
+        self.metrics.auth_failure("forbidden_origin");
+        tracing::info!(origin, "refused a request from a foreign origin");
+        Err(Box::new(respond::error(
+            StatusCode::FORBIDDEN,
+            "this Origin is not allowed (see --allowed-origin)",
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,8 +393,7 @@ mod tests {
             .expect("a runtime")
             .block_on(auth.check(headers))
     }
-    use crate::config::Secret;
-    use crate::config::tokens::TokenSpec;
+    use crate::secret::Secret;
     use http::HeaderValue;
 
     fn auth(specs: Vec<TokenSpec>) -> Auth {
@@ -309,8 +473,7 @@ mod tests {
 mod digest_tests {
     use super::tests::check;
     use super::*;
-    use crate::config::Secret;
-    use crate::config::tokens::TokenSpec;
+    use crate::secret::Secret;
     use http::HeaderValue;
 
     fn bearer(token: &str) -> HeaderMap {

@@ -13,10 +13,11 @@ mod respond;
 mod routes;
 pub mod sessions;
 pub mod stream_budget;
+mod streamable;
 mod tls;
 mod wellknown;
 
-pub use auth::{Auth, Denied, Identity};
+pub use auth::{Access, Auth, Denied, Identity, TokenSpec};
 pub use origin::Origins;
 pub use tls::{TlsError, TlsFiles};
 

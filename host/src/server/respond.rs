@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use serde_json::{Value, json};
 use std::convert::Infallible;
 
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -35,4 +36,31 @@ pub fn text(text: String) -> Body {
 /// No body at all (204 and the like).
 pub fn empty() -> Body {
     http_body_util::Empty::new().boxed()
+}
+
+/// 405 with the methods the route allows.
+pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// 429 with `Retry-After` and a JSON-RPC error (code [`crate::limits::LIMITED_CODE`]) naming the limit.
+pub fn too_many(id: &Value, message: &str, kind: &str, retry_after: u64) -> Response<Body> {
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": crate::limits::LIMITED_CODE,
+            "message": message,
+            "data": {"kind": kind, "retryAfter": retry_after},
+        },
+    });
+    let mut response = json(StatusCode::TOO_MANY_REQUESTS, &body);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    response
 }

@@ -3,7 +3,13 @@
 //! cap the least recently used idle session is closed to make room; when every session
 //! is busy, the new one is refused.
 
-use std::collections::HashMap;
+use super::respond::Body;
+use super::respond::too_many;
+use super::{App, Identity};
+use http::Response;
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -216,6 +222,84 @@ impl Book {
     /// Forgets a session that ended.
     pub fn closed(&self, id: &str) {
         self.lock().remove(id);
+    }
+}
+
+/// How long an opening waits for the sessions it replaces to close (a session whose
+/// worker stopped draining could hold it forever).
+const EVICTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl App {
+    /// Room for one more session of `identity`: closes the least recently used idle
+    /// sessions past the caps, or answers 429 when every one is busy.
+    pub(super) async fn make_session_room(
+        &self,
+        identity: &Identity,
+        id: &Value,
+    ) -> Result<Reservation, Box<Response<Body>>> {
+        let seen = std::time::Instant::now();
+        let live: HashSet<Arc<str>> = self
+            .sessions
+            .sessions
+            .read()
+            .await
+            .keys()
+            .cloned()
+            .collect();
+        let legacy = &self.legacy;
+        let room = self
+            .book
+            .make_room(&identity.owner(), seen, |id, kind| match kind {
+                Kind::Streamable => live.contains(id),
+                Kind::Legacy => legacy.contains(id),
+                Kind::Reserved => true,
+            });
+        match room {
+            Ok((evicted, room)) => {
+                let mut closing = Vec::new();
+                for (session, kind) in evicted {
+                    tracing::info!(
+                        %session,
+                        caller = &*identity.name,
+                        "closing the least recently used idle session: a session cap was reached"
+                    );
+                    match kind {
+                        // Closed in a task of its own: a request cancelled while it waits
+                        // for rmcp's lock must not leave the session open, out of the book.
+                        Kind::Streamable => {
+                            let sessions = self.sessions.clone();
+                            closing.push(tokio::spawn(async move {
+                                let _ = sessions.close_session(&session).await;
+                            }));
+                        }
+                        Kind::Legacy => self.legacy.close(&session),
+                        Kind::Reserved => {}
+                    }
+                }
+                // The new session opens only once the ones it replaces are gone: rmcp's
+                // map never holds more than the caps allow, however many openings race.
+                for close in closing {
+                    match tokio::time::timeout(EVICTION_WAIT, close).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!("closing an evicted session failed: {e}"),
+                        Err(_) => tracing::warn!(
+                            "an evicted session did not close within {} s; opening anyway",
+                            EVICTION_WAIT.as_secs()
+                        ),
+                    }
+                }
+                Ok(room)
+            }
+            Err(full) => {
+                self.limiter.count_refusal(identity, "sessions");
+                tracing::info!(
+                    caller = &*identity.name,
+                    "refused a session: {}",
+                    full.message
+                );
+                Err(Box::new(too_many(id, &full.message, "sessions", 1)))
+            }
+        }
     }
 }
 

@@ -56,7 +56,7 @@ impl TestServer {
         let Command::Serve(serve) = cli.command else {
             unreachable!("parsed a serve command")
         };
-        let auth = serve.auth().expect("valid authentication settings");
+        let auth = mcp_sandbox::auth(&serve).expect("valid authentication settings");
         let app = mcp_sandbox::build_app(
             serve.database_url.expose(),
             auth,
@@ -183,7 +183,7 @@ pub async fn start_error(url: &str, flags: &[&str]) -> Option<String> {
     let Command::Serve(serve) = cli.command else {
         unreachable!("parsed a serve command")
     };
-    let auth = match serve.auth() {
+    let auth = match mcp_sandbox::auth(&serve) {
         Ok(auth) => auth,
         Err(e) => return Some(format!("{e:#}")),
     };

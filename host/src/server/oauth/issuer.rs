@@ -304,7 +304,7 @@ fn parse_jwks(json: &Value) -> Result<Keys, IssuerError> {
         let alg = match jwk.common.key_algorithm {
             None => None,
             Some(named) => match named.to_string().parse::<Algorithm>() {
-                Ok(alg) if super::jwt::ALGORITHMS.contains(&alg) => Some(alg),
+                Ok(alg) if super::ALGORITHMS.contains(&alg) => Some(alg),
                 _ => continue,
             },
         };

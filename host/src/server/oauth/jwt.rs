@@ -4,19 +4,11 @@
 //! this server's resource URI), `exp` and `nbf` (with [`LEEWAY`]).
 
 use super::issuer::Key;
-use super::{Grant, LEEWAY, Rejection};
+use super::{ALGORITHMS, Grant, LEEWAY, Rejection};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::Deserialize;
 use serde_json::Value;
-
-/// The signature algorithms a token may use.
-pub const ALGORITHMS: &[Algorithm] = &[
-    Algorithm::RS256,
-    Algorithm::PS256,
-    Algorithm::ES256,
-    Algorithm::EdDSA,
-];
 
 /// Three base64url parts: a JWS (opaque tokens go to introspection).
 pub fn looks_like_jwt(token: &str) -> bool {

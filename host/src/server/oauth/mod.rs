@@ -12,7 +12,7 @@ mod scopes;
 
 pub use scopes::ScopeMap;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use client::Https;
 use introspect::Introspector;
 use issuer::Issuer;
@@ -22,6 +22,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
+
+/// The signature algorithms a token may use.
+pub const ALGORITHMS: &[jsonwebtoken::Algorithm] = &[
+    jsonwebtoken::Algorithm::RS256,
+    jsonwebtoken::Algorithm::PS256,
+    jsonwebtoken::Algorithm::ES256,
+    jsonwebtoken::Algorithm::EdDSA,
+];
 
 /// Leeway on `exp` and `nbf`, for clocks a little apart.
 pub const LEEWAY: Duration = Duration::from_secs(30);

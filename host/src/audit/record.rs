@@ -1,0 +1,182 @@
+//! The audit records a server writes, one type each, with plain fields: the audit log's
+//! format is a contract operators verify offline, so it lives in one place. A tool call's
+//! record is filled in as the call goes and serialized once, when it is written.
+
+use super::Audit;
+use crate::access::{Identity, RequestInfo};
+use crate::invocation::{Invocation, ToolOutput};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// The audit record of one `tools/call`, filled in as the call goes and serialized
+/// once, when it is written (no JSON tree is built for it).
+pub struct CallRecord {
+    time: String,
+    info: RequestInfo,
+    /// the JSON-RPC id, as the client sent it
+    rpc_id: Value,
+    client: Option<String>,
+    client_version: Option<String>,
+    tool: String,
+    arguments: Value,
+    ran: Option<Ran>,
+    outcome: &'static str,
+    error_class: Option<&'static str>,
+    error: Option<String>,
+    /// when the call arrived (its deadline counts from here)
+    pub started: std::time::Instant,
+}
+
+/// What a call that ran adds to its record.
+#[derive(serde::Serialize)]
+struct Ran {
+    component: Option<Arc<str>>,
+    digest: Option<Arc<str>>,
+    queries: u32,
+    rows: u64,
+    timings_us: PhaseMicros,
+    bytes: usize,
+}
+
+#[derive(serde::Serialize)]
+struct PhaseMicros {
+    instantiate: u64,
+    guest: u64,
+    db: u64,
+    total: u64,
+}
+
+/// A record as written (members in this order).
+#[derive(serde::Serialize)]
+struct CallLine<'a> {
+    time: &'a str,
+    event: &'static str,
+    request_id: &'a str,
+    rpc_id: &'a Value,
+    session: Option<&'a str>,
+    remote: Option<std::net::SocketAddr>,
+    client: Option<&'a str>,
+    client_version: Option<&'a str>,
+    tool: &'a str,
+    #[serde(flatten)]
+    ran: Option<&'a Ran>,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_class: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    caller: Value,
+    arguments: &'a Value,
+}
+
+impl CallRecord {
+    /// The record of a call of `tool` with `arguments`, as it arrives.
+    pub fn new(
+        tool: &str,
+        arguments: Value,
+        info: RequestInfo,
+        rpc_id: Value,
+        (client, client_version): (Option<String>, Option<String>),
+        started: std::time::Instant,
+    ) -> Self {
+        Self {
+            time: super::now_rfc3339(),
+            info,
+            rpc_id,
+            client,
+            client_version,
+            tool: tool.to_owned(),
+            arguments,
+            ran: None,
+            outcome: "ok",
+            error_class: None,
+            error: None,
+            started,
+        }
+    }
+
+    /// The call was refused before it ran (`outcome` says why), with this message.
+    pub fn refused(&mut self, outcome: &'static str, message: &str) {
+        self.outcome = outcome;
+        self.error_class = Some(outcome);
+        self.error = Some(message.to_owned());
+    }
+
+    /// The call ran: what it produced, the answer's size in bytes and its error text.
+    pub fn invocation(
+        &mut self,
+        invocation: &Invocation<ToolOutput>,
+        bytes: usize,
+        error: Option<String>,
+    ) {
+        let outcome = invocation.outcome();
+        let t = &invocation.timings;
+        self.ran = Some(Ran {
+            component: invocation.component.clone(),
+            digest: invocation.digest.clone(),
+            queries: t.queries,
+            rows: t.rows,
+            timings_us: PhaseMicros {
+                instantiate: t.instantiate.as_micros() as u64,
+                guest: t.guest.as_micros() as u64,
+                db: t.db.as_micros() as u64,
+                total: t.total.as_micros() as u64,
+            },
+            bytes,
+        });
+        self.outcome = outcome;
+        if outcome != "ok" {
+            self.error_class = Some(outcome);
+            self.error = error;
+        }
+    }
+
+    /// The record's line, with the caller named and the redaction patterns applied.
+    pub fn finish(&self, caller: Option<&Identity>, audit: &Audit) -> serde_json::Result<String> {
+        let redacted;
+        let arguments = if audit.redacts() {
+            let mut copy = self.arguments.clone();
+            audit.redact(&mut copy);
+            redacted = copy;
+            &redacted
+        } else {
+            &self.arguments
+        };
+        let error = self.error.as_deref().map(|e| audit.redact_text(e));
+        let line = CallLine {
+            time: &self.time,
+            event: "tool_call",
+            request_id: &self.info.id,
+            rpc_id: &self.rpc_id,
+            session: self.info.session.as_deref(),
+            remote: self.info.remote,
+            client: self.client.as_deref(),
+            client_version: self.client_version.as_deref(),
+            tool: &self.tool,
+            ran: self.ran.as_ref(),
+            outcome: self.outcome,
+            error_class: self.error_class,
+            error: error.as_deref(),
+            caller: caller_json(caller),
+            arguments,
+        };
+        serde_json::to_string(&line)
+    }
+}
+
+/// Who called, as the audit record names them: never the token.
+pub fn caller_json(caller: Option<&Identity>) -> Value {
+    match caller {
+        None => Value::Null,
+        Some(c) => json!({
+            "name": &*c.name,
+            "origin": match c.origin {
+                crate::access::Origin::Token => "token",
+                crate::access::Origin::OAuth => "oauth",
+                crate::access::Origin::Anonymous => "anonymous",
+            },
+            "issuer": c.issuer.as_deref(),
+            "oauth_client": c.client.as_deref(),
+        }),
+    }
+}
