@@ -35,6 +35,7 @@ mod sql_guard;
 mod sql_tools;
 mod stateless;
 mod swap;
+mod tidy;
 
 fn main() {
     // The in-process servers and their clients share this process's descriptors (the
@@ -76,6 +77,7 @@ fn main() {
         sql_tools::trials(),
         stateless::trials(),
         swap::trials(),
+        tidy::trials(),
     ]
     .into_iter()
     .flatten()
