@@ -75,15 +75,76 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// The `outcome` label of the call metrics.
-    pub fn outcome(&self) -> &'static str {
+    /// The outcome of a call that ended so.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Fault::UnknownTool(_) | Fault::InvalidArguments(_) => "protocol_error",
-            Fault::Trap { .. } | Fault::BadOutput(_) => "trap",
-            Fault::Timeout(_) => "timeout",
-            Fault::Unavailable(_) => "unavailable",
-            Fault::Cancelled => "cancelled",
+            Fault::UnknownTool(_) | Fault::InvalidArguments(_) => Outcome::ProtocolError,
+            Fault::Trap { .. } | Fault::BadOutput(_) => Outcome::Trap,
+            Fault::Timeout(_) => Outcome::Timeout,
+            Fault::Unavailable(_) => Outcome::Unavailable,
+            Fault::Cancelled => Outcome::Cancelled,
         }
+    }
+}
+
+/// How a tool call ended, one name for metrics (`outcome` of `mcp_tool_calls_total`),
+/// logs and the audit log (DESIGN.md's failure classes, and the refusals before a call
+/// runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    ToolError,
+    ProtocolError,
+    Trap,
+    Timeout,
+    Unavailable,
+    Cancelled,
+    /// the caller may not call this tool
+    Denied,
+    /// a per-caller limit refused it (counted in `mcp_sandbox_limited_total`)
+    Limited,
+    /// its audit record could not be written (counted with the audit log's errors)
+    AuditFailed,
+}
+
+impl Outcome {
+    /// The outcomes `mcp_tool_calls_total` counts.
+    pub const COUNTED: [Outcome; 8] = [
+        Outcome::Ok,
+        Outcome::ToolError,
+        Outcome::ProtocolError,
+        Outcome::Trap,
+        Outcome::Timeout,
+        Outcome::Unavailable,
+        Outcome::Denied,
+        Outcome::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ToolError => "tool_error",
+            Outcome::ProtocolError => "protocol_error",
+            Outcome::Trap => "trap",
+            Outcome::Timeout => "timeout",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Denied => "denied",
+            Outcome::Limited => "limited",
+            Outcome::AuditFailed => "audit_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -155,11 +216,11 @@ pub struct Invocation<T> {
 impl Invocation<ToolOutput> {
     /// The `outcome` of the call metrics and logs (DESIGN.md, failure classes): a tool
     /// error caused by a database outage is a host fault, `unavailable`, not the tool's.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> Outcome {
         match &self.result {
-            Ok(output) if output.is_error && self.db_unavailable => "unavailable",
-            Ok(output) if output.is_error => "tool_error",
-            Ok(_) => "ok",
+            Ok(output) if output.is_error && self.db_unavailable => Outcome::Unavailable,
+            Ok(output) if output.is_error => Outcome::ToolError,
+            Ok(_) => Outcome::Ok,
             Err(fault) => fault.outcome(),
         }
     }

@@ -3,7 +3,7 @@
 //! 5 µs because the sandbox costs microseconds and the database milliseconds.
 
 use crate::db::PoolStatus;
-use crate::invocation::{ComponentInfo, Timings, TrapKind};
+use crate::invocation::{ComponentInfo, Outcome, Timings, TrapKind};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -19,17 +19,6 @@ const BUCKETS: &[f64] = &[
 /// names must not become label values (unbounded cardinality).
 pub const UNKNOWN_TOOL: &str = "_unknown";
 
-/// Every `outcome` of `mcp_tool_calls_total`.
-pub const OUTCOMES: &[&str] = &[
-    "ok",
-    "tool_error",
-    "protocol_error",
-    "trap",
-    "timeout",
-    "unavailable",
-    "denied",
-    "cancelled",
-];
 const AUTH_FAILURE_REASONS: &[&str] = &[
     "missing",
     "malformed",
@@ -323,14 +312,21 @@ impl Metrics {
     }
 
     /// One tool call; `component` is empty when the tool was unknown.
-    pub fn tool_call(&self, tool: &str, component: &str, outcome: &str, timings: &Timings) {
+    /// One tool call, counted once where every transport's calls pass (`mcp/`); the
+    /// runtime records the phases ([`Metrics::phases`]).
+    pub fn tool_call(
+        &self,
+        tool: &str,
+        component: &str,
+        outcome: Outcome,
+        total: std::time::Duration,
+    ) {
         self.tool_calls
-            .with_label_values(&[tool, component, outcome])
+            .with_label_values(&[tool, component, outcome.as_str()])
             .inc();
         self.tool_call_duration
             .with_label_values(&[tool, component])
-            .observe(timings.total.as_secs_f64());
-        self.phases(component, timings);
+            .observe(total.as_secs_f64());
     }
 
     pub fn health_check(&self, component: &str, state: &str, timings: &Timings) {
@@ -343,7 +339,8 @@ impl Metrics {
         self.phases(component, timings);
     }
 
-    fn phases(&self, component: &str, timings: &Timings) {
+    /// Where an invocation's time went (instantiation, guest, database).
+    pub fn phases(&self, component: &str, timings: &Timings) {
         if component.is_empty() || timings.instantiate.is_zero() {
             return; // never reached a component
         }
@@ -442,9 +439,12 @@ impl Metrics {
                 self.traps.with_label_values(&[c.name.as_str(), kind]);
             }
             for tool in &c.tools {
-                for outcome in OUTCOMES {
-                    self.tool_calls
-                        .with_label_values(&[tool.as_str(), c.name.as_str(), outcome]);
+                for outcome in Outcome::COUNTED {
+                    self.tool_calls.with_label_values(&[
+                        tool.as_str(),
+                        c.name.as_str(),
+                        outcome.as_str(),
+                    ]);
                 }
             }
             if c.world == "health-component" {

@@ -4,7 +4,7 @@
 
 use super::Audit;
 use crate::access::{Identity, RequestInfo};
-use crate::invocation::{Invocation, ToolOutput};
+use crate::invocation::{Invocation, Outcome, ToolOutput};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -20,8 +20,8 @@ pub struct CallRecord {
     tool: String,
     arguments: Value,
     ran: Option<Ran>,
-    outcome: &'static str,
-    error_class: Option<&'static str>,
+    outcome: Outcome,
+    error_class: Option<Outcome>,
     error: Option<String>,
     /// when the call arrived (its deadline counts from here)
     pub started: std::time::Instant,
@@ -60,9 +60,9 @@ struct CallLine<'a> {
     tool: &'a str,
     #[serde(flatten)]
     ran: Option<&'a Ran>,
-    outcome: &'static str,
+    outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error_class: Option<&'static str>,
+    error_class: Option<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
     caller: Value,
@@ -88,7 +88,7 @@ impl CallRecord {
             tool: tool.to_owned(),
             arguments,
             ran: None,
-            outcome: "ok",
+            outcome: Outcome::Ok,
             error_class: None,
             error: None,
             started,
@@ -96,7 +96,7 @@ impl CallRecord {
     }
 
     /// The call was refused before it ran (`outcome` says why), with this message.
-    pub fn refused(&mut self, outcome: &'static str, message: &str) {
+    pub fn refused(&mut self, outcome: Outcome, message: &str) {
         self.outcome = outcome;
         self.error_class = Some(outcome);
         self.error = Some(message.to_owned());
@@ -125,7 +125,7 @@ impl CallRecord {
             bytes,
         });
         self.outcome = outcome;
-        if outcome != "ok" {
+        if outcome != Outcome::Ok {
             self.error_class = Some(outcome);
             self.error = error;
         }

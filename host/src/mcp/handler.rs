@@ -4,9 +4,10 @@
 
 use crate::access::{Identity, RequestInfo};
 use crate::audit::{Audit, CallRecord};
+use crate::invocation::Outcome;
 use crate::limits::{LIMITED_CODE, Limiter, Permit};
-use crate::metrics::Metrics;
-use crate::runtime::{Fault, Invocation, Runtime, Timings, ToolOutput, ToolSpec};
+use crate::metrics::{Metrics, UNKNOWN_TOOL};
+use crate::runtime::{Fault, Invocation, Runtime, ToolOutput, ToolSpec};
 use rmcp::ServerHandler;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, ErrorData,
@@ -269,14 +270,18 @@ impl McpHandler {
         });
         let allowed = caller.as_ref().is_some_and(|c| c.may_call(&request.name));
         if !allowed && let Some(spec) = self.runtime.tool(&request.name) {
-            self.metrics
-                .tool_call(&spec.name, &spec.component, "denied", &Timings::default());
+            self.metrics.tool_call(
+                &spec.name,
+                &spec.component,
+                Outcome::Denied,
+                std::time::Duration::ZERO,
+            );
             tracing::info!(
                 target: "mcp_sandbox::invocation",
                 tool = &*request.name,
                 caller = caller.as_ref().map(|c| &*c.name),
                 client = caller.as_ref().and_then(|c| c.client.as_deref()),
-                outcome = "denied",
+                outcome = Outcome::Denied.as_str(),
                 "tools/call"
             );
             let refusal = ErrorData::new(
@@ -285,7 +290,7 @@ impl McpHandler {
                 Some(json!({"kind": "denied"})),
             );
             return self
-                .refuse(audit.as_mut(), caller.as_ref(), "denied", refusal)
+                .refuse(audit.as_mut(), caller.as_ref(), Outcome::Denied, refusal)
                 .await;
         }
         let _permit = match (admitted, &caller) {
@@ -302,7 +307,7 @@ impl McpHandler {
                         })),
                     );
                     return self
-                        .refuse(audit.as_mut(), Some(caller), "limited", refusal)
+                        .refuse(audit.as_mut(), Some(caller), Outcome::Limited, refusal)
                         .await;
                 }
             },
@@ -314,6 +319,17 @@ impl McpHandler {
         // The audit record took its own copy; the call takes the arguments themselves.
         let arguments = Value::Object(request.arguments.take().unwrap_or_default());
         let invocation = self.runtime.call_tool(&request.name, &arguments, &ct).await;
+        // Counted here, once: the rmcp and the direct paths both call this.
+        let label = match invocation.result {
+            Err(Fault::UnknownTool(_)) => UNKNOWN_TOOL,
+            _ => &*request.name,
+        };
+        self.metrics.tool_call(
+            label,
+            invocation.component.as_deref().unwrap_or(""),
+            invocation.outcome(),
+            invocation.timings.total,
+        );
         log_invocation(&request.name, caller.as_ref(), &invocation);
         let Some(record) = audit.as_mut() else {
             return to_mcp_result(invocation).map(CallToolResponse::from);
@@ -349,7 +365,7 @@ impl McpHandler {
         &self,
         record: Option<&mut CallRecord>,
         caller: Option<&Identity>,
-        outcome: &'static str,
+        outcome: Outcome,
         refusal: ErrorData,
     ) -> Result<CallToolResponse, ErrorData> {
         if let Some(record) = record {
@@ -371,7 +387,7 @@ impl McpHandler {
     ) -> Result<CallToolResponse, ErrorData> {
         let refusal = audit_error();
         if let Some(record) = record {
-            record.refused("audit_failed", &refusal.message);
+            record.refused(Outcome::AuditFailed, &refusal.message);
             // Once written, the log is writable again; this call is refused all the
             // same (nothing ran).
             let _ = self.write(record, caller).await;
@@ -502,7 +518,7 @@ pub(crate) fn log_invocation(
         client = caller.and_then(|c| c.client.as_deref()),
         component = invocation.component.as_deref(),
         digest,
-        outcome,
+        outcome = outcome.as_str(),
         instantiate_us = t.instantiate.as_micros() as u64,
         guest_us = t.guest.as_micros() as u64,
         db_us = t.db.as_micros() as u64,

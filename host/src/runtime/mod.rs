@@ -31,7 +31,7 @@ pub use registry::{Kind, Source, World};
 pub use swap::{ComponentView, Inspection, SwapError};
 
 use crate::db::Db;
-use crate::metrics::{Metrics, UNKNOWN_TOOL};
+use crate::metrics::Metrics;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use engine::EpochTicker;
@@ -259,15 +259,9 @@ impl Runtime {
                 }
             },
         };
-        let outcome = invocation.outcome();
-        let label = match invocation.result {
-            Err(Fault::UnknownTool(_)) => UNKNOWN_TOOL,
-            _ => tool,
-        };
+        // (The call itself is counted by `mcp/`, where every transport's calls pass.)
         let component = invocation.component.as_deref().unwrap_or("");
-        self.shared
-            .metrics
-            .tool_call(label, component, outcome, &invocation.timings);
+        self.shared.metrics.phases(component, &invocation.timings);
         self.shared.count_trap(component, &invocation.result);
         invocation
     }

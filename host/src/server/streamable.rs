@@ -4,17 +4,18 @@
 //! answered in HTTP (429), then rmcp (or `mcp/direct.rs` for a plain stateless call).
 //! Mirrors `legacy.rs`, which serves the 2024-11-05 transport.
 
+use super::respond::RequestBody;
 use super::respond::{self, Body, too_many};
 use super::sessions::{Kind, NotOwner};
 use super::{App, Identity, stream_budget};
 use crate::access::{Origin, RequestInfo};
 use crate::audit::caller_json;
+use crate::invocation::Outcome;
 use crate::limits::Limited;
 use crate::mcp::{Admitted, direct, validate};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use tower_service::Service;
@@ -35,9 +36,9 @@ pub(super) fn held<T: Send + Sync + 'static>(response: Response<Body>, guard: T)
 impl App {
     /// `/mcp` for an authenticated caller: its sessions bound to it and capped, the
     /// stateless path's limits answered in HTTP (429), then rmcp.
-    pub(super) async fn serve_mcp(
+    pub(super) async fn serve_mcp<B: RequestBody>(
         &self,
-        request: Request<Incoming>,
+        request: Request<B>,
         identity: Identity,
         mut info: RequestInfo,
     ) -> Response<Body> {
@@ -233,7 +234,7 @@ impl App {
             identity,
             info,
             peek,
-            "limited",
+            Outcome::Limited,
             limited.kind(),
             &limited.message(),
         );
@@ -249,7 +250,7 @@ impl App {
         identity: &Identity,
         info: &RequestInfo,
         peek: &validate::Peek,
-        outcome: &str,
+        outcome: Outcome,
         error_class: &str,
         error: &str,
     ) -> Value {
@@ -264,7 +265,7 @@ impl App {
             "caller": caller_json(Some(identity)),
             "tool": peek.tool,
             "arguments": arguments,
-            "outcome": outcome,
+            "outcome": outcome.as_str(),
             "error_class": error_class,
             "error": error,
         })
@@ -272,10 +273,10 @@ impl App {
 
     /// Reads an `/mcp` body up to the size limit (413 beyond it) and, for JSON posts,
     /// rejects malformed JSON-RPC with a 400 and the JSON-RPC error the spec names.
-    pub(super) async fn read_mcp_body(
+    pub(super) async fn read_mcp_body<B: RequestBody>(
         &self,
         parts: &http::request::Parts,
-        body: Incoming,
+        body: B,
     ) -> Result<Bytes, Box<Response<Body>>> {
         let limited = http_body_util::Limited::new(body, self.max_request_bytes);
         // A body trickled in forever would hold the connection and this task.
@@ -362,7 +363,7 @@ impl App {
                 identity,
                 info,
                 &peek,
-                "denied",
+                Outcome::Denied,
                 "insufficient_scope",
                 &format!("the token lacks the scope `{scope}`"),
             );
