@@ -29,6 +29,7 @@ mod protocol;
 mod query_sql;
 mod red_team;
 mod replicas;
+mod routing;
 mod sandbox;
 mod shutdown;
 mod sql_guard;
@@ -71,6 +72,7 @@ fn main() {
         query_sql::trials(),
         red_team::trials(),
         replicas::trials(),
+        routing::trials(),
         sandbox::trials(),
         shutdown::trials(),
         sql_guard::trials(),

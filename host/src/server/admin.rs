@@ -1,6 +1,7 @@
 //! The admin API (admin-scoped tokens only): list the components, and put, remove or
 //! roll back one while the server serves (see `runtime/swap.rs`).
 
+use super::respond::RequestBody;
 use super::respond::{self, Body};
 use super::{App, Identity};
 use crate::access::RequestInfo;
@@ -9,12 +10,11 @@ use crate::runtime::SwapError;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde_json::json;
 
-pub async fn handle(
+pub async fn handle<B: RequestBody>(
     app: &App,
-    request: Request<Incoming>,
+    request: Request<B>,
     identity: &Identity,
     info: &RequestInfo,
 ) -> Response<Body> {
@@ -141,7 +141,7 @@ async fn show(app: &App, name: &str) -> Response<Body> {
 }
 
 /// `PUT /admin/components/NAME` with the `.wasm` bytes as the body.
-async fn put(app: &App, name: &str, body: Incoming) -> Result<serde_json::Value, Refusal> {
+async fn put<B: RequestBody>(app: &App, name: &str, body: B) -> Result<serde_json::Value, Refusal> {
     let limit = app.max_component_bytes;
     let Ok(read) = tokio::time::timeout(app.idle_timeout, read_limited(body, limit)).await else {
         return Err(Refusal::new(
@@ -188,11 +188,14 @@ async fn put(app: &App, name: &str, body: Incoming) -> Result<serde_json::Value,
 const DRAIN_BYTES: usize = 64 << 20;
 
 /// The body if it is at most `limit` bytes; `Err(None)` when it is larger.
-async fn read_limited(mut body: Incoming, limit: usize) -> Result<Bytes, Option<hyper::Error>> {
+async fn read_limited<B: RequestBody>(
+    mut body: B,
+    limit: usize,
+) -> Result<Bytes, Option<Box<dyn std::error::Error + Send + Sync>>> {
     let mut bytes = BytesMut::new();
     let mut drained = 0usize;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(Some)?.into_data() else {
+        let Ok(data) = frame.map_err(|e| Some(e.into()))?.into_data() else {
             continue;
         };
         if drained > 0 || bytes.len() + data.len() > limit {

@@ -2,6 +2,7 @@
 //! stream, `POST /messages/?session_id=…` delivers a client message to it (202).
 //! Authentication and Origin checks are those of `/mcp`, done by the router.
 
+use super::respond::RequestBody;
 use super::respond::{self, Body};
 use super::{App, Identity};
 use crate::access::RequestInfo;
@@ -10,7 +11,6 @@ use crate::mcp::validate;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use rmcp::model::{ClientJsonRpcMessage, GetExtensions};
 use std::sync::Arc;
 
@@ -47,11 +47,11 @@ impl App {
 
     /// `POST /messages/?session_id=…`: 202 once the message is handed to the session;
     /// the answer comes on the session's stream.
-    pub(super) async fn post_legacy_message(
+    pub(super) async fn post_legacy_message<B: RequestBody>(
         &self,
         identity: Identity,
         info: &crate::access::RequestInfo,
-        request: Request<Incoming>,
+        request: Request<B>,
     ) -> Response<Body> {
         let Some(session) = session_id(request.uri().query()) else {
             return respond::error(

@@ -64,3 +64,21 @@ pub fn too_many(id: &Value, message: &str, kind: &str, retry_after: u64) -> Resp
         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     response
 }
+
+/// What a request body may be: hyper's `Incoming` from a connection, or any body a test
+/// builds (routing is tested in-process, without a socket).
+pub trait RequestBody:
+    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}

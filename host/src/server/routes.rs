@@ -4,13 +4,13 @@
 //! and `/admin/...` an admin token (even with authentication off). Every request is
 //! counted by route and status.
 
+use super::respond::RequestBody;
 use super::respond::{self, Body, method_not_allowed};
 use super::streamable::held;
 use super::{App, Remote, admin, health, legacy, wellknown};
 use crate::access::RequestInfo;
 use crate::audit::caller_json;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,7 +32,7 @@ fn route_label(path: &str) -> &'static str {
 
 impl App {
     /// Serves one request on the main port.
-    pub async fn handle(&self, mut request: Request<Incoming>) -> Response<Body> {
+    pub async fn handle<B: RequestBody>(&self, mut request: Request<B>) -> Response<Body> {
         let started = Instant::now();
         // HTTP/2 sends the host as `:authority` (in the URI); every check, the metadata
         // and rmcp read the Host header, so give them one.
@@ -64,7 +64,7 @@ impl App {
 
     /// Serves one request on the metrics port: `/metrics` only, no token, after the
     /// Origin check (not the Host check: scrapers address pods by IP).
-    pub async fn handle_metrics_port(&self, request: Request<Incoming>) -> Response<Body> {
+    pub async fn handle_metrics_port<B: RequestBody>(&self, request: Request<B>) -> Response<Body> {
         if let Err(refused) = self.check_origin(request.headers()) {
             return *refused;
         }
@@ -74,7 +74,7 @@ impl App {
         }
     }
 
-    async fn route(&self, request: Request<Incoming>) -> Response<Body> {
+    async fn route<B: RequestBody>(&self, request: Request<B>) -> Response<Body> {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
         let info = request
