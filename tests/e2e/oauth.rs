@@ -40,24 +40,10 @@ async fn resource_server_trusting(
     port: u16,
     flags: &[&str],
 ) -> TestServer {
-    let listen = format!("127.0.0.1:{port}");
-    let public = format!("http://127.0.0.1:{port}");
     let url = crate::util::db::reader_url();
-    let ca = ca_file.display().to_string();
-    let mut args = vec![
-        "mcp-sandbox",
-        "serve",
-        "--listen",
-        &listen,
-        "--database-url",
-        &url,
-        "--oauth-issuer",
-        &auth.issuer,
-        "--oauth-ca-file",
-        &ca,
-        "--public-url",
-        &public,
-    ];
+    let resource = auth.resource_flags(port, ca_file);
+    let mut args = vec!["mcp-sandbox", "serve", "--database-url", &url];
+    args.extend(resource.iter().map(String::as_str));
     args.extend(flags);
     TestServer::from_args(&args, None).await
 }

@@ -283,19 +283,8 @@ async fn oauth_binary(flags: &[&str]) -> (AuthServer, SigningKey, String, tokio:
     let port = free_port();
     let resource = format!("http://127.0.0.1:{port}/mcp");
     let auth = AuthServer::start(&resource, Format::Jwt, std::slice::from_ref(&key)).await;
-    let listen = format!("127.0.0.1:{port}");
-    let public = format!("http://127.0.0.1:{port}");
-    let ca = auth.ca_file.display().to_string();
-    let mut args = vec![
-        "--listen",
-        &listen,
-        "--oauth-issuer",
-        &auth.issuer,
-        "--oauth-ca-file",
-        &ca,
-        "--public-url",
-        &public,
-    ];
+    let resource = auth.resource_flags(port, &auth.ca_file);
+    let mut args: Vec<&str> = resource.iter().map(String::as_str).collect();
     args.extend(flags);
     let (child, _stderr, addr, _pid) = serve_binary_with(&args, &[]).await;
     // The server fetches the issuer's keys in the background: wait until a token works.

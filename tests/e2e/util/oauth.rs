@@ -206,6 +206,22 @@ impl AuthServer {
         Http::https(addr, self.ca.pem())
     }
 
+    /// The flags of a resource server for this issuer listening on `port` (its public URL
+    /// `http://127.0.0.1:PORT`), trusting the CA certificates in `ca_file` for HTTPS to
+    /// the issuer.
+    pub fn resource_flags(&self, port: u16, ca_file: &std::path::Path) -> Vec<String> {
+        vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--oauth-issuer".into(),
+            self.issuer.clone(),
+            "--oauth-ca-file".into(),
+            ca_file.display().to_string(),
+            "--public-url".into(),
+            format!("http://127.0.0.1:{port}"),
+        ]
+    }
+
     /// An access token for the resource with `scope`, by the client-credentials grant.
     pub async fn token(&self, scope: &str) -> String {
         self.token_signed_by(scope, "").await
