@@ -9,7 +9,10 @@ mod redact;
 mod writer;
 
 pub use chain::{Key, Verdict, verify};
-pub use record::{CallRecord, caller_json};
+pub use record::{
+    AdminRecord, AdminRefusedRecord, AuthRefusedRecord, CallRecord, Record, RefusedCallRecord,
+    caller_json, request_members,
+};
 pub use redact::Redactor;
 pub use writer::{Rotation, Target};
 
@@ -197,17 +200,34 @@ impl Audit {
         }
     }
 
-    /// Writes `record` (a JSON object; `seq`, and `mac` with a key, are added) and
+    /// Writes `record` (`seq`, and `mac` with a key, are added to its JSON object) and
     /// waits until it is written, at most `deadline`. Counts the record, or the failure.
-    pub async fn write(&self, record: &Value, deadline: Duration) -> Result<(), AuditError> {
+    pub async fn write_record<R: Record>(
+        &self,
+        record: &R,
+        deadline: Duration,
+    ) -> Result<(), AuditError> {
         if !self.is_on() {
             return Ok(());
         }
-        self.write_line(event_of(record), record.to_string(), deadline)
-            .await
+        let line = serde_json::to_string(record)
+            .map_err(|e| AuditError::Write(format!("serializing the record: {e}")))?;
+        self.write_line(R::EVENT, line, deadline).await
     }
 
-    /// Writes a record already serialized (a JSON object) as [`Audit::write`] does;
+    /// The record of a request refused before anything ran (out of its scopes, not an
+    /// admin): like a refused sign-in, its failure never makes `--audit-required`
+    /// refuse other calls.
+    pub async fn write_refusal_record<R: Record>(&self, record: &R, deadline: Duration) {
+        if !self.is_on() {
+            return;
+        }
+        if let Ok(line) = serde_json::to_string(record) {
+            let _ = self.write_inner(R::EVENT, line, deadline, false).await;
+        }
+    }
+
+    /// Writes a record already serialized (a JSON object) as [`Audit::write_record`] does;
     /// `event` is its `event` field, for the metric.
     pub async fn write_line(
         &self,
@@ -219,17 +239,6 @@ impl Audit {
         // state on their own.
         self.write_inner(event, line, deadline, event != "auth_refused")
             .await
-    }
-
-    /// The record of a request refused before anything ran (out of its scopes, not an
-    /// admin): like a refused sign-in, its failure never makes `--audit-required`
-    /// refuse other calls.
-    pub async fn write_refusal(&self, record: &Value, deadline: Duration) {
-        if self.is_on() {
-            let _ = self
-                .write_inner(event_of(record), record.to_string(), deadline, false)
-                .await;
-        }
     }
 
     async fn write_inner(
@@ -336,16 +345,6 @@ impl Audit {
         {
             let _ = thread.join();
         }
-    }
-}
-
-/// A record's `event`, as the `event` label of `mcp_sandbox_audit_records_total`.
-fn event_of(record: &Value) -> &'static str {
-    match record.get("event").and_then(Value::as_str) {
-        Some("tool_call") => "tool_call",
-        Some("admin") => "admin",
-        Some("auth_refused") => "auth_refused",
-        _ => "other",
     }
 }
 

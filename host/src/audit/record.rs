@@ -1,6 +1,8 @@
 //! The audit records a server writes, one type each, with plain fields: the audit log's
 //! format is a contract operators verify offline, so it lives in one place. A tool call's
-//! record is filled in as the call goes and serialized once, when it is written.
+//! record is filled in as the call goes and serialized once, when it is written; the
+//! others are written as built. (Their members are declared in the order they are
+//! written: alphabetical for the records that were JSON objects before they had types.)
 
 use super::Audit;
 use crate::access::{Identity, RequestInfo};
@@ -178,5 +180,173 @@ pub fn caller_json(caller: Option<&Identity>) -> Value {
             "issuer": c.issuer.as_deref(),
             "oauth_client": c.client.as_deref(),
         }),
+    }
+}
+
+/// A record the audit log writes; `EVENT` is its `event` member, for the metric.
+pub trait Record: serde::Serialize {
+    const EVENT: &'static str;
+}
+
+/// The common members: when, which request, from where.
+pub fn request_members(info: &RequestInfo) -> (String, Arc<str>, Option<String>) {
+    (
+        super::now_rfc3339(),
+        info.id.clone(),
+        info.remote.map(|r| r.to_string()),
+    )
+}
+
+/// An admin action that was carried out, rejected or failed.
+#[derive(serde::Serialize)]
+pub struct AdminRecord<'a> {
+    pub action: &'a str,
+    pub caller: Value,
+    pub component: &'a str,
+    pub digest: Option<Value>,
+    pub error: Option<&'a str>,
+    pub event: &'static str,
+    pub outcome: &'static str,
+    pub remote: Option<String>,
+    pub request_id: Arc<str>,
+    pub status: u16,
+    pub time: String,
+}
+
+impl Record for AdminRecord<'_> {
+    const EVENT: &'static str = "admin";
+}
+
+/// A request to the admin API by a caller who is not an admin.
+#[derive(serde::Serialize)]
+pub struct AdminRefusedRecord<'a> {
+    pub caller: Value,
+    pub error_class: &'static str,
+    pub event: &'static str,
+    pub method: &'a str,
+    pub outcome: &'static str,
+    pub path: &'a str,
+    pub remote: Option<String>,
+    pub request_id: Arc<str>,
+    pub status: u16,
+    pub time: String,
+}
+
+impl Record for AdminRefusedRecord<'_> {
+    const EVENT: &'static str = "admin";
+}
+
+/// A refused sign-in.
+#[derive(serde::Serialize)]
+pub struct AuthRefusedRecord {
+    pub error_class: &'static str,
+    pub event: &'static str,
+    pub outcome: &'static str,
+    pub remote: Option<String>,
+    pub request_id: Arc<str>,
+    pub route: &'static str,
+    pub time: String,
+}
+
+impl Record for AuthRefusedRecord {
+    const EVENT: &'static str = "auth_refused";
+}
+
+/// A `tools/call` refused before the handler saw it (a limit, a missing scope).
+#[derive(serde::Serialize)]
+pub struct RefusedCallRecord<'a> {
+    pub arguments: Value,
+    pub caller: Value,
+    /// the session the request named (ownership is checked only after a scope refusal)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_session: Option<Option<&'a str>>,
+    pub error: &'a str,
+    pub error_class: &'a str,
+    pub event: &'static str,
+    pub outcome: Outcome,
+    pub remote: Option<String>,
+    pub request_id: Arc<str>,
+    pub rpc_id: &'a Value,
+    pub time: String,
+    pub tool: Option<&'a str>,
+}
+
+impl Record for RefusedCallRecord<'_> {
+    const EVENT: &'static str = "tool_call";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record's members are written in the order its type declares them; these were
+    /// JSON objects (serde_json's sorted maps) before they had types, so their declared
+    /// order must stay sorted, and each says the event its type is counted under.
+    fn check<R: Record>(record: &R) -> String {
+        let line = serde_json::to_string(record).unwrap();
+        let sorted = serde_json::to_value(record).unwrap().to_string();
+        assert_eq!(line, sorted, "members out of alphabetical order");
+        let value: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["event"], R::EVENT);
+        line
+    }
+
+    #[test]
+    fn records_keep_their_format() {
+        let id: Arc<str> = Arc::from("req-1");
+        check(&AdminRecord {
+            action: "put",
+            caller: Value::Null,
+            component: "c",
+            digest: None,
+            error: None,
+            event: "admin",
+            outcome: "ok",
+            remote: None,
+            request_id: id.clone(),
+            status: 200,
+            time: "t".into(),
+        });
+        check(&AdminRefusedRecord {
+            caller: Value::Null,
+            error_class: "not_admin",
+            event: "admin",
+            method: "GET",
+            outcome: "refused",
+            path: "/admin/components",
+            remote: None,
+            request_id: id.clone(),
+            status: 403,
+            time: "t".into(),
+        });
+        check(&AuthRefusedRecord {
+            error_class: "invalid",
+            event: "auth_refused",
+            outcome: "refused",
+            remote: Some("127.0.0.1:1".into()),
+            request_id: id.clone(),
+            route: "/mcp",
+            time: "t".into(),
+        });
+        let rpc_id = json!(7);
+        let mut refused = RefusedCallRecord {
+            arguments: json!({"sql": "SELECT 1"}),
+            caller: Value::Null,
+            claimed_session: None,
+            error: "e",
+            error_class: "rate",
+            event: "tool_call",
+            outcome: Outcome::Limited,
+            remote: None,
+            request_id: id,
+            rpc_id: &rpc_id,
+            time: "t".into(),
+            tool: Some("query_sql"),
+        };
+        assert!(!check(&refused).contains("claimed_session"));
+        refused.claimed_session = Some(None);
+        assert!(check(&refused).contains(r#""claimed_session":null"#));
+        refused.claimed_session = Some(Some("s-1"));
+        assert!(check(&refused).contains(r#""claimed_session":"s-1""#));
     }
 }

@@ -5,7 +5,7 @@ use super::respond::RequestBody;
 use super::respond::{self, Body};
 use super::{App, Identity};
 use crate::access::RequestInfo;
-use crate::audit::caller_json;
+use crate::audit::{AdminRecord, caller_json, request_members};
 use crate::runtime::SwapError;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode};
@@ -30,8 +30,8 @@ pub async fn handle<B: RequestBody>(
         (&Method::POST, [_, "rollback"]) => Some("rollback"),
         _ => None,
     };
-    if action.is_some() && app.audit.refuses() {
-        app.audit.count_refusal("admin");
+    if action.is_some() && app.settings.audit.refuses() {
+        app.settings.audit.count_refusal("admin");
         return respond::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "refused: the audit log cannot be written (--audit-required); the operator must \
@@ -77,7 +77,7 @@ async fn audit(
     component: &str,
     response: &Result<serde_json::Value, Refusal>,
 ) {
-    if !app.audit.is_on() {
+    if !app.settings.audit.is_on() {
         return;
     }
     let (outcome, status, digest) = match response {
@@ -92,21 +92,26 @@ async fn audit(
             None,
         ),
     };
-    let record = json!({
-        "time": crate::audit::now_rfc3339(),
-        "event": "admin",
-        "request_id": &*info.id,
-        "remote": info.remote.map(|r| r.to_string()),
-        "caller": caller_json(Some(identity)),
-        "action": action,
-        "component": component,
-        "digest": digest,
-        "outcome": outcome,
-        "status": status,
-        "error": response.as_ref().err().map(|r| &r.message),
-    });
+    let (time, request_id, remote) = request_members(info);
+    let record = AdminRecord {
+        action,
+        caller: caller_json(Some(identity)),
+        component,
+        digest,
+        error: response.as_ref().err().map(|r| r.message.as_str()),
+        event: "admin",
+        outcome,
+        remote,
+        request_id,
+        status,
+        time,
+    };
     // The change is made; a record that cannot be written is counted and logged.
-    let _ = app.audit.write(&record, app.runtime.limits().timeout).await;
+    let _ = app
+        .settings
+        .audit
+        .write_record(&record, app.runtime.limits().timeout)
+        .await;
 }
 
 async fn list(app: &App) -> Response<Body> {
@@ -142,13 +147,14 @@ async fn show(app: &App, name: &str) -> Response<Body> {
 
 /// `PUT /admin/components/NAME` with the `.wasm` bytes as the body.
 async fn put<B: RequestBody>(app: &App, name: &str, body: B) -> Result<serde_json::Value, Refusal> {
-    let limit = app.max_component_bytes;
-    let Ok(read) = tokio::time::timeout(app.idle_timeout, read_limited(body, limit)).await else {
+    let limit = app.settings.max_component_bytes;
+    let Ok(read) = tokio::time::timeout(app.settings.idle_timeout, read_limited(body, limit)).await
+    else {
         return Err(Refusal::new(
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "the component did not arrive within {} s (--idle-timeout)",
-                app.idle_timeout.as_secs()
+                app.settings.idle_timeout.as_secs()
             ),
         ));
     };

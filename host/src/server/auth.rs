@@ -14,7 +14,6 @@ use crate::limits::CallerLimits;
 use crate::secret::Secret;
 use http::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::collections::HashMap;
@@ -276,23 +275,25 @@ impl App {
         info: &RequestInfo,
         route: &'static str,
     ) -> Result<Identity, Box<Response<Body>>> {
-        let denied = match self.auth.check(headers).await {
+        let denied = match self.settings.auth.check(headers).await {
             Ok(identity) => return Ok(identity),
             Err(denied) => denied,
         };
-        if self.audit.is_on() {
-            let record = json!({
-                "time": crate::audit::now_rfc3339(),
-                "event": "auth_refused",
-                "request_id": &*info.id,
-                "remote": info.remote.map(|r| r.to_string()),
-                "route": route,
-                "outcome": "refused",
-                "error_class": denied.reason(),
-            });
+        if self.settings.audit.is_on() {
+            let (time, request_id, remote) = crate::audit::request_members(info);
+            let record = crate::audit::AuthRefusedRecord {
+                error_class: denied.reason(),
+                event: "auth_refused",
+                outcome: "refused",
+                remote,
+                request_id,
+                route,
+                time,
+            };
             let _ = self
+                .settings
                 .audit
-                .write(&record, self.runtime.limits().timeout)
+                .write_record(&record, self.runtime.limits().timeout)
                 .await;
         }
         {
@@ -323,14 +324,14 @@ impl App {
 
     /// The scope that grants every tool.
     pub(super) fn tools_scope(&self) -> String {
-        self.auth.oauth().map_or("tools".to_owned(), |v| {
+        self.settings.auth.oauth().map_or("tools".to_owned(), |v| {
             v.settings().scopes.all_tools.clone()
         })
     }
 
     /// The scope that grants the admin API, as the caller would ask for it.
     pub(super) fn admin_scope(&self, identity: &Identity) -> String {
-        match (identity.origin, self.auth.oauth()) {
+        match (identity.origin, self.settings.auth.oauth()) {
             (Origin::OAuth, Some(verifier)) => verifier.settings().scopes.admin.clone(),
             _ => "admin".to_owned(),
         }
@@ -359,9 +360,10 @@ impl App {
 
     /// Writes the record of a refusal made before any tool or admin action ran (the
     /// refusal stands whether or not the record is written; a failure is counted).
-    pub(super) async fn audit_refusal(&self, record: Value) {
-        self.audit
-            .write_refusal(&record, self.runtime.limits().timeout)
+    pub(super) async fn audit_refusal<R: crate::audit::Record>(&self, record: &R) {
+        self.settings
+            .audit
+            .write_refusal_record(record, self.runtime.limits().timeout)
             .await;
     }
 
@@ -370,7 +372,7 @@ impl App {
             return Ok(());
         };
         let origin = origin.to_str().unwrap_or("");
-        if self.origins.allows(origin) {
+        if self.settings.allowed_origins.allows(origin) {
             return Ok(());
         }
         self.metrics.auth_failure("forbidden_origin");

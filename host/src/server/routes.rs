@@ -9,9 +9,9 @@ use super::respond::{self, Body, method_not_allowed};
 use super::streamable::held;
 use super::{App, Remote, admin, health, legacy, wellknown};
 use crate::access::RequestInfo;
-use crate::audit::caller_json;
+use crate::audit::{AdminRefusedRecord, caller_json, request_members};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,7 +45,7 @@ impl App {
         let route = route_label(request.uri().path());
         let info = RequestInfo {
             // Only audit records name the request: no id to make without them.
-            id: match self.audit.is_on() {
+            id: match self.settings.audit.is_on() {
                 true => request_id(request.headers()),
                 false => Arc::from(""),
             },
@@ -160,20 +160,21 @@ impl App {
                     Err(response) => return *response,
                 };
                 if !identity.admin {
-                    if self.audit.is_on() {
-                        let record = json!({
-                            "time": crate::audit::now_rfc3339(),
-                            "event": "admin",
-                            "request_id": &*info.id,
-                            "remote": info.remote.map(|r| r.to_string()),
-                            "caller": caller_json(Some(&identity)),
-                            "method": request.method().as_str(),
-                            "path": request.uri().path(),
-                            "outcome": "refused",
-                            "error_class": "not_admin",
-                            "status": 403,
-                        });
-                        self.audit_refusal(record).await;
+                    if self.settings.audit.is_on() {
+                        let (time, request_id, remote) = request_members(&info);
+                        let record = AdminRefusedRecord {
+                            caller: caller_json(Some(&identity)),
+                            error_class: "not_admin",
+                            event: "admin",
+                            method: request.method().as_str(),
+                            outcome: "refused",
+                            path: request.uri().path(),
+                            remote,
+                            request_id,
+                            status: 403,
+                            time,
+                        };
+                        self.audit_refusal(&record).await;
                     }
                     let scope = self.admin_scope(&identity);
                     return self.forbidden(request.headers(), &scope);

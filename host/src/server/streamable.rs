@@ -9,14 +9,14 @@ use super::respond::{self, Body, too_many};
 use super::sessions::{Kind, NotOwner};
 use super::{App, Identity, stream_budget};
 use crate::access::{Origin, RequestInfo};
-use crate::audit::caller_json;
+use crate::audit::{RefusedCallRecord, caller_json, request_members};
 use crate::invocation::Outcome;
 use crate::limits::Limited;
 use crate::mcp::{Admitted, direct, validate};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use tower_service::Service;
 
@@ -227,48 +227,53 @@ impl App {
         peek: &validate::Peek,
         limited: &Limited,
     ) {
-        if !self.audit.is_on() {
+        if !self.settings.audit.is_on() {
             return;
         }
+        let message = limited.message();
         let record = self.refused_call(
             identity,
             info,
             peek,
             Outcome::Limited,
             limited.kind(),
-            &limited.message(),
+            &message,
         );
         let _ = self
+            .settings
             .audit
-            .write(&record, self.runtime.limits().timeout)
+            .write_record(&record, self.runtime.limits().timeout)
             .await;
     }
 
-    /// The audit record of a `tools/call` refused before the handler saw it.
-    pub(super) fn refused_call(
+    /// The audit record of a `tools/call` refused before the handler saw it (its
+    /// arguments redacted as the handler's records are).
+    pub(super) fn refused_call<'a>(
         &self,
         identity: &Identity,
         info: &RequestInfo,
-        peek: &validate::Peek,
+        peek: &'a validate::Peek,
         outcome: Outcome,
-        error_class: &str,
-        error: &str,
-    ) -> Value {
+        error_class: &'a str,
+        error: &'a str,
+    ) -> RefusedCallRecord<'a> {
         let mut arguments = peek.arguments.clone().unwrap_or(Value::Null);
-        self.audit.redact(&mut arguments);
-        json!({
-            "time": crate::audit::now_rfc3339(),
-            "event": "tool_call",
-            "request_id": &*info.id,
-            "rpc_id": peek.id,
-            "remote": info.remote.map(|r| r.to_string()),
-            "caller": caller_json(Some(identity)),
-            "tool": peek.tool,
-            "arguments": arguments,
-            "outcome": outcome.as_str(),
-            "error_class": error_class,
-            "error": error,
-        })
+        self.settings.audit.redact(&mut arguments);
+        let (time, request_id, remote) = request_members(info);
+        RefusedCallRecord {
+            arguments,
+            caller: caller_json(Some(identity)),
+            claimed_session: None,
+            error,
+            error_class,
+            event: "tool_call",
+            outcome,
+            remote,
+            request_id,
+            rpc_id: &peek.id,
+            time,
+            tool: peek.tool.as_deref(),
+        }
     }
 
     /// Reads an `/mcp` body up to the size limit (413 beyond it) and, for JSON posts,
@@ -278,14 +283,16 @@ impl App {
         parts: &http::request::Parts,
         body: B,
     ) -> Result<Bytes, Box<Response<Body>>> {
-        let limited = http_body_util::Limited::new(body, self.max_request_bytes);
+        let limited = http_body_util::Limited::new(body, self.settings.max_request_bytes);
         // A body trickled in forever would hold the connection and this task.
-        let Ok(collected) = tokio::time::timeout(self.idle_timeout, limited.collect()).await else {
+        let Ok(collected) =
+            tokio::time::timeout(self.settings.idle_timeout, limited.collect()).await
+        else {
             return Err(Box::new(respond::error(
                 StatusCode::REQUEST_TIMEOUT,
                 &format!(
                     "the request body did not arrive within {} s (--idle-timeout)",
-                    self.idle_timeout.as_secs()
+                    self.settings.idle_timeout.as_secs()
                 ),
             )));
         };
@@ -297,7 +304,10 @@ impl App {
             {
                 return Err(Box::new(respond::error(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("the request body exceeds {} bytes", self.max_request_bytes),
+                    &format!(
+                        "the request body exceeds {} bytes",
+                        self.settings.max_request_bytes
+                    ),
                 )));
             }
             Err(e) => {
@@ -339,7 +349,7 @@ impl App {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<(), Box<Response<Body>>> {
-        let Some(verifier) = self.auth.oauth() else {
+        let Some(verifier) = self.settings.auth.oauth() else {
             return Ok(());
         };
         if identity.origin != Origin::OAuth {
@@ -358,18 +368,19 @@ impl App {
             "tools/call outside the token's scopes"
         );
         let scope = verifier.settings().scopes.for_tool(tool);
-        if self.audit.is_on() {
+        if self.settings.audit.is_on() {
+            let message = format!("the token lacks the scope `{scope}`");
             let mut record = self.refused_call(
                 identity,
                 info,
                 &peek,
                 Outcome::Denied,
                 "insufficient_scope",
-                &format!("the token lacks the scope `{scope}`"),
+                &message,
             );
             // as the request named it: ownership is checked only after this
-            record["claimed_session"] = json!(info.session.as_deref());
-            self.audit_refusal(record).await;
+            record.claimed_session = Some(info.session.as_deref());
+            self.audit_refusal(&record).await;
         }
         Err(Box::new(self.forbidden(headers, &scope)))
     }
