@@ -55,7 +55,7 @@ impl ProbeCache {
 
 /// Whether this probe may see the full report.
 async fn detailed(app: &App, headers: &HeaderMap) -> bool {
-    app.auth.token_holder(headers).await.is_some()
+    app.settings.auth.token_holder(headers).await.is_some()
 }
 
 pub async fn health(app: &App, headers: &HeaderMap) -> Response<Body> {
@@ -163,6 +163,7 @@ async fn readiness(app: &App) -> (StatusCode, Value) {
         .collect();
     // An OAuth issuer whose keys are not known: its tokens are refused until they are.
     let oauth: Vec<Value> = app
+        .settings
         .auth
         .oauth()
         .map(|verifier| verifier.status())

@@ -28,7 +28,7 @@ impl App {
             self.handler.clone(),
             Arc::from(identity.owner()),
             MESSAGES_PATH,
-            self.sse_keep_alive,
+            self.settings.sse_keep_alive,
             &self.streams,
         );
         room.opened(session.clone(), super::sessions::Kind::Legacy);

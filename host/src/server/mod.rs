@@ -103,17 +103,15 @@ impl Settings {
 
 /// Everything a request handler needs.
 pub struct App {
+    /// the HTTP side's settings, as `lib.rs` builds them from the configuration
+    settings: Settings,
     runtime: Runtime,
     metrics: Arc<Metrics>,
-    auth: Auth,
-    origins: Origins,
-    public: PublicSettings,
     mcp: StreamableHttpService<McpHandler, LocalSessionManager>,
     sessions: Arc<LocalSessionManager>,
     /// the handler behind every session, also for the legacy SSE transport
     handler: McpHandler,
     legacy: LegacySessions,
-    sse_keep_alive: Duration,
     /// the Host allow-list for the routes rmcp does not check
     hosts: hosts::AllowedHosts,
     /// ends long-lived MCP streams at shutdown
@@ -123,15 +121,8 @@ pub struct App {
     started: Instant,
     /// set when shutdown begins: `/ready` fails from then on
     draining: AtomicBool,
-    max_request_bytes: usize,
-    max_component_bytes: usize,
-    shutdown_delay: Duration,
-    header_timeout: Duration,
-    idle_timeout: Duration,
-    max_connections: usize,
     /// the TLS acceptors of the main and metrics listeners
     https: Https,
-    audit: Audit,
     limiter: Limiter,
     /// who opened each session
     book: sessions::Book,
@@ -219,31 +210,21 @@ impl App {
         Ok(Arc::new(Self {
             runtime,
             metrics,
-            auth: settings.auth,
-            origins: settings.allowed_origins,
-            public: settings.public,
             mcp,
             sessions,
             handler,
             legacy: LegacySessions::default(),
             hosts: hosts::AllowedHosts::new(&settings.allowed_hosts),
-            sse_keep_alive: settings.sse_keep_alive,
             streams,
             health: ProbeCache::default(),
             readiness: ProbeCache::default(),
             started: Instant::now(),
             draining: AtomicBool::new(false),
-            max_request_bytes: settings.max_request_bytes,
-            max_component_bytes: settings.max_component_bytes,
-            shutdown_delay: settings.shutdown_delay,
-            header_timeout: settings.header_timeout,
-            idle_timeout: settings.idle_timeout,
-            max_connections: settings.max_connections,
             https,
-            audit: settings.audit,
             limiter,
             book: sessions::Book::new(settings.session_caps),
             stream_budget: stream_budget::Budget::new(settings.stream_caps),
+            settings,
         }))
     }
 
@@ -266,7 +247,7 @@ impl App {
     }
 
     pub fn audit(&self) -> &Audit {
-        &self.audit
+        &self.settings.audit
     }
 }
 
@@ -303,12 +284,12 @@ pub async fn run(
     let main = tokio::spawn(serve(listener, app.clone(), Port::Main, tls, stop.clone()));
     shutdown.await;
     app.draining.store(true, Ordering::Relaxed);
-    if !app.shutdown_delay.is_zero() {
+    if !app.settings.shutdown_delay.is_zero() {
         tracing::info!(
-            delay_ms = app.shutdown_delay.as_millis() as u64,
+            delay_ms = app.settings.shutdown_delay.as_millis() as u64,
             "shutting down: /ready fails; serving on while load balancers catch up"
         );
-        tokio::time::sleep(app.shutdown_delay).await;
+        tokio::time::sleep(app.settings.shutdown_delay).await;
     }
     tracing::info!("shutting down: finishing tool calls in flight");
     stop.cancel();
@@ -323,7 +304,7 @@ pub async fn run(
         let _ = task.await;
     }
     app.runtime.db().close();
-    app.audit.close(Duration::from_secs(5)).await;
+    app.settings.audit.close(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -340,9 +321,9 @@ async fn serve(
     // Each listener its own connection slots: a flood on one leaves the other (metrics,
     // say) reachable.
     let limits = conn::Limits {
-        header_timeout: app.header_timeout,
-        idle_timeout: app.idle_timeout,
-        slots: Arc::new(tokio::sync::Semaphore::new(app.max_connections)),
+        header_timeout: app.settings.header_timeout,
+        idle_timeout: app.settings.idle_timeout,
+        slots: Arc::new(tokio::sync::Semaphore::new(app.settings.max_connections)),
         tls,
     };
     let builder = conn::builder(&limits);
@@ -386,7 +367,7 @@ async fn serve(
     }
     drop(listener);
     // Every connection holds a slot until it ends: all of them back means all ended.
-    let all = u32::try_from(app.max_connections).unwrap_or(u32::MAX);
+    let all = u32::try_from(app.settings.max_connections).unwrap_or(u32::MAX);
     if tokio::time::timeout(DRAIN_TIMEOUT, limits.slots.acquire_many(all))
         .await
         .is_err()

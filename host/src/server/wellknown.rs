@@ -16,7 +16,7 @@ pub const ROOT_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 /// The server's public base URL: configured, or taken from the Host header (and the
 /// listener's scheme).
 pub fn base_url(app: &App, headers: &HeaderMap) -> String {
-    if let Some(base) = &app.public.base_url {
+    if let Some(base) = &app.settings.public.base_url {
         return base.trim_end_matches('/').to_owned();
     }
     let host = headers
@@ -39,7 +39,7 @@ pub fn base_url(app: &App, headers: &HeaderMap) -> String {
 /// flow that cannot succeed): the resource (the audience tokens must name), the issuers,
 /// and the scopes this server understands.
 pub fn metadata(app: &App, _headers: &HeaderMap) -> Response<Body> {
-    let Some(verifier) = app.auth.oauth() else {
+    let Some(verifier) = app.settings.auth.oauth() else {
         return respond::error(
             StatusCode::NOT_FOUND,
             "this server takes static bearer tokens; OAuth is not configured (--oauth-issuer)",
@@ -71,7 +71,7 @@ pub enum Challenge<'a> {
 /// (RFC 9728) and names the scope to ask for.
 pub fn challenge(app: &App, headers: &HeaderMap, challenge: Challenge<'_>) -> String {
     let mut value = String::from("Bearer realm=\"mcp-sandbox\"");
-    let oauth = app.auth.oauth();
+    let oauth = app.settings.auth.oauth();
     if oauth.is_some() {
         let base = base_url(app, headers);
         value.push_str(&format!(", resource_metadata=\"{base}{METADATA_PATH}\""));
