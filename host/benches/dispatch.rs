@@ -143,11 +143,8 @@ fn main() -> anyhow::Result<()> {
             anyhow::bail!("parsed a serve command");
         };
         let common = &serve.common;
-        let db = Db::new(
-            serve.database_url.expose(),
-            common.database.settings(common.sandbox.call_timeout).0,
-            common.database.settings(common.sandbox.call_timeout).1,
-        )?;
+        let (pool, db_limits) = common.database.settings(common.sandbox.call_timeout);
+        let db = Db::new(serve.database_url.expose(), pool.clone(), db_limits.clone())?;
         let sandbox = Runtime::new(db, common.sandbox.settings(), Arc::new(Metrics::new())).await?;
         let wasm = std::fs::read(std::path::Path::new(BUILD_DIR).join("swap_v1.wasm"))?;
         sandbox

@@ -64,18 +64,11 @@ async fn offline_runtime(
     kind: Kind,
 ) -> anyhow::Result<Runtime> {
     let common = &args.common;
+    let (pool, db_limits) = common.database.settings(common.sandbox.call_timeout);
     let db = match (kind, &args.database_url) {
-        (Kind::Wasm, _) => Db::new(
-            "postgres://localhost/unused",
-            common.database.settings(common.sandbox.call_timeout).0,
-            common.database.settings(common.sandbox.call_timeout).1,
-        )?,
+        (Kind::Wasm, _) => Db::new("postgres://localhost/unused", pool, db_limits)?,
         (Kind::Sql, Some(url)) => {
-            let db = Db::new(
-                url.expose(),
-                common.database.settings(common.sandbox.call_timeout).0,
-                common.database.settings(common.sandbox.call_timeout).1,
-            )?;
+            let db = Db::new(url.expose(), pool, db_limits)?;
             crate::check_database(&db, common.database.connect_timeout).await?;
             db
         }

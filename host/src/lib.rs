@@ -47,11 +47,8 @@ pub async fn build_app(
     let allowed_origins = Origins::parse(&allowed_origins).map_err(|e| anyhow::anyhow!(e))?;
     let metrics = Arc::new(Metrics::new());
     common.check_removed()?;
-    let db = db::Db::new(
-        database_url,
-        common.database.settings(common.sandbox.call_timeout).0,
-        common.database.settings(common.sandbox.call_timeout).1,
-    )?;
+    let (pool, db_limits) = common.database.settings(common.sandbox.call_timeout);
+    let db = db::Db::new(database_url, pool.clone(), db_limits.clone())?;
     check_database(&db, common.database.connect_timeout).await?;
     let runtime = runtime::Runtime::new(db, common.sandbox.settings(), metrics.clone()).await?;
     if let Some(dir) = &common.sandbox.components_dir

@@ -311,9 +311,9 @@ impl Metrics {
         self.connections_refused.with_label_values(&[reason]).inc();
     }
 
-    /// One tool call; `component` is empty when the tool was unknown.
-    /// One tool call, counted once where every transport's calls pass (`mcp/`); the
-    /// runtime records the phases ([`Metrics::phases`]).
+    /// One tool call, counted once where every transport's calls pass (`mcp/`);
+    /// `component` is empty when the tool was unknown. The runtime records the phases
+    /// ([`Metrics::phases`]).
     pub fn tool_call(
         &self,
         tool: &str,

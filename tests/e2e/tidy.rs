@@ -10,6 +10,21 @@ crate::trials!(tidy: wasmtime_only_in_runtime, hyper_only_in_server, config_and_
 /// A file past this many lines is doing more than one job.
 const MAX_LINES: usize = 600;
 
+/// The layers of `host/src`, top first: a module imports only modules of the layers
+/// below its own (`lib.rs` and `main.rs`, the root, are above them all).
+const LAYERS: &[&[&str]] = &[
+    &["", "main", "demo", "component_cmd", "telemetry"],
+    &["config"],
+    &["server"],
+    &["mcp"],
+    &["runtime"],
+    &["sql_tools", "audit", "limits"],
+    &["metrics"],
+    &["db"],
+    &["tls"],
+    &["access", "invocation", "secret", "units"],
+];
+
 /// Files still past [`MAX_LINES`], with the ceiling each must stay under until it is
 /// split (a file that shrinks below the limit must leave this list).
 const OVERSIZED: &[(&str, usize)] = &[];
@@ -65,21 +80,38 @@ fn code_lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Files whose code names `crate_name` as a path (`crate_name::…` or `use crate_name`).
+/// Files whose code names the crate `crate_name` at all: as a path's first segment
+/// (`crate_name::…`, `::crate_name::…`), in a `use` or `extern crate`, or re-exported;
+/// any identifier that is exactly the name counts (comments do not).
 fn users_of(crate_name: &str) -> Vec<String> {
-    let path = format!("{crate_name}::");
-    let import = format!("use {crate_name}");
     sources()
         .into_iter()
         .filter(|(_, text)| {
             code_lines(text).any(|line| {
-                line.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-                    .any(|word| word.starts_with(&path))
-                    || line.trim_start().starts_with(&import)
+                line.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .any(|word| word == crate_name)
             })
         })
         .map(|(name, _)| name)
         .collect()
+}
+
+/// Files that import `module` (or anything in it), resolved as the import graph does:
+/// groups, `super::` and re-exports of it included.
+fn importers_of(module: &str) -> Vec<String> {
+    let graph = import_graph();
+    let prefix = format!("{module}::");
+    let mut files: Vec<String> = sources()
+        .into_iter()
+        .map(|(file, _)| file)
+        .filter(|file| {
+            graph
+                .get(&module_of(file))
+                .is_some_and(|to| to.iter().any(|t| t == module || t.starts_with(&prefix)))
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 fn assert_only_in(users: Vec<String>, allowed: &[&str], what: &str) {
@@ -107,8 +139,8 @@ async fn hyper_only_in_server() {
 /// Configuration is the top of the stack and the server the layer under it: nothing
 /// below imports them.
 async fn config_and_server_only_from_the_top() {
-    assert_only_in(users_of("crate::config"), CONFIG_USERS, "crate::config");
-    assert_only_in(users_of("crate::server"), SERVER_USERS, "crate::server");
+    assert_only_in(importers_of("config"), CONFIG_USERS, "crate::config");
+    assert_only_in(importers_of("server"), SERVER_USERS, "crate::server");
 }
 
 /// Every file opens with a `//!` line saying what it is for.
@@ -159,6 +191,23 @@ fn module_of(file: &str) -> String {
     }
 }
 
+/// `text` without its unit-test module (`#[cfg(test)] mod tests` and what follows: it
+/// is the last item of a file by convention).
+fn without_tests(text: &str) -> &str {
+    let marker = text
+        .match_indices("#[cfg(test)]")
+        .map(|(i, _)| i)
+        .find(|&i| {
+            text[i + "#[cfg(test)]".len()..]
+                .trim_start()
+                .starts_with("mod tests")
+        });
+    match marker {
+        Some(i) => &text[..i],
+        None => text,
+    }
+}
+
 /// The file-level import graph: an edge for every `crate::…` and `super::…` path that
 /// names another file's module. A parent and its own child modules are one unit (the
 /// parent is the module's face, the children its parts, and Rust lets them see each
@@ -175,12 +224,16 @@ fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
     };
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (file, text) in &files {
+        if file.ends_with("/tests.rs") {
+            continue; // unit tests may import anything
+        }
         let here = module_of(file);
         // `super` is the module's parent (`db/pool.rs` and `db/mod.rs` alike name their
         // module by path: `db::pool`, `db`).
         let mut base: Vec<&str> = here.split("::").filter(|s| !s.is_empty()).collect();
         base.pop();
-        let code: String = code_lines(text.split("#[cfg(test)]").next().unwrap_or(""))
+        // A file's unit tests (`#[cfg(test)] mod tests`, at its end) may import anything.
+        let code: String = code_lines(without_tests(text))
             .collect::<Vec<_>>()
             .join("\n");
         let edges = graph.entry(here.clone()).or_default();
@@ -188,9 +241,10 @@ fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
             .match_indices("crate::")
             .chain(code.match_indices("super::"));
         for (start, head) in starts {
-            // (`crate::` inside a longer name, `mycrate::`, is not ours)
+            // (`crate::` inside a longer name, `mycrate::`, is not ours, nor the inner
+            // `super::` of `super::super::`, which the outer one reads)
             let before = code[..start].chars().next_back();
-            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
                 continue;
             }
             for path in paths_at(&code[start + head.len()..]) {
@@ -340,6 +394,20 @@ async fn imports_run_one_way() {
         by_module.is_empty(),
         "modules that import each other: {by_module:?}"
     );
+    // And each imports only layers below its own (ARCHITECTURE.md's order).
+    let rank = |module: &str| {
+        LAYERS
+            .iter()
+            .position(|layer| layer.contains(&module))
+            .unwrap_or_else(|| panic!("{module} is in no layer of LAYERS"))
+    };
+    let upward: Vec<String> = modules
+        .iter()
+        .flat_map(|(from, tos)| tos.iter().map(move |to| (from, to)))
+        .filter(|(from, to)| rank(from) >= rank(to))
+        .map(|(from, to)| format!("{from} -> {to}"))
+        .collect();
+    assert!(upward.is_empty(), "imports that do not go down: {upward:?}");
     // The checker sees the imports it must, and finds a circle where there is one (a
     // test of the test).
     let toy: BTreeMap<String, BTreeSet<String>> = [
@@ -352,6 +420,14 @@ async fn imports_run_one_way() {
     .map(|(from, to)| (from.to_owned(), to.into_iter().map(str::to_owned).collect()))
     .collect();
     assert_eq!(circles(&toy), [["a", "b", "c"]]);
+    assert!(users_of("wasmtime").contains(&"runtime/engine.rs".to_owned()));
+    assert!(users_of("hyper").contains(&"server/conn.rs".to_owned()));
+    assert!(importers_of("config").contains(&"demo/mod.rs".to_owned()));
+    assert!(importers_of("server").contains(&"config/mod.rs".to_owned()));
+    assert!(
+        without_tests("a\n#[cfg(test)]\nfn b() {}\n#[cfg(test)]\nmod tests {}")
+            .ends_with("fn b() {}\n")
+    );
     assert_eq!(
         paths_at("{a, b::{c, d}, e::F}; x"),
         [vec!["a"], vec!["b", "c"], vec!["b", "d"], vec!["e", "F"]]

@@ -1,5 +1,7 @@
 //! Command line and environment: every flag also reads an environment variable; the
-//! defaults are the named constants below. Secrets never appear in `Debug` output.
+//! flags shared by the commands come in groups by consumer (`sandbox.rs`, `database.rs`,
+//! `http.rs`, `callers.rs`, `audit.rs`), each with its defaults as named constants.
+//! Secrets never appear in `Debug` output.
 
 mod audit;
 mod callers;
