@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// How often the retired backends are looked for.
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a slot is held at most: past this the backend is left to Postgres.
-pub const WATCH_LIMIT: Duration = Duration::from_secs(120);
+const WATCH_LIMIT: Duration = Duration::from_secs(120);
 /// The longest wait between attempts when the watcher cannot ask the database.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -80,11 +80,7 @@ async fn watch(retirees: Arc<Retirees>, connector: Arc<Connector>) {
     loop {
         let (target, pids) = {
             let mut held = retirees.lock();
-            release(
-                &mut held,
-                |r| r.since.elapsed() >= WATCH_LIMIT,
-                "held too long",
-            );
+            release(&mut held, |r| r.since.elapsed() >= WATCH_LIMIT, true);
             if held.is_empty() {
                 retirees.watching.store(false, Ordering::Release);
                 return;
@@ -116,7 +112,7 @@ async fn watch(retirees: Arc<Retirees>, connector: Arc<Connector>) {
             Ok(Some(working)) => {
                 backoff = WATCH_INTERVAL;
                 let mut held = retirees.lock();
-                release(&mut held, |r| !working.contains(&r.backend), "");
+                release(&mut held, |r| !working.contains(&r.backend), false);
             }
             // The database cannot be asked now: keep every slot, ask again later.
             _ => {
@@ -129,12 +125,13 @@ async fn watch(retirees: Arc<Retirees>, connector: Arc<Connector>) {
 }
 
 /// Takes the retirees `done` says are done out of the pool: their slots are free.
-fn release(held: &mut Vec<Retiree>, done: impl Fn(&Retiree) -> bool, why: &str) {
+/// `past_limit`: they are released for having been held [`WATCH_LIMIT`] (warned).
+fn release(held: &mut Vec<Retiree>, done: impl Fn(&Retiree) -> bool, past_limit: bool) {
     let mut i = 0;
     while i < held.len() {
         if done(&held[i]) {
             let retiree = held.swap_remove(i);
-            if !why.is_empty() {
+            if past_limit {
                 tracing::warn!(
                     pid = retiree.backend.0,
                     "a backend abandoned mid-statement is still working after {} s; its \

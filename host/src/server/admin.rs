@@ -107,11 +107,7 @@ async fn audit(
         time,
     };
     // The change is made; a record that cannot be written is counted and logged.
-    let _ = app
-        .settings
-        .audit
-        .write_record(&record, app.runtime.limits().timeout)
-        .await;
+    app.audit_record(&record).await;
 }
 
 async fn list(app: &App) -> Response<Body> {

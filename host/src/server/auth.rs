@@ -290,11 +290,7 @@ impl App {
                 route,
                 time,
             };
-            let _ = self
-                .settings
-                .audit
-                .write_record(&record, self.runtime.limits().timeout)
-                .await;
+            self.audit_record(&record).await;
         }
         {
             self.metrics.auth_failure(denied.reason());
@@ -360,6 +356,16 @@ impl App {
 
     /// Writes the record of a refusal made before any tool or admin action ran (the
     /// refusal stands whether or not the record is written; a failure is counted).
+    /// Writes an audit record, within a call's deadline; a failure is counted and logged
+    /// by the audit log (the request goes on).
+    pub(super) async fn audit_record<R: crate::audit::Record>(&self, record: &R) {
+        let _ = self
+            .settings
+            .audit
+            .write_record(record, self.runtime.limits().timeout)
+            .await;
+    }
+
     pub(super) async fn audit_refusal<R: crate::audit::Record>(&self, record: &R) {
         self.settings
             .audit

@@ -239,11 +239,7 @@ impl App {
             limited.kind(),
             &message,
         );
-        let _ = self
-            .settings
-            .audit
-            .write_record(&record, self.runtime.limits().timeout)
-            .await;
+        self.audit_record(&record).await;
     }
 
     /// The audit record of a `tools/call` refused before the handler saw it (its
