@@ -16,6 +16,7 @@ pub mod runtime;
 pub mod secret;
 pub mod server;
 pub mod sql_tools;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod units;
@@ -35,6 +36,7 @@ pub async fn build_app(
     auth: Auth,
     listen: SocketAddr,
     common: &CommonArgs,
+    store: Option<store::Settings>,
 ) -> anyhow::Result<Arc<App>> {
     let allowed_origins = if common.http.allowed_origins.is_empty() {
         DEFAULT_ALLOWED_ORIGINS
@@ -47,6 +49,17 @@ pub async fn build_app(
     let allowed_origins = Origins::parse(&allowed_origins).map_err(|e| anyhow::anyhow!(e))?;
     let metrics = Arc::new(Metrics::new());
     common.check_removed()?;
+    let store = match store {
+        Some(settings) => {
+            let store = store::Store::new(settings, metrics.clone())?;
+            store.check().await.context(
+                "the store (--store-url) refused this server's credentials; fix the \
+                 password or user in the URL",
+            )?;
+            Some(store)
+        }
+        None => None,
+    };
     let (pool, db_limits) = common.database.settings(common.sandbox.call_timeout);
     let db = db::Db::new(database_url, pool.clone(), db_limits.clone())?;
     check_database(&db, common.database.connect_timeout).await?;
@@ -78,7 +91,7 @@ pub async fn build_app(
     } else {
         common.http.allowed_hosts.clone()
     };
-    Ok(App::new(
+    let app = App::new(
         runtime,
         metrics,
         Settings {
@@ -115,8 +128,12 @@ pub async fn build_app(
                         );
                     }
                 })?,
+            store,
+            call_timeout: common.sandbox.call_timeout,
         },
-    )?)
+    )?;
+    app.apply_admin_layer().await;
+    Ok(app)
 }
 
 /// Authentication as configured: static tokens, anonymous callers, OAuth (whose issuers

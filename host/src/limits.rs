@@ -1,9 +1,12 @@
 //! Per-caller limits on tool calls: a token bucket (calls per minute, with a burst) and a
 //! cap on calls in flight, kept per identity, so one runaway agent cannot take the
 //! capacity the others need. Static tokens can carry their own limits (tokens file).
+//! With a shared store (`--store-url`) the limits hold across every replica (the store
+//! decides); while it is down, each replica enforces its share of them.
 
 use crate::access::{Identity, Origin};
 use crate::metrics::Metrics;
+use crate::store::{Admission, Lease, LimitSpec, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -87,6 +90,33 @@ impl CallerLimits {
         }
     }
 
+    /// One replica's share of these limits among `replicas` (rounded up: a share is
+    /// never zero).
+    fn share(self, replicas: u32) -> CallerLimits {
+        if replicas <= 1 {
+            return self;
+        }
+        let part = |n: u32| n.div_ceil(replicas).max(1);
+        CallerLimits {
+            rate: self.rate.map(|rate| Rate {
+                count: part(rate.count),
+                per: rate.per,
+            }),
+            burst: self.burst.map(part),
+            max_in_flight: self.max_in_flight.map(part),
+        }
+    }
+
+    /// These limits as the store applies them.
+    fn spec(&self, lease_ttl: Duration) -> LimitSpec {
+        LimitSpec {
+            interval: self.rate.map(|rate| rate.per / rate.count),
+            burst: self.burst.or(self.rate.map(|rate| rate.count)).unwrap_or(1),
+            max_in_flight: self.max_in_flight,
+            lease_ttl,
+        }
+    }
+
     fn capacity(&self) -> f64 {
         match (self.burst, self.rate) {
             (Some(burst), _) => f64::from(burst.max(1)),
@@ -143,6 +173,8 @@ struct Inner {
     per_token: HashMap<String, CallerLimits>,
     callers: Mutex<HashMap<String, State>>,
     metrics: Arc<Metrics>,
+    /// the fleet's store, when there is one, and how long a lease outlives its replica
+    cluster: Option<(Store, Duration)>,
 }
 
 struct State {
@@ -159,6 +191,17 @@ struct State {
 /// A call's slot; the caller's in-flight count drops when it is dropped.
 pub struct Permit {
     limiter: Option<(Arc<Inner>, String)>,
+    /// the call's slot in the store (given back by [`Permit::release`], or when dropped)
+    lease: Option<Lease>,
+}
+
+impl Permit {
+    /// Ends the call's hold on its slot; call it before the answer is sent.
+    pub async fn release(mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
+        }
+    }
 }
 
 impl Drop for Permit {
@@ -178,11 +221,23 @@ impl Limiter {
         per_token: HashMap<String, CallerLimits>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        Self::clustered(default, per_token, metrics, None)
+    }
+
+    /// A limiter whose decisions the store takes, when there is one (`lease_ttl`: how
+    /// long a call's slot outlives a replica that died holding it).
+    pub fn clustered(
+        default: CallerLimits,
+        per_token: HashMap<String, CallerLimits>,
+        metrics: Arc<Metrics>,
+        cluster: Option<(Store, Duration)>,
+    ) -> Self {
         Self(Arc::new(Inner {
             default,
             per_token,
             callers: Mutex::new(HashMap::new()),
             metrics,
+            cluster,
         }))
     }
 
@@ -202,13 +257,56 @@ impl Limiter {
         }
     }
 
-    /// A slot for one tool call by `identity`, or why not. Counts refusals.
-    pub fn admit(&self, identity: &Identity) -> Result<Permit, Limited> {
+    /// A slot for one tool call by `identity`, or why not. Counts refusals. With a
+    /// store the store decides (one round trip); without one, or while it is down, this
+    /// replica does, on its share of the limits.
+    pub async fn admit(&self, identity: &Identity) -> Result<Permit, Limited> {
         let limits = self.limits_of(identity);
         if limits.rate.is_none() && limits.max_in_flight.is_none() {
-            return Ok(Permit { limiter: None });
+            return Ok(Permit {
+                limiter: None,
+                lease: None,
+            });
         }
         let owner = identity.owner();
+        if let Some((store, lease_ttl)) = &self.0.cluster {
+            let refused = match store.admit(&owner, limits.spec(*lease_ttl)).await {
+                Ok(Admission::Admitted(lease)) => {
+                    return Ok(Permit {
+                        limiter: None,
+                        lease,
+                    });
+                }
+                Ok(Admission::Rate { retry_after }) => Limited::Rate {
+                    rate: limits.rate.unwrap_or(Rate {
+                        count: 1,
+                        per: Duration::from_secs(1),
+                    }),
+                    retry_after,
+                },
+                Ok(Admission::InFlight) => Limited::InFlight {
+                    max: limits.max_in_flight.unwrap_or(0),
+                },
+                Err(e) => {
+                    tracing::debug!("limits decided locally: {e}");
+                    store.fell_back("limits");
+                    let share = limits.share(store.replicas());
+                    return self.admit_locally(identity, owner, share);
+                }
+            };
+            self.0.metrics.limited(&label(identity), refused.kind());
+            return Err(refused);
+        }
+        self.admit_locally(identity, owner, limits)
+    }
+
+    /// [`Limiter::admit`] in this replica's memory.
+    fn admit_locally(
+        &self,
+        identity: &Identity,
+        owner: String,
+        limits: CallerLimits,
+    ) -> Result<Permit, Limited> {
         let now = Instant::now();
         let mut callers = self.0.callers.lock().unwrap_or_else(|e| e.into_inner());
         if callers.len() >= PRUNE_AT && !callers.contains_key(&owner) {
@@ -229,6 +327,7 @@ impl Limiter {
         }
         Ok(Permit {
             limiter: Some((self.0.clone(), owner)),
+            lease: None,
         })
     }
 
@@ -297,6 +396,28 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
+    /// Without a store, admission never waits.
+    fn admit(limiter: &Limiter, identity: &Identity) -> Result<Permit, Limited> {
+        futures::executor::block_on(limiter.admit(identity))
+    }
+
+    #[test]
+    fn a_share_rounds_up_and_is_never_zero() {
+        let limits = CallerLimits {
+            rate: Some("10/min".parse().unwrap()),
+            burst: Some(4),
+            max_in_flight: Some(1),
+        };
+        let share = limits.share(3);
+        assert_eq!(share.rate.map(|r| r.count), Some(4));
+        assert_eq!(share.burst, Some(2));
+        assert_eq!(share.max_in_flight, Some(1));
+        assert_eq!(limits.share(1), limits);
+        let spec = limits.spec(Duration::from_secs(40));
+        assert_eq!(spec.interval, Some(Duration::from_secs(6)));
+        assert_eq!(spec.burst, 4);
+    }
+
     fn token(name: &str) -> Identity {
         Identity {
             name: Arc::from(name),
@@ -329,12 +450,14 @@ mod tests {
         };
         let limiter = Limiter::new(limits, HashMap::new(), Arc::new(Metrics::new()));
         let ci = token("ci");
-        let permits: Vec<_> = (0..3).map(|_| limiter.admit(&ci).expect("burst")).collect();
-        let refused = limiter.admit(&ci).err().expect("over the burst");
+        let permits: Vec<_> = (0..3)
+            .map(|_| admit(&limiter, &ci).expect("burst"))
+            .collect();
+        let refused = admit(&limiter, &ci).err().expect("over the burst");
         assert_eq!(refused.kind(), "rate");
         assert_eq!(refused.retry_after_secs(), 1);
         // Another caller has its own bucket.
-        assert!(limiter.admit(&token("other")).is_ok());
+        assert!(admit(&limiter, &token("other")).is_ok());
         drop(permits);
     }
 
@@ -362,12 +485,12 @@ mod tests {
         per_token.insert("slow".to_owned(), slow);
         let limiter = Limiter::new(default, per_token, Arc::new(Metrics::new()));
         let slow = token("slow");
-        drop((limiter.admit(&slow), limiter.admit(&slow)));
-        assert!(limiter.admit(&slow).is_err());
+        drop((admit(&limiter, &slow), admit(&limiter, &slow)));
+        assert!(admit(&limiter, &slow).is_err());
         for i in 0..(PRUNE_AT + 100) {
-            drop(limiter.admit(&oauth(&format!("subject-{i}"))));
+            drop(admit(&limiter, &oauth(&format!("subject-{i}"))));
         }
-        assert_eq!(limiter.admit(&slow).err().map(|l| l.kind()), Some("rate"));
+        assert_eq!(admit(&limiter, &slow).err().map(|l| l.kind()), Some("rate"));
         // Idle subjects were forgotten: the map stays bounded.
         let tracked = limiter.0.callers.lock().unwrap().len();
         assert!(tracked < PRUNE_AT + 10, "{tracked} callers tracked");
@@ -383,13 +506,13 @@ mod tests {
         );
         let lone = oauth("lone");
         for _ in 0..100 {
-            drop(limiter.admit(&lone));
+            drop(admit(&limiter, &lone));
         }
-        assert!(limiter.admit(&lone).is_err());
+        assert!(admit(&limiter, &lone).is_err());
         for i in 0..(PRUNE_AT + 100) {
-            drop(limiter.admit(&oauth(&format!("subject-{i}"))));
+            drop(admit(&limiter, &oauth(&format!("subject-{i}"))));
         }
-        assert_eq!(limiter.admit(&lone).err().map(|l| l.kind()), Some("rate"));
+        assert_eq!(admit(&limiter, &lone).err().map(|l| l.kind()), Some("rate"));
     }
 
     #[test]
@@ -409,15 +532,18 @@ mod tests {
         );
         let limiter = Limiter::new(limits, per_token, Arc::new(Metrics::new()));
         let ci = token("ci");
-        let a = limiter.admit(&ci).unwrap();
-        let _b = limiter.admit(&ci).unwrap();
-        assert_eq!(limiter.admit(&ci).err(), Some(Limited::InFlight { max: 2 }));
-        drop(a);
-        assert!(limiter.admit(&ci).is_ok());
-        let batch = token("batch");
-        let _c = limiter.admit(&batch).unwrap();
+        let a = admit(&limiter, &ci).unwrap();
+        let _b = admit(&limiter, &ci).unwrap();
         assert_eq!(
-            limiter.admit(&batch).err(),
+            admit(&limiter, &ci).err(),
+            Some(Limited::InFlight { max: 2 })
+        );
+        drop(a);
+        assert!(admit(&limiter, &ci).is_ok());
+        let batch = token("batch");
+        let _c = admit(&limiter, &batch).unwrap();
+        assert_eq!(
+            admit(&limiter, &batch).err(),
             Some(Limited::InFlight { max: 1 })
         );
     }

@@ -69,8 +69,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
-    let app =
-        mcp_sandbox::build_app(args.database_url.expose(), auth, args.listen, &args.common).await?;
+    let store = args.store.settings()?;
+    let app = mcp_sandbox::build_app(
+        args.database_url.expose(),
+        auth,
+        args.listen,
+        &args.common,
+        store,
+    )
+    .await?;
     let (listener, metrics) = mcp_sandbox::bind_all(args.listen, &args.common).await?;
     let stop = mcp_sandbox::shutdown_signal();
     let scheme = |https: bool| if https { "https" } else { "http" };

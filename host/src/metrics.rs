@@ -60,6 +60,11 @@ pub struct Metrics {
     audit_failures: IntCounterVec,
     audit_refused: IntCounterVec,
     limited: IntCounterVec,
+    store_up: IntGauge,
+    store_replicas: IntGauge,
+    store_ops: IntCounterVec,
+    store_round_trip: HistogramVec,
+    store_fallbacks: IntCounterVec,
 }
 
 /// Why a connection was closed by the server before it was served to its end.
@@ -221,6 +226,31 @@ impl Metrics {
                 "Requests refused by a per-caller limit, by caller (a configured token's name, or oauth, anonymous) and limit (rate, in_flight, sessions)",
                 &["caller", "limit"],
             ),
+            store_up: IntGauge::new(
+                "mcp_sandbox_store_up",
+                "1 while the shared store (--store-url) answers, 0 while this replica degrades without it",
+            )
+            .expect("a valid gauge"),
+            store_replicas: IntGauge::new(
+                "mcp_sandbox_store_replicas",
+                "Replicas alive in the shared store at this replica's last heartbeat",
+            )
+            .expect("a valid gauge"),
+            store_ops: counter(
+                "mcp_sandbox_store_operations_total",
+                "Shared-store operations by operation (admit, touch, open, load, store, ...) and result (ok, error)",
+                &["op", "result"],
+            ),
+            store_round_trip: histogram(
+                "mcp_sandbox_store_round_trip_seconds",
+                "Round trip of a shared-store operation that succeeded",
+                &["op"],
+            ),
+            store_fallbacks: counter(
+                "mcp_sandbox_store_fallback_total",
+                "Decisions taken without the shared store while it was down, by what (limits: this replica's share; sessions: a session served from this replica's memory)",
+                &["what"],
+            ),
             connections_refused: counter(
                 "http_connections_refused_total",
                 "Connections the server closed unserved, by reason (over_capacity: --max-connections reached; header_timeout: no complete request head within --header-timeout; tls_handshake: failed or too slow)",
@@ -281,6 +311,51 @@ impl Metrics {
             m.audit_records.with_label_values(&[event]);
         }
         m
+    }
+
+    /// The shared store's metrics, exported only when there is a store (an alert on
+    /// `mcp_sandbox_store_up == 0` must not fire on a single server without one).
+    pub fn declare_store(&self) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 5] = [
+            Box::new(self.store_up.clone()),
+            Box::new(self.store_replicas.clone()),
+            Box::new(self.store_ops.clone()),
+            Box::new(self.store_round_trip.clone()),
+            Box::new(self.store_fallbacks.clone()),
+        ];
+        for collector in collectors {
+            // Declared twice (a second store handle in one process) is harmless.
+            let _ = self.registry.register(collector);
+        }
+        for what in ["limits", "sessions"] {
+            self.store_fallbacks.with_label_values(&[what]);
+        }
+    }
+
+    /// Whether the shared store answers.
+    pub fn store_up(&self, up: bool) {
+        self.store_up.set(i64::from(up));
+    }
+
+    /// Replicas alive at the last heartbeat.
+    pub fn store_replicas(&self, alive: u32) {
+        self.store_replicas.set(i64::from(alive));
+    }
+
+    /// One shared-store operation; `round_trip` when it succeeded.
+    pub fn store_op(&self, op: &str, ok: bool, round_trip: Option<std::time::Duration>) {
+        let result = if ok { "ok" } else { "error" };
+        self.store_ops.with_label_values(&[op, result]).inc();
+        if let Some(round_trip) = round_trip {
+            self.store_round_trip
+                .with_label_values(&[op])
+                .observe(round_trip.as_secs_f64());
+        }
+    }
+
+    /// A decision taken without the store.
+    pub fn store_fallback(&self, what: &str) {
+        self.store_fallbacks.with_label_values(&[what]).inc();
     }
 
     /// A connection was accepted; it counts as open until the guard is dropped.

@@ -37,7 +37,7 @@ async fn app() -> Arc<App> {
         unreachable!("parsed a serve command")
     };
     let auth = mcp_sandbox::auth(&serve).unwrap();
-    mcp_sandbox::build_app(url.as_str(), auth, serve.listen, &serve.common)
+    mcp_sandbox::build_app(url.as_str(), auth, serve.listen, &serve.common, None)
         .await
         .unwrap()
 }

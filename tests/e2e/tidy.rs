@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["mcp"],
     &["runtime"],
     &["sql_tools", "audit", "limits"],
+    &["store"],
     &["metrics"],
     &["db"],
     &["tls"],

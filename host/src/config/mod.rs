@@ -8,6 +8,7 @@ mod callers;
 mod database;
 mod http;
 mod sandbox;
+mod store;
 pub mod tokens;
 
 pub use crate::secret::Secret;
@@ -17,6 +18,7 @@ pub use callers::*;
 pub use database::*;
 pub use http::*;
 pub use sandbox::*;
+pub use store::*;
 
 use crate::server::{Access, TokenSpec};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -161,6 +163,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 impl OAuthArgs {

@@ -38,6 +38,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }),
         args.listen,
         &args.common,
+        None,
     )
     .await?;
     let (listener, metrics) = crate::bind_all(args.listen, &args.common).await?;

@@ -293,9 +293,9 @@ impl McpHandler {
                 .refuse(audit.as_mut(), caller.as_ref(), Outcome::Denied, refusal)
                 .await;
         }
-        let _permit = match (admitted, &caller) {
+        let permit = match (admitted, &caller) {
             (Some(permit), _) => Some(permit),
-            (None, Some(caller)) => match self.limiter.admit(caller) {
+            (None, Some(caller)) => match self.limiter.admit(caller).await {
                 Ok(permit) => Some(permit),
                 Err(limited) => {
                     let refusal = ErrorData::new(
@@ -319,6 +319,10 @@ impl McpHandler {
         // The audit record took its own copy; the call takes the arguments themselves.
         let arguments = Value::Object(request.arguments.take().unwrap_or_default());
         let invocation = self.runtime.call_tool(&request.name, &arguments, &ct).await;
+        // The slot is free before the answer leaves: the caller's next call finds it so.
+        if let Some(permit) = permit {
+            permit.release().await;
+        }
         // Counted here, once: the rmcp and the direct paths both call this.
         let label = match invocation.result {
             Err(Fault::UnknownTool(_)) => UNKNOWN_TOOL,

@@ -7,6 +7,7 @@ use super::{App, Identity};
 use crate::access::RequestInfo;
 use crate::audit::{AdminRecord, caller_json, request_members};
 use crate::runtime::SwapError;
+use crate::store::AdminAction;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -38,6 +39,17 @@ pub async fn handle<B: RequestBody>(
              fix it before components can change",
         );
     }
+    if action.is_some()
+        && let Some(store) = &app.settings.store
+        && !store.is_up()
+    {
+        return respond::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "refused: admin changes go through the shared store (--store-url) so that every \
+             replica applies them, and it is unreachable; nothing was changed, retry when \
+             /ready shows the store up",
+        );
+    }
     let response = match (method, segments.as_slice()) {
         (Method::GET, []) => return list(app).await,
         (_, []) => return super::respond::method_not_allowed("GET"),
@@ -47,17 +59,21 @@ pub async fn handle<B: RequestBody>(
             .runtime
             .remove_component(name)
             .await
-            .map(|()| json!({"removed": name}))
+            .map(|()| (json!({"removed": name}), None))
             .map_err(Refusal::from),
         (_, [_]) => return super::respond::method_not_allowed("GET, PUT, DELETE"),
         (Method::POST, [name, "rollback"]) => app
             .runtime
             .rollback_component(name)
             .await
-            .map(|info| json!({"component": info}))
+            .map(|info| (json!({"component": info}), None))
             .map_err(Refusal::from),
         (_, [_, "rollback"]) => return super::respond::method_not_allowed("POST"),
         _ => return respond::error(StatusCode::NOT_FOUND, "no such admin resource"),
+    };
+    let response = match (response, action, segments.first()) {
+        (Ok(body), Some(action), Some(component)) => record(app, action, component, body).await,
+        (response, _, _) => response.map(|(body, _)| body),
     };
     if let (Some(action), Some(component)) = (action, segments.first()) {
         audit(app, identity, info, action, component, &response).await;
@@ -69,6 +85,36 @@ pub async fn handle<B: RequestBody>(
 }
 
 /// The admin action's audit record: who changed which component, and how it ended.
+/// Records a change done here in the shared store, for the other replicas; a failure is
+/// a 503 that says the change holds on this replica only.
+async fn record(
+    app: &App,
+    action: &str,
+    component: &str,
+    body: (serde_json::Value, Option<Bytes>),
+) -> Result<serde_json::Value, Refusal> {
+    let (body, bytes) = body;
+    let action = match action {
+        "put" => AdminAction::Put,
+        "delete" => AdminAction::Remove,
+        _ => AdminAction::Rollback,
+    };
+    let digest = body.pointer("/component/digest").and_then(|d| d.as_str());
+    match app
+        .record_admin(component, action, digest, bytes.as_deref())
+        .await
+    {
+        Ok(()) => Ok(body),
+        Err(e) => Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "applied on this replica only: recording it in the shared store failed \
+                 ({e}), so the other replicas do not have it; retry the request"
+            ),
+        )),
+    }
+}
+
 async fn audit(
     app: &App,
     identity: &Identity,
@@ -142,7 +188,12 @@ async fn show(app: &App, name: &str) -> Response<Body> {
 }
 
 /// `PUT /admin/components/NAME` with the `.wasm` bytes as the body.
-async fn put<B: RequestBody>(app: &App, name: &str, body: B) -> Result<serde_json::Value, Refusal> {
+/// A put's answer, and the bytes put (for the shared store).
+async fn put<B: RequestBody>(
+    app: &App,
+    name: &str,
+    body: B,
+) -> Result<(serde_json::Value, Option<Bytes>), Refusal> {
     let limit = app.settings.max_component_bytes;
     let Ok(read) = tokio::time::timeout(app.settings.idle_timeout, read_limited(body, limit)).await
     else {
@@ -181,7 +232,7 @@ async fn put<B: RequestBody>(app: &App, name: &str, body: B) -> Result<serde_jso
     app.runtime
         .put_component(name, bytes.to_vec())
         .await
-        .map(|info| json!({"component": info}))
+        .map(|info| (json!({"component": info}), Some(bytes)))
         .map_err(Refusal::from)
 }
 

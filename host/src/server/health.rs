@@ -189,6 +189,27 @@ async fn readiness(app: &App) -> (StatusCode, Value) {
             json!({"name": name, "reason": r.reason})
         })
         .collect();
+    // The shared store: a replica without it still serves (stateless calls, its own
+    // sessions, its share of the limits), so an outage degrades but never fails
+    // readiness: failing it everywhere would turn a store outage into a full one.
+    let store = app.settings.store.as_ref().map(|store| {
+        let up = store.is_up();
+        let degraded: &[&str] = if up {
+            &[]
+        } else {
+            &[
+                "limits: this replica enforces its share of each limit",
+                "sessions: only the sessions this replica holds are served; others get 503",
+                "new sessions are refused",
+            ]
+        };
+        json!({
+            "up": up,
+            "replica": store.replica(),
+            "replicas": store.replicas(),
+            "degraded": degraded,
+        })
+    });
     let ready = reasons.is_empty();
     let status = if ready {
         StatusCode::OK
@@ -204,6 +225,7 @@ async fn readiness(app: &App) -> (StatusCode, Value) {
             "components": components,
             "rejected": rejected,
             "oauth": oauth,
+            "store": store,
         }),
     )
 }

@@ -95,10 +95,23 @@ impl App {
         }
         match self.legacy.post(&session, &caller, message).await {
             Ok(()) => accepted(),
-            Err(PostError::UnknownSession) => respond::error(
-                StatusCode::NOT_FOUND,
-                "unknown or closed session; open a new one with GET /sse",
-            ),
+            Err(PostError::UnknownSession) => match &self.settings.store {
+                // Legacy sessions are not shared: the stream is this process's socket.
+                Some(store) => respond::error(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "unknown session on replica {}: a legacy SSE (2024-11-05) session \
+                         lives on the replica holding its GET /sse stream, so route /sse and \
+                         /messages/ with affinity on session_id, or use Streamable HTTP \
+                         (/mcp), which every replica serves",
+                        store.replica()
+                    ),
+                ),
+                None => respond::error(
+                    StatusCode::NOT_FOUND,
+                    "unknown or closed session; open a new one with GET /sse",
+                ),
+            },
             Err(PostError::Closed) => respond::error(
                 StatusCode::NOT_FOUND,
                 "the session closed; open a new one with GET /sse",

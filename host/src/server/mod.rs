@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod conn;
+mod fleet;
 mod health;
 mod hosts;
 mod legacy;
@@ -27,6 +28,7 @@ use crate::mcp::McpHandler;
 use crate::mcp::legacy_sse::LegacySessions;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
+use crate::store::{SessionRecords, Store};
 use health::ProbeCache;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -81,7 +83,16 @@ pub struct Settings {
     pub session_caps: sessions::Caps,
     /// `--max-streams-per-caller`, `--max-streams`
     pub stream_caps: stream_budget::Caps,
+    /// the fleet's shared store (`--store-url`): sessions and limits across replicas
+    pub store: Option<Store>,
+    /// `--call-timeout`: a cluster-wide in-flight slot outlives a dead replica by this
+    /// and [`LEASE_SLACK`]
+    pub call_timeout: Duration,
 }
+
+/// How much longer than a call a cluster-wide in-flight slot lives: a replica that dies
+/// holding one frees it after the call timeout and this.
+pub const LEASE_SLACK: Duration = Duration::from_secs(10);
 
 /// Where the server is reachable, as its clients see it.
 #[derive(Clone, Debug, Default)]
@@ -128,6 +139,10 @@ pub struct App {
     book: sessions::Book,
     /// long-lived streams open, per caller
     stream_budget: stream_budget::Budget,
+    /// what rmcp and this replica keep of each session in the shared store
+    records: Option<Arc<SessionRecords>>,
+    /// what this replica applied of the store's admin layer
+    applied: fleet::Applied,
 }
 
 /// The listeners' certificates (reloaded from their files) and acceptors.
@@ -187,17 +202,49 @@ impl App {
         } else {
             config.with_allowed_hosts(settings.allowed_hosts.clone())
         };
+        let records = settings.store.as_ref().map(|store| {
+            Arc::new(SessionRecords::new(
+                store.clone(),
+                settings.session_idle_timeout,
+            ))
+        });
+        if let Some(records) = &records {
+            // Any replica restores a session it does not hold from its `initialize`.
+            config.session_store = Some(records.clone());
+        }
         let mut sessions = LocalSessionManager::default();
         sessions.session_config.keep_alive = Some(settings.session_idle_timeout);
         let sessions = Arc::new(sessions);
+        if let (Some(store), Some(records)) = (&settings.store, &records) {
+            let held = sessions.clone();
+            store.spawn_heartbeat(
+                records.clone(),
+                move || {
+                    let held = held.clone();
+                    async move {
+                        held.sessions
+                            .read()
+                            .await
+                            .keys()
+                            .map(|id| id.to_string())
+                            .collect()
+                    }
+                },
+                streams.clone(),
+            );
+        }
         if settings.auth.oauth().is_some() {
             metrics.declare_auth_failures(oauth::Rejection::ALL.iter().map(|r| r.reason()));
         }
         metrics.declare_limited(settings.auth.caller_labels());
-        let limiter = Limiter::new(
+        let limiter = Limiter::clustered(
             settings.caller_limits,
             settings.auth.token_limits().clone(),
             metrics.clone(),
+            settings
+                .store
+                .clone()
+                .map(|store| (store, settings.call_timeout + LEASE_SLACK)),
         );
         let handler = McpHandler::new(
             runtime.clone(),
@@ -224,8 +271,15 @@ impl App {
             limiter,
             book: sessions::Book::new(settings.session_caps),
             stream_budget: stream_budget::Budget::new(settings.stream_caps),
+            records,
+            applied: fleet::Applied::default(),
             settings,
         }))
+        .inspect(|app| {
+            if let Some(store) = &app.settings.store {
+                fleet::spawn(Arc::downgrade(app), store.clone(), app.streams.clone());
+            }
+        })
     }
 
     /// Whether the main listener speaks HTTPS.

@@ -1,13 +1,19 @@
 //! Who opened each MCP session (Streamable HTTP and legacy SSE): a session answers only
 //! the identity that opened it, and sessions are capped per caller and in total. Past a
 //! cap the least recently used idle session is closed to make room; when every session
-//! is busy, the new one is refused.
+//! is busy, the new one is refused. With a shared store the store is the authority
+//! (owner, per-caller cap, expiry) and the book is this replica's view of it, trusted
+//! alone only while the store is down; a session the store cannot vouch for then gets
+//! 503 with Retry-After, never 404 (clients drop a session for good on a 404).
 
-use super::respond::Body;
 use super::respond::too_many;
+use super::respond::{self, Body};
 use super::{App, Identity};
-use http::Response;
+use crate::limits::Limiter;
+use crate::store::{GRACE, Opened, SessionRecords, Store, Touch};
+use http::{Response, StatusCode};
 use rmcp::transport::streamable_http_server::session::SessionManager;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -223,6 +229,128 @@ impl Book {
     pub fn closed(&self, id: &str) {
         self.lock().remove(id);
     }
+
+    /// Whether the book knows session `id` (whoever owns it).
+    pub fn knows(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    /// Marks session `id`, which the store confirmed is `owner`'s, in use here: the book
+    /// learns of a session opened on another replica.
+    pub fn adopt(&self, id: &str, owner: &str) -> Result<Busy, NotOwner> {
+        {
+            let mut entries = self.lock();
+            if !entries.contains_key(id) {
+                entries.insert(
+                    Arc::from(id),
+                    Entry {
+                        owner: owner.to_owned(),
+                        kind: Kind::Streamable,
+                        added: Instant::now(),
+                        last_used: Instant::now(),
+                        busy: 0,
+                    },
+                );
+            }
+        }
+        self.use_session(id, owner)
+    }
+}
+
+/// Retry-After of a session request the store could not vouch for.
+const UNCONFIRMED_RETRY_SECS: u64 = 2;
+
+/// What recording a new session in the store needs, owned (it runs in the opening's own
+/// task).
+pub(super) struct Recorder {
+    store: Store,
+    records: Option<Arc<SessionRecords>>,
+    sessions: Arc<LocalSessionManager>,
+    book: Book,
+    limiter: Limiter,
+    ttl: std::time::Duration,
+    cap: usize,
+    busy: std::time::Duration,
+}
+
+impl Recorder {
+    /// Records session `id` for `identity` in the store (its owner, its caller's cap);
+    /// on failure closes it here and says why, so no session lives that other replicas
+    /// would not know.
+    pub(super) async fn record(
+        &self,
+        id: &str,
+        identity: &Identity,
+        rpc_id: &Value,
+    ) -> Result<(), Response<Body>> {
+        let owner = identity.owner();
+        let opened = self
+            .store
+            .session_opened(id, &owner, self.ttl, self.cap, self.busy)
+            .await;
+        let refusal = match opened {
+            Ok(Opened::Opened { evicted }) => {
+                if let Some(records) = &self.records {
+                    records.owned_by(id, &owner);
+                }
+                for session in evicted {
+                    tracing::info!(
+                        %session,
+                        caller = &*identity.name,
+                        "ended the least recently used idle session: --max-sessions-per-caller \
+                         was reached across the replicas"
+                    );
+                    self.end_here(&session).await;
+                }
+                return Ok(());
+            }
+            Ok(Opened::Full) => {
+                self.limiter.count_refusal(identity, "sessions");
+                too_many(
+                    rpc_id,
+                    &format!(
+                        "this caller has {} sessions open and all are in use \
+                         (--max-sessions-per-caller, across the replicas); end one \
+                         (DELETE /mcp) or retry later",
+                        self.cap
+                    ),
+                    "sessions",
+                    1,
+                )
+            }
+            Ok(Opened::NoRecord) | Err(_) => {
+                if let Err(e) = &opened {
+                    tracing::warn!("a new session could not be recorded in the store: {e}");
+                }
+                unavailable(
+                    "the session could not be recorded in the shared store (--store-url), so \
+                     other replicas would not know it; retry",
+                )
+            }
+        };
+        self.end_here(id).await;
+        let _ = self.store.session_closed(id, &owner).await;
+        Err(refusal)
+    }
+
+    /// Ends session `id` on this replica (the store no longer has it).
+    async fn end_here(&self, id: &str) {
+        self.book.closed(id);
+        if let Some(records) = &self.records {
+            records.forget(id);
+        }
+        let _ = self.sessions.close_session(&Arc::from(id)).await;
+    }
+}
+
+/// 503 with Retry-After: the store could not say.
+fn unavailable(message: &str) -> Response<Body> {
+    let mut response = respond::error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(UNCONFIRMED_RETRY_SECS),
+    );
+    response
 }
 
 /// How long an opening waits for the sessions it replaces to close (a session whose
@@ -230,6 +358,96 @@ impl Book {
 const EVICTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl App {
+    /// What recording a new session in the store needs, when there is a store.
+    pub(super) fn recorder(&self) -> Option<Recorder> {
+        let store = self.settings.store.clone()?;
+        Some(Recorder {
+            store,
+            records: self.records.clone(),
+            sessions: self.sessions.clone(),
+            book: self.book.clone(),
+            limiter: self.limiter.clone(),
+            ttl: self.settings.session_idle_timeout,
+            cap: self.settings.session_caps.per_caller,
+            busy: self.settings.call_timeout,
+        })
+    }
+
+    /// Session `id`, named by a request of `identity`, marked in use until the guard
+    /// drops; or the answer: 404 for a session that is not the caller's (or no longer
+    /// exists), 503 when the store cannot say.
+    pub(super) async fn use_session(
+        &self,
+        id: &str,
+        identity: &Identity,
+        deleting: bool,
+    ) -> Result<Busy, Box<Response<Body>>> {
+        let owner = identity.owner();
+        let not_found = || {
+            tracing::info!(
+                caller = &*identity.name,
+                "refused a session that is not the caller's or has ended"
+            );
+            Box::new(respond::error(
+                StatusCode::NOT_FOUND,
+                "session not found; start a new one with initialize",
+            ))
+        };
+        let Some(store) = &self.settings.store else {
+            return self
+                .book
+                .use_session(id, &owner)
+                .map_err(|NotOwner| not_found());
+        };
+        let touched = store
+            .touch(id, &owner, self.settings.session_idle_timeout, GRACE)
+            .await;
+        match touched {
+            Ok(Touch::Confirmed) => {
+                let busy = self
+                    .book
+                    .adopt(id, &owner)
+                    .map_err(|NotOwner| not_found())?;
+                if let Some(records) = &self.records {
+                    records.owned_by(id, &owner);
+                }
+                Ok(busy)
+            }
+            Ok(Touch::Absent) => {
+                // Ended elsewhere (a DELETE, closed to make room, expired): here too.
+                if self.book.use_session(id, &owner).is_ok()
+                    && let Some(recorder) = self.recorder()
+                {
+                    recorder.end_here(id).await;
+                }
+                Err(not_found())
+            }
+            Ok(Touch::Unconfirmed) => Err(Box::new(unavailable(
+                "the shared store lost its data moments ago and the replicas are writing \
+                 their sessions back; retry",
+            ))),
+            Err(e) => {
+                if deleting {
+                    return Err(Box::new(unavailable(&format!(
+                        "the session cannot be ended while the shared store is unreachable \
+                         ({e}); retry"
+                    ))));
+                }
+                match self.book.use_session(id, &owner) {
+                    Ok(busy) => {
+                        store.fell_back("sessions");
+                        Ok(busy)
+                    }
+                    Err(NotOwner) if self.book.knows(id) => Err(not_found()),
+                    Err(NotOwner) => Err(Box::new(unavailable(&format!(
+                        "this session cannot be confirmed while the shared store is \
+                         unreachable ({e}); retry"
+                    )))),
+                }
+            }
+        }
+    }
+
     /// Room for one more session of `identity`: closes the least recently used idle
     /// sessions past the caps, or answers 429 when every one is busy.
     pub(super) async fn make_session_room(

@@ -6,7 +6,7 @@
 
 use super::respond::RequestBody;
 use super::respond::{self, Body, too_many};
-use super::sessions::{Kind, NotOwner};
+use super::sessions::Kind;
 use super::{App, Identity, stream_budget};
 use crate::access::{Origin, RequestInfo};
 use crate::audit::{RefusedCallRecord, caller_json, request_members};
@@ -80,16 +80,13 @@ impl App {
         let mut busy = None;
         let mut opening = None;
         match &session {
-            Some(id) => match self.book.use_session(id, &owner) {
-                Ok(guard) => busy = Some(guard),
-                Err(NotOwner) => {
-                    tracing::info!(caller = &*identity.name, "refused another caller's session");
-                    return respond::error(
-                        StatusCode::NOT_FOUND,
-                        "session not found; start a new one with initialize",
-                    );
+            Some(id) => {
+                let deleting = parts.method == Method::DELETE;
+                match self.use_session(id, &identity, deleting).await {
+                    Ok(guard) => busy = Some(guard),
+                    Err(refused) => return *refused,
                 }
-            },
+            }
             None => {
                 if let Some(peek) = &peek {
                     match peek.method.as_deref() {
@@ -100,7 +97,7 @@ impl App {
                             }
                         }
                         // The stateless revision: a limit is answered in HTTP, 429.
-                        Some("tools/call") => match self.limiter.admit(&identity) {
+                        Some("tools/call") => match self.limiter.admit(&identity).await {
                             Ok(permit) => {
                                 // The common case, answered here without rmcp's machinery.
                                 if let Some(call) =
@@ -143,6 +140,9 @@ impl App {
         let mut mcp = self.mcp.clone();
         let request = Request::from_parts(parts, Full::new(body));
         let opens = opening.is_some();
+        let recorder = opening.as_ref().and_then(|_| self.recorder());
+        let opener = identity.clone();
+        let rpc_id = peek.as_ref().map_or(Value::Null, |p| p.id.clone());
         let call = async move {
             let response = match mcp.call(request).await {
                 Ok(response) => response,
@@ -154,7 +154,14 @@ impl App {
                     .get("mcp-session-id")
                     .and_then(|v| v.to_str().ok())
             {
-                room.opened(Arc::from(id), Kind::Streamable);
+                let id: Arc<str> = Arc::from(id);
+                room.opened(id.clone(), Kind::Streamable);
+                // With a store, the session exists once the store has its owner.
+                if let Some(recorder) = recorder
+                    && let Err(refused) = recorder.record(&id, &opener, &rpc_id).await
+                {
+                    return refused;
+                }
             }
             response
         };
@@ -177,6 +184,16 @@ impl App {
         if deleting && response.status().is_success() {
             if let Some(id) = &session {
                 self.book.closed(id);
+                if let Some(store) = &self.settings.store {
+                    // rmcp deleted the session's record; this also takes it off its
+                    // caller's list. Failing that, the entry expires with the record.
+                    if let Err(e) = store.session_closed(id, &owner).await {
+                        tracing::warn!("an ended session stays listed in the store: {e}");
+                    }
+                }
+                if let Some(records) = &self.records {
+                    records.forget(id);
+                }
             }
             if response.status() == StatusCode::ACCEPTED {
                 // rmcp answers a session's DELETE with 202; there is nothing left to

@@ -57,11 +57,13 @@ impl TestServer {
             unreachable!("parsed a serve command")
         };
         let auth = mcp_sandbox::auth(&serve).expect("valid authentication settings");
+        let store = serve.store.settings().expect("valid store settings");
         let app = mcp_sandbox::build_app(
             serve.database_url.expose(),
             auth,
             serve.listen,
             &serve.common,
+            store,
         )
         .await
         .expect("building the app");
@@ -187,11 +189,16 @@ pub async fn start_error(url: &str, flags: &[&str]) -> Option<String> {
         Ok(auth) => auth,
         Err(e) => return Some(format!("{e:#}")),
     };
+    let store = match serve.store.settings() {
+        Ok(store) => store,
+        Err(e) => return Some(format!("{e:#}")),
+    };
     mcp_sandbox::build_app(
         serve.database_url.expose(),
         auth,
         serve.listen,
         &serve.common,
+        store,
     )
     .await
     .err()

@@ -1,0 +1,157 @@
+//! The Lua scripts the store runs: each decision is one atomic round trip, timed by the
+//! store's own clock (`TIME`), so the replicas' clocks never matter. Numbers are written
+//! with `%.0f`: Lua 5.1 would print a microsecond timestamp as `1.7e+15`.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// Per-caller admission: expired leases dropped, the in-flight cap, then GCRA.
+/// KEYS: rate, inflight. ARGV: emission interval µs (0: no rate), burst, max in flight
+/// (0: none), lease member, lease TTL µs.
+/// Returns {0, 0} admitted (the lease taken), {1, µs to wait} rate, {2, 0} in flight.
+pub static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local max = tonumber(ARGV[3])
+if max > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now))
+  if redis.call('ZCARD', KEYS[2]) >= max then return {2, 0} end
+end
+if interval > 0 then
+  local tat = tonumber(redis.call('GET', KEYS[1]) or now) or now
+  if tat < now then tat = now end
+  local new = tat + interval
+  local allowed_at = new - interval * tonumber(ARGV[2])
+  if allowed_at > now then return {1, allowed_at - now} end
+  redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX',
+    string.format('%.0f', math.ceil((new - now) / 1000)))
+end
+if max > 0 then
+  local ttl = tonumber(ARGV[5])
+  redis.call('ZADD', KEYS[2], string.format('%.0f', now + ttl), ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], string.format('%.0f', math.ceil(ttl / 1000)))
+end
+return {0, 0}
+",
+    )
+});
+
+/// A session opened: its record must exist (rmcp stored its `initialize`), takes its
+/// owner, and joins its caller's sessions; past the per-caller cap the least recently
+/// used session not used within the busy window is ended (its record deleted).
+/// KEYS: session record, caller's sessions. ARGV: owner fingerprint, TTL ms, cap, busy
+/// window µs, session id, record key prefix (up to the `{`), replica.
+/// Returns {1, evicted ids...} opened, {0} no record, {-1} full (the new one removed).
+pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HEXISTS', KEYS[1], 'init') == 0 then return {0} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'replica', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if redis.call('EXISTS', ARGV[6] .. sid .. '}') == 0 then redis.call('ZREM', KEYS[2], sid) end
+end
+redis.call('ZADD', KEYS[2], string.format('%.0f', now), ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local evicted = {1}
+local cap = tonumber(ARGV[3])
+local idle_before = now - tonumber(ARGV[4])
+while redis.call('ZCARD', KEYS[2]) > cap do
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if oldest[1] == ARGV[5] or tonumber(oldest[2]) > idle_before then
+    redis.call('DEL', KEYS[1])
+    redis.call('ZREM', KEYS[2], ARGV[5])
+    return {-1}
+  end
+  redis.call('DEL', ARGV[6] .. oldest[1] .. '}')
+  redis.call('ZREM', KEYS[2], oldest[1])
+  table.insert(evicted, oldest[1])
+end
+return evicted
+",
+    )
+});
+
+/// A request in a session: its owner checked, its record and its place in the caller's
+/// list refreshed. KEYS: session record, caller's sessions, epoch. ARGV: owner
+/// fingerprint, TTL ms, session id, grace µs.
+/// Returns {1, epoch} confirmed, {0, epoch} no such session of this owner, {2, epoch}
+/// unknown but the store lost its data moments ago (the replicas are re-writing theirs).
+pub static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local epoch = redis.call('GET', KEYS[3])
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner == ARGV[1] then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], string.format('%.0f', now), ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return {1, epoch or ''}
+end
+if not epoch then return {2, ''} end
+local born = tonumber(string.match(epoch, ':(%d+)$') or '0')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if now - born < tonumber(ARGV[4]) then return {2, epoch} end
+return {0, epoch}
+",
+    )
+});
+
+/// A session this replica holds, written again after the store lost its data.
+/// KEYS: session record, caller's sessions. ARGV: init JSON, owner fingerprint, TTL ms,
+/// session id, replica.
+pub static RESEED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('HSET', KEYS[1], 'init', ARGV[1], 'owner', ARGV[2], 'replica', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], string.format('%.0f', now), ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+",
+    )
+});
+
+/// A replica's heartbeat: the epoch (made if the store has none: it started empty or
+/// lost its data), this replica's liveness, and how many replicas are alive.
+/// KEYS: epoch, replicas. ARGV: replica, liveness TTL µs, a fresh random epoch name.
+/// Returns {epoch, replicas alive}.
+pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[3] .. ':' .. string.format('%.0f', now)
+  redis.call('SET', KEYS[1], epoch)
+end
+redis.call('ZADD', KEYS[2], string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now))
+return {epoch, redis.call('ZCARD', KEYS[2])}
+",
+    )
+});
+
+/// An admin action recorded: the generation grows, the name's entry is replaced.
+/// KEYS: generation, entries. ARGV: name, action, digest (may be empty).
+/// Returns the new generation.
+pub static RECORD_ADMIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local generation = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[1], generation .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
+return generation
+",
+    )
+});

@@ -1,0 +1,293 @@
+//! Sessions in the store: rmcp's `SessionStore` (each session's `initialize`, so any
+//! replica can restore it), and our records beside it: the owner a session answers, its
+//! caller's cluster-wide cap, its idle expiry. The records this replica wrote or
+//! restored are remembered (init and owner) so they can be written again when the
+//! store comes back empty.
+
+use super::{Store, StoreError, scripts};
+use rmcp::transport::streamable_http_server::session::store::{
+    SessionState, SessionStore, SessionStoreError,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What the store says of a session a request names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touch {
+    /// it exists and belongs to this caller (its expiry refreshed)
+    Confirmed,
+    /// no session of this caller by that id
+    Absent,
+    /// unknown, but the store lost its data moments ago and the replicas are still
+    /// writing theirs back: neither yes nor no
+    Unconfirmed,
+}
+
+/// What opening a session did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// recorded; these sessions of the caller were ended to make room
+    Opened { evicted: Vec<String> },
+    /// rmcp's record of its `initialize` is missing (its write failed)
+    NoRecord,
+    /// every session of the caller is in use: the new one was removed
+    Full,
+}
+
+/// A session id as rmcp makes them (a UUID), with room to spare; anything else names no
+/// session and never reaches the store's key space.
+pub fn valid_session_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// rmcp's session store, on ours; what this replica knows of each session it serves.
+pub struct SessionRecords {
+    store: Store,
+    ttl: Duration,
+    /// id → (initialize JSON, owner), for sessions this replica opened or restored
+    known: Mutex<HashMap<String, (String, Option<String>)>>,
+}
+
+impl SessionRecords {
+    pub fn new(store: Store, ttl: Duration) -> Self {
+        Self {
+            store,
+            ttl,
+            known: Mutex::default(),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Option<String>)>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Session `id` belongs to `owner` (this replica opened or restored it).
+    pub fn owned_by(&self, id: &str, owner: &str) {
+        if let Some(entry) = self.known().get_mut(id) {
+            entry.1 = Some(owner.to_owned());
+        }
+    }
+
+    /// Forgets a session that ended here.
+    pub fn forget(&self, id: &str) {
+        self.known().remove(id);
+    }
+
+    /// Writes back the sessions this replica still serves (`live`), after the store lost
+    /// its data; forgets the rest.
+    pub async fn reseed(&self, live: &HashSet<String>) -> Result<usize, StoreError> {
+        let sessions: Vec<(String, String, String)> = {
+            let mut known = self.known();
+            known.retain(|id, _| live.contains(id));
+            known
+                .iter()
+                .filter_map(|(id, (init, owner))| {
+                    owner
+                        .as_ref()
+                        .map(|o| (id.clone(), init.clone(), o.clone()))
+                })
+                .collect()
+        };
+        for (id, init, owner) in &sessions {
+            let mut conn = self.store.conn();
+            let mut invocation = scripts::RESEED.prepare_invoke();
+            invocation
+                .key(self.store.session_key(id))
+                .key(self.store.caller_key(owner, "sessions"))
+                .arg(init)
+                .arg(Store::fingerprint(owner))
+                .arg(self.ttl.as_millis() as u64)
+                .arg(id)
+                .arg(self.store.replica());
+            self.store
+                .run("reseed", false, invocation.invoke_async::<i64>(&mut conn))
+                .await?;
+        }
+        Ok(sessions.len())
+    }
+
+    /// Forgets what this replica no longer serves.
+    pub fn prune(&self, live: &HashSet<String>) {
+        self.known().retain(|id, _| live.contains(id));
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for SessionRecords {
+    async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
+        if !valid_session_id(session_id) {
+            return Ok(None);
+        }
+        let mut conn = self.store.conn();
+        let key = self.store.session_key(session_id);
+        let init: Option<String> = self
+            .store
+            .run(
+                "load",
+                false,
+                redis::cmd("HGET")
+                    .arg(&key)
+                    .arg("init")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let Some(init) = init else { return Ok(None) };
+        let state: SessionState = serde_json::from_str(&init)?;
+        self.known()
+            .entry(session_id.to_owned())
+            .or_insert((init, None));
+        Ok(Some(state))
+    }
+
+    async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
+        let init = serde_json::to_string(state)?;
+        let key = self.store.session_key(session_id);
+        let mut conn = self.store.conn();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(&key, "init", &init)
+            .ignore()
+            .pexpire(&key, self.ttl.as_millis() as i64)
+            .ignore();
+        self.store
+            .run("store", false, pipe.query_async::<()>(&mut conn))
+            .await?;
+        self.known().insert(session_id.to_owned(), (init, None));
+        Ok(())
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
+        self.forget(session_id);
+        let mut conn = self.store.conn();
+        let key = self.store.session_key(session_id);
+        self.store
+            .run(
+                "delete",
+                false,
+                redis::cmd("DEL").arg(&key).query_async::<i64>(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    fn session_key(&self, id: &str) -> String {
+        self.key(&format!("s:{{{id}}}"))
+    }
+
+    /// Records a session rmcp just opened for `owner`, within the caller's cluster-wide
+    /// cap: past it, the least recently used session not used within `busy` ends.
+    pub async fn session_opened(
+        &self,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+        cap: usize,
+        busy: Duration,
+    ) -> Result<Opened, StoreError> {
+        let mut conn = self.conn();
+        let mut invocation = scripts::OPEN.prepare_invoke();
+        invocation
+            .key(self.session_key(id))
+            .key(self.caller_key(owner, "sessions"))
+            .arg(Self::fingerprint(owner))
+            .arg(ttl.as_millis() as u64)
+            .arg(cap)
+            .arg(busy.as_micros() as u64)
+            .arg(id)
+            .arg(self.key("s:{"))
+            .arg(self.replica());
+        let reply: Vec<redis::Value> = self
+            .run("open", false, invocation.invoke_async(&mut conn))
+            .await?;
+        let status = match reply.first() {
+            Some(redis::Value::Int(status)) => *status,
+            other => return Err(StoreError::Reply(format!("open returned {other:?}"))),
+        };
+        Ok(match status {
+            1 => Opened::Opened {
+                evicted: reply[1..]
+                    .iter()
+                    .filter_map(|v| redis::from_redis_value_ref::<String>(v).ok())
+                    .collect(),
+            },
+            0 => Opened::NoRecord,
+            _ => Opened::Full,
+        })
+    }
+
+    /// Checks that session `id` is `owner`'s and refreshes it; `grace` is how long after
+    /// the store lost its data an unknown session is "unconfirmed" rather than absent.
+    pub async fn touch(
+        &self,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+        grace: Duration,
+    ) -> Result<Touch, StoreError> {
+        if !valid_session_id(id) {
+            return Ok(Touch::Absent);
+        }
+        let mut conn = self.conn();
+        let mut invocation = scripts::TOUCH.prepare_invoke();
+        invocation
+            .key(self.session_key(id))
+            .key(self.caller_key(owner, "sessions"))
+            .key(self.key("epoch"))
+            .arg(Self::fingerprint(owner))
+            .arg(ttl.as_millis() as u64)
+            .arg(id)
+            .arg(grace.as_micros() as u64);
+        let (status, _epoch): (i64, String) = self
+            .run("touch", false, invocation.invoke_async(&mut conn))
+            .await?;
+        Ok(match status {
+            1 => Touch::Confirmed,
+            0 => Touch::Absent,
+            _ => Touch::Unconfirmed,
+        })
+    }
+
+    /// Ends session `id` of `owner` in the store (a DELETE, or closed to make room).
+    pub async fn session_closed(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        if !valid_session_id(id) {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(self.session_key(id))
+            .ignore()
+            .zrem(self.caller_key(owner, "sessions"), id)
+            .ignore();
+        self.run("close", false, pipe.query_async::<()>(&mut conn))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_session_id;
+
+    #[test]
+    fn only_plain_ids_name_a_session() {
+        assert!(valid_session_id("0b9cb1d2-2f5e-4c57-9d51-3f4a4f6b8a10"));
+        for hostile in [
+            "",
+            "a}b",
+            "a{b",
+            "a b",
+            "a:b",
+            "é",
+            &"x".repeat(129),
+            "a\r\nb",
+        ] {
+            assert!(!valid_session_id(hostile), "{hostile:?}");
+        }
+    }
+}
