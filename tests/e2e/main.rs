@@ -31,6 +31,7 @@ mod red_team;
 mod replicas;
 mod routing;
 mod sandbox;
+mod scaleout;
 mod shutdown;
 mod sql_guard;
 mod sql_tools;
@@ -74,6 +75,7 @@ fn main() {
         replicas::trials(),
         routing::trials(),
         sandbox::trials(),
+        scaleout::trials(),
         shutdown::trials(),
         sql_guard::trials(),
         sql_tools::trials(),

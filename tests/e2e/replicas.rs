@@ -27,14 +27,21 @@ const CALL_SLEEP_MS: u64 = 20;
 /// measured at about 0.2 s here), for a loaded machine.
 const CONVERGENCE_BOUND: Duration = Duration::from_secs(5);
 
-struct Replica {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Replica {
+    pub child: Child,
+    pub addr: SocketAddr,
 }
 
 async fn start_replica(components: &Path) -> Replica {
+    start_replica_with(components, &["--token", TOKEN]).await
+}
+
+/// A replica of the real binary serving `components`, with `flags` (authentication
+/// among them).
+pub(crate) async fn start_replica_with(components: &Path, flags: &[&str]) -> Replica {
     let mut child = Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(flags)
         .args(["--components-dir", components.to_str().unwrap()])
         .args(["--watch-interval", "100ms", "--shutdown-delay", "1s"])
         .env("DATABASE_URL", db::reader_url())
@@ -63,7 +70,7 @@ async fn start_replica(components: &Path) -> Replica {
 /// nginx in front of `replicas`, round robin. A request that cannot reach a replica
 /// (refused, reset) goes to the next one: every tool runs read-only SQL, so a retried
 /// `tools/call` is harmless (`non_idempotent`).
-async fn start_nginx(dir: &Path, replicas: &[SocketAddr]) -> (Child, SocketAddr) {
+pub(crate) async fn start_nginx(dir: &Path, replicas: &[SocketAddr]) -> (Child, SocketAddr) {
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
@@ -159,7 +166,7 @@ fn load(nginx: SocketAddr, stop: Arc<AtomicBool>) -> Vec<JoinHandle<Tally>> {
         .collect()
 }
 
-fn signal(child: &Child, signal: rustix::process::Signal) {
+pub(crate) fn signal(child: &Child, signal: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(child.id().unwrap() as i32).unwrap();
     rustix::process::kill_process(pid, signal).unwrap();
 }

@@ -227,7 +227,20 @@ impl Mcp {
         mcp
     }
 
-    fn envelope(&mut self, method: &str, params: Value) -> Value {
+    /// A client of an existing session (another replica's, another caller's), without
+    /// a handshake of its own.
+    pub fn resume(http: Http, token: Option<String>, version: &str, session: &str) -> Self {
+        Self {
+            http,
+            token,
+            session: Some(session.to_owned()),
+            version: version.to_owned(),
+            next_id: 100,
+        }
+    }
+
+    /// A request's envelope with this client's next id.
+    pub fn envelope(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
         json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod pki;
 pub mod server;
+pub mod store;
 pub mod tls_db;
 pub mod tools;
 
