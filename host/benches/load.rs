@@ -540,9 +540,32 @@ async fn audit_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
         }
         servers.push((label, port, common::Server(command.spawn()?)));
     }
+    side_by_side(http, &servers, "no audit", 16).await?;
+    let bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let records = std::fs::read_to_string(&log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    println!();
+    println!(
+        "audit log: {records} records, {} bytes each on average",
+        bytes / records.max(1) as u64
+    );
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `query_sql` at 16 clients on `servers` side by side, in rounds that rotate which server
+/// goes first; throughput, latency and server CPU per call as ratios of the first.
+async fn side_by_side(
+    http: &Http,
+    servers: &[(&str, u16, common::Server)],
+    base: &str,
+    clients: usize,
+) -> anyhow::Result<()> {
     let args = Arc::new(json!({"sql": LOOKUP}));
     let deadline = within_a_minute();
-    for (_, port, _) in &servers {
+    for (_, port, _) in servers {
         up_by(deadline, "server", || {
             tool_call(http, *port, "query_sql", &args)
         })
@@ -550,11 +573,12 @@ async fn audit_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| query_sql, 16 clients | round | calls/s | p50 | p99 | errors | of no audit | \
-         server CPU µs/call | of no audit |"
+        "| query_sql, {clients} clients | round | calls/s | p50 | p99 | errors | of {base} | \
+         server CPU µs/call | of {base} |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    let mut ratios: Vec<Vec<(f64, f64)>> = vec![Vec::new(); servers.len()];
+    // Per server and round: throughput and CPU per call as ratios of the first, and p50.
+    let mut ratios: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); servers.len()];
     for round in 1..=AUDIT_ROUNDS {
         // Each round starts with a different server: no variant always runs first.
         let mut outcomes: Vec<Option<Outcome>> = (0..servers.len()).map(|_| None).collect();
@@ -564,7 +588,7 @@ async fn audit_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
             SERVER_PID.store(server.0.id(), std::sync::atomic::Ordering::Relaxed);
             let (h, args, port) = (http.clone(), args.clone(), *port);
             outcomes[i] = Some(
-                drive(16, move || {
+                drive(clients, move || {
                     let (h, args) = (h.clone(), args.clone());
                     async move { tool_call(&h, port, "query_sql", &args).await }
                 })
@@ -578,7 +602,11 @@ async fn audit_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
         for (i, outcome) in outcomes.iter_mut().enumerate() {
             let Some(outcome) = outcome else { continue };
             let (rate, us) = (outcome.per_second(), cpu(outcome));
-            ratios[i].push((rate / base_rate.max(1e-9), us / base_cpu.max(1e-9)));
+            ratios[i].push((
+                rate / base_rate.max(1e-9),
+                us / base_cpu.max(1e-9),
+                outcome.quantile(0.5).as_secs_f64(),
+            ));
             println!(
                 "| {} | {round} | {rate:.0} | {} | {} | {} | {:.0}% | {us:.0} | {:.0}% |",
                 servers[i].0,
@@ -592,32 +620,65 @@ async fn audit_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| median over {AUDIT_ROUNDS} rounds | calls/s of no audit | server CPU/call of no audit |"
+        "| median over {AUDIT_ROUNDS} rounds | calls/s of {base} | p50 | server CPU/call of {base} |"
     );
-    println!("|---|---|---|");
+    println!("|---|---|---|---|");
     for (i, (label, ..)) in servers.iter().enumerate() {
-        let median = |pick: fn(&(f64, f64)) -> f64| {
+        let median = |pick: fn(&(f64, f64, f64)) -> f64| {
             let mut v: Vec<f64> = ratios[i].iter().map(pick).collect();
             v.sort_by(f64::total_cmp);
             v.get(v.len() / 2).copied().unwrap_or(0.0)
         };
         println!(
-            "| {label} | {:.0}% | {:.0}% |",
+            "| {label} | {:.0}% | {:.0} µs | {:.0}% |",
             100.0 * median(|r| r.0),
+            1e6 * median(|r| r.2),
             100.0 * median(|r| r.1)
         );
     }
-    let bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-    let records = std::fs::read_to_string(&log)
-        .map(|t| t.lines().count())
-        .unwrap_or(0);
-    println!();
-    println!(
-        "audit log: {records} records, {} bytes each on average",
-        bytes / records.max(1) as u64
-    );
-    drop(servers);
-    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The shared store's cost: `query_sql` under per-caller limits (high enough never to
+/// refuse) decided in memory, by two identical servers, and by a server whose limits a
+/// Valkey/Redis on loopback decides (one script per call and the lease's release), at 1
+/// client (the added latency) and 16 (the throughput).
+async fn store_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
+    let Some(store) = common::StoreServer::start()? else {
+        println!("\nstore: no valkey-server or redis-server here; skipped");
+        return Ok(());
+    };
+    let limits = [
+        "--rate-limit",
+        "1000000/s",
+        "--max-in-flight-per-caller",
+        "1000",
+    ];
+    let url = store.url();
+    // (label, the store, the in-flight cap too): a rate alone costs one round trip per
+    // call, a rate and an in-flight cap two (the slot's lease is released before the
+    // answer leaves).
+    let variants: [(&str, bool, bool); 4] = [
+        ("no store", false, true),
+        // The same as the first: how far two identical servers differ on this machine.
+        ("no store (a second server)", false, true),
+        ("store on loopback, rate + in-flight", true, true),
+        ("store on loopback, rate only", true, false),
+    ];
+    let mut servers = Vec::new();
+    for (label, with_store, in_flight) in variants {
+        let port = common::free_port();
+        let mut command = common::serve_command(port, TOKEN, database_url);
+        command
+            .args(["--pool-size", &POOL_SIZE.to_string()])
+            .args(if in_flight { &limits[..] } else { &limits[..2] });
+        if with_store {
+            command.args(["--store-url", &url]);
+        }
+        servers.push((label, port, common::Server(command.spawn()?)));
+    }
+    side_by_side(http, &servers, "no store", 1).await?;
+    side_by_side(http, &servers, "no store", 16).await?;
     Ok(())
 }
 
@@ -1006,6 +1067,9 @@ fn main() -> anyhow::Result<()> {
         }
         if selected("audit") {
             audit_case(&http, &database_url).await?;
+        }
+        if selected("store") {
+            store_case(&http, &database_url).await?;
         }
         if !selected("swap") {
             return Ok(());

@@ -95,3 +95,57 @@ impl Drop for Server {
         let _ = self.0.wait();
     }
 }
+
+/// A Valkey/Redis server on a loopback TCP port, without persistence, killed when
+/// dropped; None when neither binary is installed.
+#[allow(dead_code)] // the load bench's only
+pub struct StoreServer {
+    server: Server,
+    port: u16,
+}
+
+#[allow(dead_code)]
+impl StoreServer {
+    pub fn start() -> anyhow::Result<Option<Self>> {
+        let Some(binary) = ["valkey-server", "redis-server"]
+            .iter()
+            .flat_map(|name| ["/usr/bin", "/usr/local/bin"].map(|d| format!("{d}/{name}")))
+            .find(|path| std::path::Path::new(path).is_file())
+        else {
+            return Ok(None);
+        };
+        let port = free_port();
+        let child = std::process::Command::new(binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let store = Self {
+            server: Server(child),
+            port,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            use std::io::{Read, Write};
+            if let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let mut reply = [0u8; 7];
+                if socket.write_all(b"PING\r\n").is_ok()
+                    && socket.read_exact(&mut reply).is_ok()
+                    && &reply == b"+PONG\r\n"
+                {
+                    return Ok(Some(store));
+                }
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the store did not answer within 20 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}

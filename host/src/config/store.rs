@@ -19,18 +19,18 @@ pub struct StoreArgs {
 
     /// The first part of every key this server writes, so several fleets can share a
     /// store
-    #[arg(long, env = "MCP_SANDBOX_STORE_PREFIX", default_value = DEFAULT_STORE_PREFIX,
-          requires = "store_url")]
+    #[arg(long, env = "MCP_SANDBOX_STORE_PREFIX", default_value = DEFAULT_STORE_PREFIX)]
     pub store_prefix: String,
 
-    /// This replica's name in the store (default: the host name and process id)
-    #[arg(long, env = "MCP_SANDBOX_REPLICA_ID", requires = "store_url")]
+    /// This replica's name in the store (default: the host name and process id); without
+    /// --store-url these store flags are ignored (a manifest may set them for every pod)
+    #[arg(long, env = "MCP_SANDBOX_REPLICA_ID")]
     pub replica_id: Option<String>,
 
     /// How long one store operation may take; past it the store counts as down and the
     /// replica degrades (README, "Several replicas")
     #[arg(long, env = "MCP_SANDBOX_STORE_TIMEOUT", default_value = DEFAULT_STORE_TIMEOUT,
-          value_parser = parse_duration, requires = "store_url")]
+          value_parser = parse_duration)]
     pub store_timeout: Duration,
 }
 

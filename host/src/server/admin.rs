@@ -84,7 +84,6 @@ pub async fn handle<B: RequestBody>(
     }
 }
 
-/// The admin action's audit record: who changed which component, and how it ended.
 /// Records a change done here in the shared store, for the other replicas; a failure is
 /// a 503 that says the change holds on this replica only.
 async fn record(
@@ -115,6 +114,7 @@ async fn record(
     }
 }
 
+/// The admin action's audit record: who changed which component, and how it ended.
 async fn audit(
     app: &App,
     identity: &Identity,

@@ -29,9 +29,16 @@ impl Applied {
         self.names.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An action of this replica's own, recorded at `generation`: nothing to apply.
+    fn seen(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.generation.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An entry applied (or refused, or this replica's own) at `generation`: nothing
+    /// more to do for it. A pass that read an older entry never lowers it.
     pub fn own(&self, name: &str, generation: u64) {
-        self.names().insert(name.to_owned(), generation);
+        let mut names = self.names();
+        let done = names.entry(name.to_owned()).or_default();
+        *done = (*done).max(generation);
     }
 }
 
@@ -56,13 +63,14 @@ impl App {
     pub(super) async fn converge(&self, store: &Store) -> Result<(), StoreError> {
         let generation = store.admin_generation().await?;
         {
-            let seen = self
-                .applied
-                .generation
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let seen = self.applied.seen();
             if *seen == generation {
                 return Ok(());
+            }
+            if generation < *seen {
+                // The store lost its data (restarted empty): its generations start over.
+                tracing::warn!("the store's admin generation went back; reading it afresh");
+                self.applied.names().clear();
             }
         }
         let entries = store.admin_entries().await?;
@@ -72,12 +80,12 @@ impl App {
                 continue;
             }
             match self.apply(store, name, entry).await {
-                Ok(()) => {
-                    self.applied.own(name, entry.generation);
-                }
-                Err(e) => {
-                    // Validation failed here (or the bytes are gone): the live version
-                    // stays, drift shows in component_info; retried next change.
+                Ok(()) => self.applied.own(name, entry.generation),
+                // Tried again at the next poll.
+                Err(Failed::Store(e)) => return Err(e),
+                Err(Failed::Here(e)) => {
+                    // Refused here (validation, a history that differs): the live version
+                    // stays, drift shows in component_info; not retried until it changes.
                     tracing::warn!(
                         component = name,
                         "an admin change made on another replica was not applied here: {e}"
@@ -86,15 +94,12 @@ impl App {
                 }
             }
         }
-        *self
-            .applied
-            .generation
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = generation;
+        *self.applied.seen() = generation;
         Ok(())
     }
 
-    async fn apply(&self, store: &Store, name: &str, entry: &AdminEntry) -> Result<(), String> {
+    async fn apply(&self, store: &Store, name: &str, entry: &AdminEntry) -> Result<(), Failed> {
+        let here = |e: String| Failed::Here(e);
         let live = self
             .runtime
             .component_views()
@@ -110,46 +115,47 @@ impl App {
         match (entry.action, &entry.digest) {
             (AdminAction::Remove, _) => match self.runtime.remove_component(name).await {
                 Ok(()) | Err(SwapError::NotFound(_)) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(here(e.to_string())),
             },
             (AdminAction::Put | AdminAction::Rollback, Some(digest)) => {
                 if pinned && live_digest.as_deref() == Some(digest) {
                     return Ok(());
                 }
-                match store.admin_blob(digest).await.map_err(|e| e.to_string())? {
+                match store.admin_blob(digest).await.map_err(Failed::Store)? {
                     Some(bytes) => {
                         let actual = sha256_hex(&bytes);
                         if actual != *digest {
-                            return Err(format!(
+                            return Err(here(format!(
                                 "the store's bytes for {digest} hash to {actual}; refused"
-                            ));
+                            )));
                         }
                         self.runtime
                             .put_component(name, bytes)
                             .await
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| here(e.to_string()))?;
                     }
-                    // A rollback to a version that was never put through the admin API
-                    // (the directory's, the built-in): this replica's own history has it.
                     // The version is live here already (the directory's, the built-in).
                     None if live_digest.as_deref() == Some(digest) => {}
+                    // A rollback to a version never put through the admin API (the
+                    // directory's, the built-in): this replica's own history has it. Only
+                    // to the same version as elsewhere, checked first, so a history that
+                    // differs leaves this replica as it was.
                     None if entry.action == AdminAction::Rollback => {
-                        let info = self
-                            .runtime
+                        let previous = live.as_ref().and_then(|v| v.previous.last());
+                        if previous != Some(digest) {
+                            return Err(here(format!(
+                                "this replica's previous version is {previous:?}, not {digest}"
+                            )));
+                        }
+                        self.runtime
                             .rollback_component(name)
                             .await
-                            .map_err(|e| e.to_string())?;
-                        if info.digest != *digest {
-                            return Err(format!(
-                                "rolled back to {} here, not {digest} as elsewhere",
-                                info.digest
-                            ));
-                        }
+                            .map_err(|e| here(e.to_string()))?;
                     }
-                    None => return Err(format!("the store has no bytes for {digest}")),
+                    None => return Err(here(format!("the store has no bytes for {digest}"))),
                 }
             }
-            (_, None) => return Err("an entry without a digest".to_owned()),
+            (_, None) => return Err(here("an entry without a digest".to_owned())),
         }
         tracing::info!(
             component = name,
@@ -158,6 +164,13 @@ impl App {
         );
         Ok(())
     }
+}
+
+/// Why an entry was not applied: the store (tried again at the next poll), or this
+/// replica refused it (not retried until the entry changes).
+enum Failed {
+    Store(StoreError),
+    Here(String),
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -97,15 +97,12 @@ impl App {
             Ok(()) => accepted(),
             Err(PostError::UnknownSession) => match &self.settings.store {
                 // Legacy sessions are not shared: the stream is this process's socket.
-                Some(store) => respond::error(
+                Some(_) => respond::error(
                     StatusCode::NOT_FOUND,
-                    &format!(
-                        "unknown session on replica {}: a legacy SSE (2024-11-05) session \
-                         lives on the replica holding its GET /sse stream, so route /sse and \
-                         /messages/ with affinity on session_id, or use Streamable HTTP \
-                         (/mcp), which every replica serves",
-                        store.replica()
-                    ),
+                    "unknown session on this replica: a legacy SSE (2024-11-05) session lives \
+                     on the replica holding its GET /sse stream, so route /sse and /messages/ \
+                     with affinity on session_id, or use Streamable HTTP (/mcp), which every \
+                     replica serves",
                 ),
                 None => respond::error(
                     StatusCode::NOT_FOUND,

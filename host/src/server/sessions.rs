@@ -3,8 +3,9 @@
 //! cap the least recently used idle session is closed to make room; when every session
 //! is busy, the new one is refused. With a shared store the store is the authority
 //! (owner, per-caller cap, expiry) and the book is this replica's view of it, trusted
-//! alone only while the store is down; a session the store cannot vouch for then gets
-//! 503 with Retry-After, never 404 (clients drop a session for good on a 404).
+//! alone only while the store is down and only for sessions held here; a session the
+//! store cannot vouch for then gets 503 with Retry-After rather than 404 (clients drop a
+//! session for good on a 404).
 
 use super::respond::too_many;
 use super::respond::{self, Body};
@@ -304,7 +305,10 @@ impl Recorder {
                 }
                 return Ok(());
             }
-            Ok(Opened::Full) => {
+            Ok(Opened::Full { evicted }) => {
+                for session in evicted {
+                    self.end_here(&session).await;
+                }
                 self.limiter.count_refusal(identity, "sessions");
                 too_many(
                     rpc_id,
@@ -433,11 +437,22 @@ impl App {
                          ({e}); retry"
                     ))));
                 }
+                // Only a session whose worker is still here: one that idled out would
+                // need its record from the store to be restored.
+                let held = self
+                    .sessions
+                    .has_session(&Arc::from(id))
+                    .await
+                    .unwrap_or(false);
                 match self.book.use_session(id, &owner) {
-                    Ok(busy) => {
+                    Ok(busy) if held => {
                         store.fell_back("sessions");
                         Ok(busy)
                     }
+                    Ok(_) => Err(Box::new(unavailable(&format!(
+                        "this session cannot be restored while the shared store is \
+                         unreachable ({e}); retry"
+                    )))),
                     Err(NotOwner) if self.book.knows(id) => Err(not_found()),
                     Err(NotOwner) => Err(Box::new(unavailable(&format!(
                         "this session cannot be confirmed while the shared store is \

@@ -184,15 +184,20 @@ impl App {
         if deleting && response.status().is_success() {
             if let Some(id) = &session {
                 self.book.closed(id);
-                if let Some(store) = &self.settings.store {
-                    // rmcp deleted the session's record; this also takes it off its
-                    // caller's list. Failing that, the entry expires with the record.
-                    if let Err(e) = store.session_closed(id, &owner).await {
-                        tracing::warn!("an ended session stays listed in the store: {e}");
-                    }
-                }
                 if let Some(records) = &self.records {
                     records.forget(id);
+                }
+                if let Some(store) = &self.settings.store
+                    && let Err(e) = store.session_closed(id, &owner).await
+                {
+                    // Ended here, but other replicas would go on serving it: the client
+                    // must hear that, and retry.
+                    tracing::warn!("an ended session could not be removed from the store: {e}");
+                    return respond::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the session ended on this replica, but the shared store could not \
+                         record it; retry the DELETE",
+                    );
                 }
             }
             if response.status() == StatusCode::ACCEPTED {

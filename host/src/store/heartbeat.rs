@@ -16,7 +16,8 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 /// How long a replica counts as alive after its last beat.
 const ALIVE_FOR: Duration = Duration::from_secs(3);
 /// How long after the store lost its data an unknown session is "unconfirmed" (503)
-/// rather than absent (404): every replica beats within it and writes its sessions back.
+/// rather than absent (404): every live replica beats within the first second of it and
+/// then writes its sessions back (one round trip each), which this must outlast.
 pub const GRACE: Duration = Duration::from_secs(5);
 
 impl Store {
@@ -98,7 +99,7 @@ impl Store {
 }
 
 /// A random epoch name (ring's system random, which the TLS stack already uses).
-fn rand_u64() -> u64 {
+pub(super) fn rand_u64() -> u64 {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 8];
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);

@@ -55,7 +55,9 @@ async fn release(store: &Store, key: &str, member: &str) {
     let mut command = redis::cmd("ZREM");
     command.arg(key).arg(member);
     let release = command.query_async::<i64>(&mut conn);
-    let released = store.run("release", false, release).await;
+    // Tried even while the store is marked down: a slot kept over a blip would refuse
+    // the caller until the lease expires.
+    let released = store.run("release", true, release).await;
     tracing::debug!(member, ?released, "release");
     if let Err(e) = released {
         tracing::debug!("a lease was not released ({e}); it expires by itself");
@@ -81,14 +83,20 @@ impl Drop for Lease {
 
 static LEASES: AtomicU64 = AtomicU64::new(0);
 
+/// This process's part of a lease's name: a replica restarted under the same name (a
+/// container restart keeps the pod's) must not release its predecessor's leases.
+static NONCE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{:08x}", super::heartbeat::rand_u64() as u32));
+
 impl Store {
     /// Admits one call of `owner` under `spec`, cluster-wide.
     pub async fn admit(&self, owner: &str, spec: LimitSpec) -> Result<Admission, StoreError> {
         let rate = self.caller_key(owner, "rate");
         let inflight = self.caller_key(owner, "inflight");
         let member = format!(
-            "{}/{}",
+            "{}/{}/{}",
             self.replica(),
+            *NONCE,
             LEASES.fetch_add(1, Ordering::Relaxed)
         );
         let interval = spec.interval.map_or(0, |i| i.as_micros().max(1) as u64);

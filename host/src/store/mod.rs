@@ -170,8 +170,8 @@ impl Store {
         format!("{}:{rest}", self.0.prefix)
     }
 
-    /// The keys of one caller share a hash tag (one slot): a short digest of the owner,
-    /// so no OAuth subject appears in a key name.
+    /// The keys of one caller share a hash tag: a short digest of the owner, so no OAuth
+    /// subject appears in a key name. (The scripts still assume a standalone server.)
     fn caller_key(&self, owner: &str, what: &str) -> String {
         let digest = Sha256::digest(owner.as_bytes());
         let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();

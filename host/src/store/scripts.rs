@@ -1,5 +1,6 @@
 //! The Lua scripts the store runs: each decision is one atomic round trip, timed by the
-//! store's own clock (`TIME`), so the replicas' clocks never matter. Numbers are written
+//! store's own clock (`TIME`), so the replicas' clocks never matter. They assume a
+//! standalone server (some touch keys of two hash slots), not Cluster mode. Numbers are written
 //! with `%.0f`: Lua 5.1 would print a microsecond timestamp as `1.7e+15`.
 
 use redis::Script;
@@ -44,7 +45,9 @@ return {0, 0}
 /// used session not used within the busy window is ended (its record deleted).
 /// KEYS: session record, caller's sessions. ARGV: owner fingerprint, TTL ms, cap, busy
 /// window µs, session id, record key prefix (up to the `{`), replica.
-/// Returns {1, evicted ids...} opened, {0} no record, {-1} full (the new one removed).
+/// Returns {1, evicted ids...} opened, {0} no record, {-1, evicted ids...} full (the new
+/// one removed). It reads the caller's session records by name, outside KEYS: standalone
+/// only, like every script here (README: a standalone Valkey/Redis).
 pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -66,7 +69,8 @@ while redis.call('ZCARD', KEYS[2]) > cap do
   if oldest[1] == ARGV[5] or tonumber(oldest[2]) > idle_before then
     redis.call('DEL', KEYS[1])
     redis.call('ZREM', KEYS[2], ARGV[5])
-    return {-1}
+    evicted[1] = -1
+    return evicted
   end
   redis.call('DEL', ARGV[6] .. oldest[1] .. '}')
   redis.call('ZREM', KEYS[2], oldest[1])

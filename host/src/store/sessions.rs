@@ -31,8 +31,9 @@ pub enum Opened {
     Opened { evicted: Vec<String> },
     /// rmcp's record of its `initialize` is missing (its write failed)
     NoRecord,
-    /// every session of the caller is in use: the new one was removed
-    Full,
+    /// every session of the caller is in use: the new one was removed (after these
+    /// were ended)
+    Full { evicted: Vec<String> },
 }
 
 /// A session id as rmcp makes them (a UUID), with room to spare; anything else names no
@@ -44,12 +45,19 @@ pub fn valid_session_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+#[derive(Default)]
+struct Known {
+    init: Option<String>,
+    owner: Option<String>,
+}
+
 /// rmcp's session store, on ours; what this replica knows of each session it serves.
 pub struct SessionRecords {
     store: Store,
     ttl: Duration,
-    /// id → (initialize JSON, owner), for sessions this replica opened or restored
-    known: Mutex<HashMap<String, (String, Option<String>)>>,
+    /// id → (initialize JSON, owner), for sessions this replica opened or restored (the
+    /// owner may be learnt before rmcp loads the initialize, or after)
+    known: Mutex<HashMap<String, Known>>,
 }
 
 impl SessionRecords {
@@ -61,14 +69,16 @@ impl SessionRecords {
         }
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Option<String>)>> {
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Session `id` belongs to `owner` (this replica opened or restored it).
     pub fn owned_by(&self, id: &str, owner: &str) {
-        if let Some(entry) = self.known().get_mut(id) {
-            entry.1 = Some(owner.to_owned());
+        let mut known = self.known();
+        let entry = known.entry(id.to_owned()).or_default();
+        if entry.owner.as_deref() != Some(owner) {
+            entry.owner = Some(owner.to_owned());
         }
     }
 
@@ -85,10 +95,9 @@ impl SessionRecords {
             known.retain(|id, _| live.contains(id));
             known
                 .iter()
-                .filter_map(|(id, (init, owner))| {
-                    owner
-                        .as_ref()
-                        .map(|o| (id.clone(), init.clone(), o.clone()))
+                .filter_map(|(id, known)| match (&known.init, &known.owner) {
+                    (Some(init), Some(owner)) => Some((id.clone(), init.clone(), owner.clone())),
+                    _ => None,
                 })
                 .collect()
         };
@@ -137,9 +146,7 @@ impl SessionStore for SessionRecords {
             .await?;
         let Some(init) = init else { return Ok(None) };
         let state: SessionState = serde_json::from_str(&init)?;
-        self.known()
-            .entry(session_id.to_owned())
-            .or_insert((init, None));
+        self.known().entry(session_id.to_owned()).or_default().init = Some(init);
         Ok(Some(state))
     }
 
@@ -156,7 +163,7 @@ impl SessionStore for SessionRecords {
         self.store
             .run("store", false, pipe.query_async::<()>(&mut conn))
             .await?;
-        self.known().insert(session_id.to_owned(), (init, None));
+        self.known().entry(session_id.to_owned()).or_default().init = Some(init);
         Ok(())
     }
 
@@ -209,15 +216,14 @@ impl Store {
             Some(redis::Value::Int(status)) => *status,
             other => return Err(StoreError::Reply(format!("open returned {other:?}"))),
         };
+        let evicted = reply[1..]
+            .iter()
+            .filter_map(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .collect();
         Ok(match status {
-            1 => Opened::Opened {
-                evicted: reply[1..]
-                    .iter()
-                    .filter_map(|v| redis::from_redis_value_ref::<String>(v).ok())
-                    .collect(),
-            },
+            1 => Opened::Opened { evicted },
             0 => Opened::NoRecord,
-            _ => Opened::Full,
+            _ => Opened::Full { evicted },
         })
     }
 
