@@ -26,11 +26,25 @@ async fn run_client(
 ) -> Value {
     let url = format!("{}{path}", server.base_url());
     let token = server.token.clone().unwrap();
+    run_client_at(&url, &token, server.ca_pem(), program, script, mode, env).await
+}
+
+/// [`run_client`] against any `url` (a fleet behind a load balancer, say), trusting
+/// `ca_pem` when given.
+pub(crate) async fn run_client_at(
+    url: &str,
+    token: &str,
+    ca_pem: Option<&str>,
+    program: PathBuf,
+    script: PathBuf,
+    mode: &str,
+    env: &[(&str, String)],
+) -> Value {
     let ca_dir = crate::util::TempDir::new();
     let ca_file = ca_dir.path().join("ca.crt");
-    std::fs::write(&ca_file, server.ca_pem().unwrap_or_default()).unwrap();
+    std::fs::write(&ca_file, ca_pem.unwrap_or_default()).unwrap();
     let mut command = Command::new(&program);
-    if server.ca_pem().is_some() {
+    if ca_pem.is_some() {
         // How each SDK's HTTP stack is told of a private CA: httpx reads SSL_CERT_FILE,
         // Node.js NODE_EXTRA_CA_CERTS.
         command
@@ -40,7 +54,7 @@ async fn run_client(
     let child = command
         .envs(env.iter().map(|(k, v)| (k, v)))
         .arg(&script)
-        .args([mode, &url, &token])
+        .args([mode, url, token])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -7,15 +7,16 @@
 //! outage degrades without a 404, and a store restarted empty is refilled by the
 //! replicas.
 
+use crate::interop::run_client_at;
 use crate::replicas::{Replica, signal, start_nginx, start_replica_with};
 use crate::util::client::{STATELESS, stateless_request};
 use crate::util::store::StoreServer;
-use crate::util::{Http, Mcp, TOKEN_AUTH, TempDir, fixture, metrics, server::TOKEN};
+use crate::util::{Http, Mcp, TOKEN_AUTH, TempDir, fixture, metrics, server::TOKEN, tools};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-crate::trials!(scaleout: a_session_is_served_by_every_replica, limits_hold_across_the_fleet, a_store_outage_degrades_and_the_replicas_refill_it, an_admin_change_reaches_every_replica);
+crate::trials!(scaleout: a_session_is_served_by_every_replica, the_official_sdk_session_clients_need_no_affinity, limits_hold_across_the_fleet, a_store_outage_degrades_and_the_replicas_refill_it, an_admin_change_reaches_every_replica);
 
 const OTHER: &str = "other-token-0123456789ab";
 const VERSION: &str = "2025-06-18";
@@ -46,8 +47,19 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// Replicas serving the built-ins and `which_version` (the swap fixture's v1).
     async fn start(n: usize, store: &StoreServer, flags: &[&str]) -> Self {
         let components = TempDir::new().with_fixture("swap-v1", "swapper");
+        Self::start_with(n, store, flags, components).await
+    }
+
+    /// Replicas serving the built-ins and what `components` holds.
+    async fn start_with(
+        n: usize,
+        store: &StoreServer,
+        flags: &[&str],
+        components: TempDir,
+    ) -> Self {
         let tokens = TempDir::new();
         let file = tokens_file(&tokens);
         let url = store.url();
@@ -257,6 +269,58 @@ async fn a_session_is_served_by_every_replica() {
             "after the DELETE, replica {i}: {answer}"
         );
     }
+}
+
+/// The official Python and TypeScript SDK clients, in 2025-era sessions, through nginx
+/// round robin over three replicas: every request of the session may reach another
+/// replica, and none may get a 404.
+async fn the_official_sdk_session_clients_need_no_affinity() {
+    let store = StoreServer::start().await;
+    // The built-ins alone: the clients check the tool list.
+    let fleet = Fleet::start_with(3, &store, &[], TempDir::new()).await;
+    let addrs: Vec<_> = fleet.replicas.iter().map(|r| r.addr).collect();
+    let nginx_dir = TempDir::new();
+    let (_nginx, nginx) = start_nginx(nginx_dir.path(), &addrs).await;
+    let url = format!("http://{nginx}/mcp");
+    let before: Vec<f64> = {
+        let mut counts = Vec::new();
+        for i in 0..3 {
+            counts.push(touches(&fleet.http(i)).await);
+        }
+        counts
+    };
+    let python = tools::repo().join("interop/python/client.py");
+    let seen = run_client_at(
+        &url,
+        TOKEN,
+        None,
+        tools::python(),
+        python,
+        "streamable-legacy",
+        &[],
+    )
+    .await;
+    assert_eq!(seen["protocol_version"], "2025-11-25", "{seen}");
+    let typescript = tools::typescript_client();
+    let seen = run_client_at(
+        &url,
+        TOKEN,
+        None,
+        "node".into(),
+        typescript,
+        "streamable",
+        &[],
+    )
+    .await;
+    assert_eq!(seen["session"], true, "{seen}");
+    // The sessions' requests were spread over the replicas.
+    let mut served = 0;
+    for (i, before) in before.iter().enumerate() {
+        if touches(&fleet.http(i)).await > *before {
+            served += 1;
+        }
+    }
+    assert!(served >= 2, "the SDK sessions reached {served} replica(s)");
 }
 
 async fn limits_hold_across_the_fleet() {
