@@ -5,7 +5,7 @@
 //! time. A replica starting applies the store's admin layer before it serves.
 
 use super::App;
-use crate::runtime::SwapError;
+use crate::runtime::{SwapError, hex_sha256};
 use crate::store::{AdminAction, AdminEntry, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -123,7 +123,8 @@ impl App {
                 }
                 match store.admin_blob(digest).await.map_err(Failed::Store)? {
                     Some(bytes) => {
-                        let actual = sha256_hex(&bytes);
+                        // The digest the runtime gives a component: the entry names it so.
+                        let actual = hex_sha256(&bytes);
                         if actual != *digest {
                             return Err(here(format!(
                                 "the store's bytes for {digest} hash to {actual}; refused"
@@ -171,14 +172,6 @@ impl App {
 enum Failed {
     Store(StoreError),
     Here(String),
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Polls the store for admin changes until `stop` (or the app is gone).
