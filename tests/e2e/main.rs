@@ -29,6 +29,7 @@ mod protocol;
 mod query_sql;
 mod red_team;
 mod replicas;
+mod resumable;
 mod routing;
 mod sandbox;
 mod scaleout;
@@ -73,6 +74,7 @@ fn main() {
         query_sql::trials(),
         red_team::trials(),
         replicas::trials(),
+        resumable::trials(),
         routing::trials(),
         sandbox::trials(),
         scaleout::trials(),

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 crate::trials!(scaleout: a_session_is_served_by_every_replica, the_official_sdk_session_clients_need_no_affinity, limits_hold_across_the_fleet, a_store_outage_degrades_and_the_replicas_refill_it, an_admin_change_reaches_every_replica);
 
-const OTHER: &str = "other-token-0123456789ab";
-const VERSION: &str = "2025-06-18";
+pub(crate) const OTHER: &str = "other-token-0123456789ab";
+pub(crate) const VERSION: &str = "2025-06-18";
 const ADMIN: &str = "admin-token-0123456789abcdef";
 /// The bound on an admin change reaching every replica: one poll (1 s) and a component
 /// load (measured at about 1.2 s in all here), for a loaded machine.
@@ -40,15 +40,15 @@ fn tokens_file(dir: &TempDir) -> String {
 }
 
 /// A fleet of `n` replicas on `store`, each with `flags`.
-struct Fleet {
-    replicas: Vec<Replica>,
+pub(crate) struct Fleet {
+    pub(crate) replicas: Vec<Replica>,
     _components: TempDir,
     _tokens: TempDir,
 }
 
 impl Fleet {
     /// Replicas serving the built-ins and `which_version` (the swap fixture's v1).
-    async fn start(n: usize, store: &StoreServer, flags: &[&str]) -> Self {
+    pub(crate) async fn start(n: usize, store: &StoreServer, flags: &[&str]) -> Self {
         let components = TempDir::new().with_fixture("swap-v1", "swapper");
         Self::start_with(n, store, flags, components).await
     }
@@ -80,7 +80,7 @@ impl Fleet {
         }
     }
 
-    fn http(&self, i: usize) -> Http {
+    pub(crate) fn http(&self, i: usize) -> Http {
         Http::new(self.replicas[i].addr)
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 pub const DEFAULT_STORE_PREFIX: &str = "mcp-sandbox";
 pub const DEFAULT_STORE_TIMEOUT: &str = "250ms";
+pub const DEFAULT_STREAM_RETENTION: &str = "60s";
+pub const DEFAULT_STREAM_RETENTION_EVENTS: &str = "100";
 
 #[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Scale-out")]
@@ -32,6 +34,19 @@ pub struct StoreArgs {
     #[arg(long, env = "MCP_SANDBOX_STORE_TIMEOUT", default_value = DEFAULT_STORE_TIMEOUT,
           value_parser = parse_duration)]
     pub store_timeout: Duration,
+
+    /// How long a session's event stream stays resumable on any replica after its last
+    /// event (a request's stream waiting for its result: at least the call timeout);
+    /// results are kept in the store that long
+    #[arg(long, env = "MCP_SANDBOX_STREAM_RETENTION", default_value = DEFAULT_STREAM_RETENTION,
+          value_parser = parse_duration)]
+    pub stream_retention: Duration,
+
+    /// The most events one stream keeps for resumption (the oldest go first)
+    #[arg(long, env = "MCP_SANDBOX_STREAM_RETENTION_EVENTS",
+          default_value = DEFAULT_STREAM_RETENTION_EVENTS,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub stream_retention_events: u32,
 }
 
 impl StoreArgs {
@@ -60,11 +75,18 @@ impl StoreArgs {
         if self.store_timeout.is_zero() {
             anyhow::bail!("--store-timeout must be more than 0");
         }
+        if self.stream_retention.is_zero() {
+            anyhow::bail!("--stream-retention must be more than 0");
+        }
         Ok(Some(crate::store::Settings {
             url: url.clone(),
             prefix: prefix.to_owned(),
             replica,
             timeout: self.store_timeout,
+            retention: crate::store::Retention {
+                time: self.stream_retention,
+                events: self.stream_retention_events as usize,
+            },
         }))
     }
 }

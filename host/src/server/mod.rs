@@ -11,6 +11,7 @@ mod legacy;
 pub mod oauth;
 mod origin;
 mod respond;
+mod resumable;
 mod routes;
 pub mod sessions;
 pub mod stream_budget;
@@ -28,7 +29,7 @@ use crate::mcp::McpHandler;
 use crate::mcp::legacy_sse::LegacySessions;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
-use crate::store::{SessionRecords, Store};
+use crate::store::{Events, SessionRecords, Store};
 use health::ProbeCache;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -118,7 +119,7 @@ pub struct App {
     settings: Settings,
     runtime: Runtime,
     metrics: Arc<Metrics>,
-    mcp: StreamableHttpService<McpHandler, LocalSessionManager>,
+    mcp: StreamableHttpService<McpHandler, resumable::FleetSessions>,
     sessions: Arc<LocalSessionManager>,
     /// the handler behind every session, also for the legacy SSE transport
     handler: McpHandler,
@@ -214,6 +215,16 @@ impl App {
         }
         let mut sessions = LocalSessionManager::default();
         sessions.session_config.keep_alive = Some(settings.session_idle_timeout);
+        // With a store, a session's events are kept there so its streams resume on any
+        // replica (a request's stream waits for its result up to the call timeout).
+        let pending = settings.call_timeout + LEASE_SLACK;
+        let events = settings
+            .store
+            .as_ref()
+            .map(|store| Events::new(store.clone(), store.retention(), pending));
+        if let Some(events) = &events {
+            sessions = sessions.with_event_store(events.clone());
+        }
         let sessions = Arc::new(sessions);
         if let (Some(store), Some(records)) = (&settings.store, &records) {
             let held = sessions.clone();
@@ -253,7 +264,17 @@ impl App {
             limiter.clone(),
         );
         let factory = handler.clone();
-        let mcp = StreamableHttpService::new(move || Ok(factory.clone()), sessions.clone(), config);
+        let fleet_sessions = resumable::FleetSessions::new(
+            sessions.clone(),
+            events,
+            pending,
+            settings.session_idle_timeout,
+        );
+        let mcp = StreamableHttpService::new(
+            move || Ok(factory.clone()),
+            Arc::new(fleet_sessions),
+            config,
+        );
         Ok(Arc::new(Self {
             runtime,
             metrics,

@@ -7,12 +7,14 @@
 //! how to degrade (ARCHITECTURE.md, "Scale-out").
 
 mod catalog;
+mod events;
 mod heartbeat;
 mod limits;
 mod scripts;
 mod sessions;
 
 pub use catalog::{AdminAction, AdminEntry};
+pub use events::{Cursor, Events, Replay, ResumeError, Retention};
 pub use heartbeat::GRACE;
 pub use limits::{Admission, Lease, LimitSpec};
 pub use sessions::{Opened, SessionRecords, Touch};
@@ -37,6 +39,8 @@ pub struct Settings {
     pub replica: String,
     /// the bound on one operation
     pub timeout: Duration,
+    /// how long and how many events a resumable stream keeps
+    pub retention: Retention,
 }
 
 /// Why a store operation failed.
@@ -78,6 +82,7 @@ struct Inner {
     prefix: String,
     replica: String,
     timeout: Duration,
+    retention: Retention,
     metrics: Arc<Metrics>,
     up: AtomicBool,
     /// timeouts in a row
@@ -123,6 +128,7 @@ impl Store {
             prefix: settings.prefix,
             replica: settings.replica,
             timeout: settings.timeout,
+            retention: settings.retention,
             metrics,
             up: AtomicBool::new(false),
             timeouts: AtomicU32::new(0),
@@ -144,6 +150,11 @@ impl Store {
                 Ok(())
             }
         }
+    }
+
+    /// How long and how many events a resumable stream keeps.
+    pub fn retention(&self) -> Retention {
+        self.0.retention
     }
 
     pub fn replica(&self) -> &str {
@@ -290,6 +301,10 @@ mod tests {
                 prefix: "p".into(),
                 replica: "r".into(),
                 timeout: Duration::from_millis(10),
+                retention: Retention {
+                    time: Duration::from_secs(1),
+                    events: 1,
+                },
             },
             Arc::new(Metrics::new()),
         );
@@ -313,6 +328,10 @@ mod tests {
                 prefix: "p".into(),
                 replica: "r".into(),
                 timeout: Duration::from_millis(10),
+                retention: Retention {
+                    time: Duration::from_secs(1),
+                    events: 1,
+                },
             },
             Arc::new(Metrics::new()),
         )

@@ -159,3 +159,66 @@ return generation
 ",
     )
 });
+
+/// An event kept: numbered in its stream, the oldest past the cap dropped; a stream is
+/// kept the pending time after each event, or the retention once its result is in.
+/// KEYS: the stream's events, its record. ARGV: the event, cap, pending ms, `1` when this
+/// event is the stream's result, retention ms. Returns the event's number.
+pub static EVENT_PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+redis.call('RPUSH', KEYS[1], string.format('%.0f', seq) .. ' ' .. ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+local ttl = ARGV[3]
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[2], 'done', '1')
+  ttl = ARGV[5]
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return seq
+",
+    )
+});
+
+/// A request's stream bound to its session (once; never to another).
+/// KEYS: the stream's record. ARGV: session id.
+/// Returns 1 bound, 0 bound to another session, -1 no such stream.
+pub static EVENT_BIND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local owner = redis.call('HGET', KEYS[1], 'session')
+if owner then
+  if owner == ARGV[1] then return 1 end
+  return 0
+end
+redis.call('HSET', KEYS[1], 'session', ARGV[1])
+return 1
+",
+    )
+});
+
+/// A stream's events after a number, for the session that asks: a request's stream only
+/// when bound to that session (the session's own stream is named by its id).
+/// KEYS: the stream's events, its record. ARGV: session id, after, `1` for the session's
+/// own stream. Returns {0, done (0/1), "n event"...}, or {-1} not this session's or gone.
+pub static EVENT_REPLAY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if ARGV[3] ~= '1' and redis.call('HGET', KEYS[2], 'session') ~= ARGV[1] then
+  return {-1}
+end
+local done = 0
+if redis.call('HGET', KEYS[2], 'done') == '1' then done = 1 end
+local out = {0, done}
+local after = tonumber(ARGV[2])
+for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local n = tonumber(string.match(e, '^(%d+) '))
+  if n and n > after then table.insert(out, e) end
+end
+return out
+",
+    )
+});

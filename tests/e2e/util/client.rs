@@ -296,6 +296,11 @@ impl Mcp {
         (response, messages)
     }
 
+    /// The HTTP client this session's requests go through.
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
     pub fn session_id(&self) -> Option<String> {
         self.session.clone()
     }
@@ -401,10 +406,11 @@ impl Mcp {
     }
 }
 
-/// One SSE event: its `event:` name, its `data:` lines joined, and whether it was only
+/// One SSE event: its `id:`, its `event:` name, its `data:` lines joined, and whether it was only
 /// a comment (a keep-alive).
 #[derive(Debug, Default)]
 pub struct SseEvent {
+    pub id: Option<String>,
     pub event: Option<String>,
     pub data: String,
     pub comment: bool,
@@ -436,6 +442,8 @@ impl SseStream {
                 for line in block.lines() {
                     if let Some(name) = line.strip_prefix("event:") {
                         event.event = Some(name.trim().to_owned());
+                    } else if let Some(id) = line.strip_prefix("id:") {
+                        event.id = Some(id.trim().to_owned());
                     } else if let Some(value) = line.strip_prefix("data:") {
                         data.push(value.trim().to_owned());
                     }

@@ -93,6 +93,33 @@ impl StoreServer {
         socket.read_exact(&mut reply).await.is_ok() && &reply == b"+PONG\r\n"
     }
 
+    /// How many keys match `pattern` (KEYS, on this test's own store).
+    pub async fn count_keys(&self, pattern: &str) -> i64 {
+        let script = "return #redis.call('KEYS', ARGV[1])";
+        let mut command = String::from("*4\r\n");
+        for arg in ["EVAL", script, "0", pattern] {
+            command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        let mut socket = tokio::net::UnixStream::connect(self.socket())
+            .await
+            .expect("the store's socket");
+        socket
+            .write_all(command.as_bytes())
+            .await
+            .expect("a command");
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b"\r\n") {
+            socket.read_exact(&mut byte).await.expect("a reply");
+            reply.push(byte[0]);
+        }
+        let reply = String::from_utf8_lossy(&reply);
+        reply
+            .strip_prefix(':')
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("KEYS counted: {reply}"))
+    }
+
     /// SIGKILL: the store is gone, with everything in it.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,0 +1,216 @@
+//! Sessions whose event streams resume on any replica: rmcp's local session manager, its
+//! events kept in the store (`store::Events`). Each request's stream is bound to its
+//! session as its first event leaves, before the client can know an id of it; a
+//! `Last-Event-ID` is answered from the store, for the session that asks, and followed
+//! until the request's result arrives (written by whichever replica runs it). Without a
+//! store this is rmcp's local manager unchanged.
+//!
+//! rmcp's own resumption for the stateless revision (a GET with `Last-Event-ID` and no
+//! session) is left off: it would replay an event to anyone holding its id.
+
+use crate::store::{Cursor, Events, Replay, ResumeError};
+use futures::{Stream, StreamExt};
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionManager, LocalSessionManagerError,
+};
+use rmcp::transport::streamable_http_server::session::{ServerSseMessage, SessionId};
+use rmcp::transport::streamable_http_server::{RestoreOutcome, SessionManager};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// How often a resumed stream looks for new events: a request's (its result is near),
+/// the session's own (rare notifications).
+const POLL_REQUEST: Duration = Duration::from_millis(200);
+const POLL_COMMON: Duration = Duration::from_secs(1);
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionsError {
+    #[error(transparent)]
+    Local(#[from] LocalSessionManagerError),
+    #[error("cannot resume: {0}")]
+    Resume(#[from] ResumeError),
+}
+
+/// The session manager `/mcp` runs on.
+pub struct FleetSessions {
+    local: Arc<LocalSessionManager>,
+    events: Option<Arc<Events>>,
+    /// how long a resumed request's stream waits for its result
+    pending: Duration,
+    /// how long a resumed session stream follows before the client reconnects
+    common: Duration,
+}
+
+impl FleetSessions {
+    pub fn new(
+        local: Arc<LocalSessionManager>,
+        events: Option<Arc<Events>>,
+        pending: Duration,
+        common: Duration,
+    ) -> Self {
+        Self {
+            local,
+            events,
+            pending,
+            common,
+        }
+    }
+}
+
+/// Passes a request's events on, binding its stream to `session` before the first id
+/// leaves (a binding that fails leaves the stream unresumable, never another's).
+fn bound(
+    events: Arc<Events>,
+    session: String,
+    inner: impl Stream<Item = ServerSseMessage> + Send + 'static,
+) -> ReceiverStream<ServerSseMessage> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut inner = std::pin::pin!(inner);
+        let mut binding = true;
+        loop {
+            let event = tokio::select! {
+                event = inner.next() => event,
+                () = tx.closed() => return,
+            };
+            let Some(event) = event else { return };
+            if binding && let Some(id) = &event.event_id {
+                binding = false;
+                if let Err(e) = events.bind(id, &session).await {
+                    tracing::debug!("a request's stream was not bound to its session: {e}");
+                }
+            }
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Sends `first` and what follows it in the store, until the stream's result, `until`,
+/// or the client leaves.
+fn follow(
+    events: Arc<Events>,
+    session: String,
+    first: Replay,
+    until: Instant,
+) -> ReceiverStream<ServerSseMessage> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut replay = first;
+        loop {
+            for event in std::mem::take(&mut replay.events) {
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+            if replay.done || Instant::now() >= until {
+                return;
+            }
+            let poll = match replay.cursor.is_common() {
+                true => POLL_COMMON,
+                false => POLL_REQUEST,
+            };
+            tokio::select! {
+                () = tx.closed() => return,
+                () = tokio::time::sleep(poll) => {}
+            }
+            match events.after(&replay.cursor, &session).await {
+                Ok(next) => replay = next,
+                Err(e) => {
+                    // The client reconnects with its last id, to any replica.
+                    tracing::debug!("a resumed stream stopped: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+impl SessionManager for FleetSessions {
+    type Error = SessionsError;
+    type Transport = <LocalSessionManager as SessionManager>::Transport;
+
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        Ok(self.local.create_session().await?)
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        Ok(self.local.initialize_session(id, message).await?)
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        Ok(self.local.has_session(id).await?)
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        Ok(self.local.close_session(id).await?)
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let stream = self.local.create_stream(id, message).await?;
+        Ok(match &self.events {
+            None => stream.left_stream(),
+            Some(events) => bound(events.clone(), id.to_string(), stream).right_stream(),
+        })
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        Ok(self.local.accept_message(id, message).await?)
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.local.create_standalone_stream(id).await?)
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let Some(events) = &self.events else {
+            return Ok(self.local.resume(id, last_event_id).await?.left_stream());
+        };
+        let cursor: Cursor = Events::parse(&last_event_id, id)?;
+        // The first read answers here, so a refusal is the request's (rmcp turns it into
+        // an empty stream, which ends the client's retries).
+        let first = events.after(&cursor, id).await.inspect_err(|e| {
+            tracing::info!(session = %id, "a stream was not resumed: {e}");
+        })?;
+        let lasts = match cursor.is_common() {
+            true => self.common,
+            false => self.pending,
+        };
+        let until = Instant::now() + lasts;
+        Ok(follow(events.clone(), id.to_string(), first, until).right_stream())
+    }
+
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        Ok(self.local.restore_session(id).await?)
+    }
+}
