@@ -79,7 +79,8 @@ pub async fn build_app(
         );
     }
     let audit = match common.audit.audit_settings()? {
-        Some(settings) => {
+        Some(mut settings) => {
+            settings.replica = store.as_ref().map(|store| store.replica().to_owned());
             let audit = audit::Audit::start(settings, metrics.clone())?;
             audit.reopen_on_sighup();
             audit

@@ -113,6 +113,19 @@ fn verify_audit(files: &[std::path::PathBuf], key_file: Option<&std::path::Path>
              goes unnoticed)"
         );
     }
+    if let [dir] = files
+        && dir.is_dir()
+    {
+        return verify_audit_dir(dir, key.as_ref());
+    }
+    if let Some(dir) = files.iter().find(|f| f.is_dir()) {
+        eprintln!(
+            "error: {} is a directory: give one directory (each chain in it checked on its \
+             own) or the files of one chain",
+            dir.display()
+        );
+        return ExitCode::from(3);
+    }
     let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
     match mcp_sandbox::audit::verify(&paths, key.as_ref()) {
         Ok(verdict) => {
@@ -121,6 +134,28 @@ fn verify_audit(files: &[std::path::PathBuf], key_file: Option<&std::path::Path>
         }
         Err(e) => {
             eprintln!("error: reading the audit log: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// `audit verify DIR`: each chain in the directory (a fleet's replicas' files, each with
+/// its rotations) checked on its own; one line per chain; the worst verdict's exit code.
+fn verify_audit_dir(dir: &std::path::Path, key: Option<&mcp_sandbox::audit::Key>) -> ExitCode {
+    use mcp_sandbox::audit::directory;
+    match directory::verify_dir(dir, key) {
+        Ok(verdicts) if verdicts.is_empty() => {
+            eprintln!("error: {} holds no audit log files", dir.display());
+            ExitCode::from(3)
+        }
+        Ok(verdicts) => {
+            for chain in &verdicts {
+                println!("{}: {}", chain.chain, chain.verdict);
+            }
+            ExitCode::from(directory::exit_code(&verdicts) as u8)
+        }
+        Err(e) => {
+            eprintln!("error: reading the audit logs in {}: {e}", dir.display());
             ExitCode::from(3)
         }
     }

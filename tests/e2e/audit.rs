@@ -18,13 +18,13 @@ crate::trials!(audit: every_outcome_leaves_one_record, verify_names_the_first_br
 const ADMIN: &str = "audit-admin-token-0123456789";
 const KEY: &str = "an audit key of at least thirty-two bytes";
 
-fn key_file(dir: &TempDir) -> String {
+pub(crate) fn key_file(dir: &TempDir) -> String {
     let path = dir.path().join("audit.key");
     std::fs::write(&path, KEY).expect("writing the key");
     path.to_str().expect("UTF-8").to_owned()
 }
 
-fn records(path: &Path) -> Vec<Value> {
+pub(crate) fn records(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -50,7 +50,7 @@ async fn wait_for(path: &Path, pred: impl Fn(&Value) -> bool) -> Value {
 }
 
 /// `mcp-sandbox audit verify FILES --key-file K`: exit code and output.
-fn verify_cli(files: &[&Path], key: Option<&str>) -> (i32, String) {
+pub(crate) fn verify_cli(files: &[&Path], key: Option<&str>) -> (i32, String) {
     let mut command = std::process::Command::new(binary());
     command.args(["audit", "verify"]).args(files);
     if let Some(key) = key {

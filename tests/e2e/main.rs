@@ -9,6 +9,7 @@
 mod util;
 
 mod audit;
+mod audit_fleet;
 mod auth;
 mod bad_input;
 mod binary;
@@ -54,6 +55,7 @@ fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let trials: Vec<_> = [
         audit::trials(),
+        audit_fleet::trials(),
         auth::trials(),
         bad_input::trials(),
         binary::trials(),

@@ -4,6 +4,7 @@
 //! (`writer.rs`). Distinct from the logs: a record, not diagnostics.
 
 pub mod chain;
+pub mod directory;
 mod record;
 mod redact;
 mod writer;
@@ -76,6 +77,8 @@ pub struct Settings {
     /// refuse a call whose record cannot be written
     pub required: bool,
     pub redact: Redactor,
+    /// the replica's name in a fleet (`--replica-id` with `--store-url`)
+    pub replica: Option<String>,
 }
 
 /// Reads an HMAC key file: its bytes, surrounding whitespace trimmed, at least
@@ -128,7 +131,12 @@ impl Audit {
     /// Opens the log (continuing an existing file's chain) and starts its writer
     /// thread. Fails when the log cannot be opened or continued.
     pub fn start(settings: Settings, metrics: Arc<Metrics>) -> Result<Self, AuditError> {
-        let (writer, failed) = Writer::open(&settings.target, settings.key, settings.rotation)?;
+        let (writer, failed) = Writer::open(
+            &settings.target,
+            settings.key,
+            settings.rotation,
+            settings.replica,
+        )?;
         let (commands, queue) = mpsc::sync_channel(QUEUE);
         let writer = Arc::new(Mutex::new(writer));
         let slow = Arc::new(writer::Slow::default());
@@ -403,6 +411,7 @@ mod tests {
             }),
             required: false,
             redact: Redactor::new(&[]).expect("no patterns"),
+            replica: None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)

@@ -100,6 +100,9 @@ pub struct Writer {
     head: Head,
     key: Option<Key>,
     rotation: Option<Rotation>,
+    /// the replica of a fleet that writes this file (`--replica-id`), named in each
+    /// `audit_open` so a directory of the fleet's files says whose each is
+    replica: Option<String>,
     /// the closing record is written: nothing follows it
     closed: bool,
     /// requests may write their own records (see [`Writer::inline`])
@@ -115,6 +118,7 @@ impl Writer {
         target: &Target,
         key: Option<Key>,
         rotation: Option<Rotation>,
+        replica: Option<String>,
     ) -> Result<(Self, Option<AuditError>), AuditError> {
         let (out, head, torn) = match target {
             Target::Stdout => (Out::Stdout(std::io::stdout()), Head::default(), None),
@@ -138,6 +142,7 @@ impl Writer {
             head,
             key,
             rotation,
+            replica,
             closed: false,
             inline: false,
         };
@@ -315,7 +320,7 @@ impl Writer {
         if let Some(bytes) = torn.filter(|&b| b > 0) {
             chain["torn_bytes"] = bytes.into();
         }
-        let record = json!({
+        let mut record = json!({
             "time": now_rfc3339(),
             "event": "audit_open",
             "reason": reason,
@@ -324,6 +329,9 @@ impl Writer {
             "keyed": self.key.is_some(),
             "chain": chain,
         });
+        if let Some(replica) = &self.replica {
+            record["replica"] = replica.as_str().into();
+        }
         if torn.is_none() {
             return self.write_sealed(&[record.to_string()]);
         }
@@ -525,7 +533,8 @@ mod tests {
             let path = dir.join(name);
             let _ = std::fs::remove_file(&path);
             let target = Target::File(path.clone());
-            let (writer, failed) = Writer::open(&target, Some(key.clone()), None).expect("opened");
+            let (writer, failed) =
+                Writer::open(&target, Some(key.clone()), None, None).expect("opened");
             assert!(failed.is_none());
             let (commands, queue) = mpsc::sync_channel(8);
             let writer = Arc::new(Mutex::new(writer));
@@ -542,7 +551,7 @@ mod tests {
             bytes.truncate(bytes.len() - cut);
             std::fs::write(&path, &bytes).expect("cut");
             let (writer, failed) =
-                Writer::open(&target, Some(key.clone()), None).expect("reopened");
+                Writer::open(&target, Some(key.clone()), None, None).expect("reopened");
             assert!(failed.is_none());
             drop(writer);
             let verdict = verify(&[&path], Some(&key)).expect("read");

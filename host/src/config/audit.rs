@@ -75,6 +75,7 @@ impl AuditArgs {
             key,
             rotation,
             required: self.audit_required,
+            replica: None,
             redact,
         }))
     }

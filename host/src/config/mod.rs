@@ -77,9 +77,11 @@ pub enum Command {
 pub enum AuditCommand {
     /// Check an audit log's chain: OK (exit 0), the first record that was edited,
     /// removed, reordered or cut (exit 1), or a torn last line from a crash (exit 2).
-    /// Give rotated files oldest first (PATH.2 PATH.1 PATH) to check them as one chain
+    /// Give rotated files oldest first (PATH.2 PATH.1 PATH) to check them as one chain,
+    /// or a directory (a fleet's files): each chain in it (PATH with its PATH.N) is
+    /// checked on its own, one line each, and the worst verdict sets the exit code
     Verify {
-        /// The audit log file(s)
+        /// The audit log file(s), or one directory of them
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// The HMAC key the server wrote with (--audit-key-file); without it only the
