@@ -24,6 +24,7 @@ mod interop;
 mod legacy_sse;
 mod limits;
 mod list_tables;
+mod long_session;
 mod metrics;
 mod oauth;
 mod protocol;
@@ -70,6 +71,7 @@ fn main() {
         legacy_sse::trials(),
         limits::trials(),
         list_tables::trials(),
+        long_session::trials(),
         metrics::trials(),
         oauth::trials(),
         protocol::trials(),

@@ -4,6 +4,7 @@
 //! `--stream-retention`. An event id is not a capability: another caller, another
 //! session of the same caller, a forged id or another session's own stream get nothing.
 
+use crate::replicas::signal;
 use crate::scaleout::{Fleet, OTHER, VERSION};
 use crate::util::client::SseStream;
 use crate::util::store::StoreServer;
@@ -12,7 +13,7 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-crate::trials!(resumable: a_broken_stream_resumes_on_another_replica, an_event_id_is_not_a_capability);
+crate::trials!(resumable: a_broken_stream_resumes_on_another_replica, a_call_whose_replica_died_ends_in_an_error, an_event_id_is_not_a_capability);
 
 /// The retention the fleet runs with: short, so the test sees a result leave.
 const RETENTION: Duration = Duration::from_secs(3);
@@ -143,6 +144,46 @@ async fn a_broken_stream_resumes_on_another_replica() {
     );
     assert_eq!(store.count_keys("mcp-sandbox:ev*").await, 0);
     println!("result kept {gone_after:?} after it was read (retention {RETENTION:?})");
+}
+
+/// The replica running a call is SIGKILLed: the client resuming elsewhere gets an error
+/// for its request once the replica's liveness lapses (3 s), not a wait for a result
+/// that will never come.
+async fn a_call_whose_replica_died_ends_in_an_error() {
+    let store = StoreServer::start().await;
+    let mut fleet = Fleet::start(2, &store, &[]).await;
+    let token = Some(TOKEN.to_owned());
+    let mut opener = Mcp::connect(fleet.http(0), token.clone(), VERSION).await;
+    let session = opener.session_id().expect("a session id");
+    let (request, primed) = start_call(&mut opener, 10_000).await;
+    signal(&fleet.replicas[0].child, rustix::process::Signal::KILL);
+    let _ = fleet.replicas[0].child.wait().await;
+    let killed = Instant::now();
+
+    let elsewhere = Mcp::resume(fleet.http(1), token.clone(), VERSION, &session);
+    let mut messages = Vec::new();
+    // The session is restored on replica 1 (its store record outlives replica 0); a
+    // resumption before the liveness lapses ends at its deadline or carries the error.
+    let deadline = killed + Duration::from_secs(60);
+    while messages.is_empty() {
+        assert!(Instant::now() < deadline, "no answer for the orphaned call");
+        let response = resume(&elsewhere, &primed).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        messages = replayed(response, Duration::from_secs(60)).await;
+    }
+    let answered = killed.elapsed();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let (_, answer) = &messages[0];
+    assert_eq!(answer["id"], request, "{answer}");
+    assert_eq!(answer["error"]["code"], -32012, "{answer}");
+    assert_eq!(answer["error"]["data"]["kind"], "replica_lost", "{answer}");
+    // Liveness (3 s) and a poll (200 ms), with room for a loaded machine; a resumption
+    // that waited for a result would end only at its deadline (call timeout + 10 s).
+    assert!(
+        answered < Duration::from_secs(20),
+        "answered after {answered:?}"
+    );
+    println!("the orphaned call was answered {answered:?} after the kill");
 }
 
 async fn an_event_id_is_not_a_capability() {

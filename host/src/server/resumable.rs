@@ -16,6 +16,7 @@ use rmcp::transport::streamable_http_server::session::local::{
 };
 use rmcp::transport::streamable_http_server::session::{ServerSseMessage, SessionId};
 use rmcp::transport::streamable_http_server::{RestoreOutcome, SessionManager};
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -26,6 +27,9 @@ use tokio_stream::wrappers::ReceiverStream;
 /// the session's own (rare notifications).
 const POLL_REQUEST: Duration = Duration::from_millis(200);
 const POLL_COMMON: Duration = Duration::from_secs(1);
+/// JSON-RPC code for a request whose replica died before answering (implementation-
+/// defined, beside the other server codes in README's limits table).
+const REPLICA_LOST_CODE: i32 = -32012;
 
 /// Why a session operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,7 @@ impl FleetSessions {
 fn bound(
     events: Arc<Events>,
     session: String,
+    request: Option<String>,
     inner: impl Stream<Item = ServerSseMessage> + Send + 'static,
 ) -> ReceiverStream<ServerSseMessage> {
     let (tx, rx) = mpsc::channel(16);
@@ -81,7 +86,7 @@ fn bound(
             let Some(event) = event else { return };
             if binding && let Some(id) = &event.event_id {
                 binding = false;
-                if let Err(e) = events.bind(id, &session).await {
+                if let Err(e) = events.bind(id, &session, request.as_deref()).await {
                     tracing::debug!("a request's stream was not bound to its session: {e}");
                 }
             }
@@ -110,6 +115,12 @@ fn follow(
                     return;
                 }
             }
+            if let Some(request) = replay.orphaned.take() {
+                // The replica running it died: say so, rather than leave the client
+                // waiting for a result that will never come.
+                let _ = tx.send(replica_lost(request)).await;
+                return;
+            }
             if replay.done || Instant::now() >= until {
                 return;
             }
@@ -132,6 +143,34 @@ fn follow(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// The answer to a request whose replica died before its result: an error naming what
+/// is known (every tool here is read-only, so a retry is safe).
+fn replica_lost(request: Value) -> ServerSseMessage {
+    let error = json!({
+        "jsonrpc": "2.0",
+        "id": request,
+        "error": {
+            "code": REPLICA_LOST_CODE,
+            "message": "the replica running this request stopped before it answered; whether \
+                        the call ran is unknown (the tools are read-only: retrying is safe)",
+            "data": {"kind": "replica_lost"},
+        },
+    });
+    let mut event = ServerSseMessage::default();
+    event.message = serde_json::from_value::<ServerJsonRpcMessage>(error)
+        .ok()
+        .map(Arc::new);
+    event
+}
+
+/// The request's JSON-RPC id, as the store keeps it.
+fn request_id(message: &ClientJsonRpcMessage) -> Option<String> {
+    match message {
+        ClientJsonRpcMessage::Request(request) => serde_json::to_string(&request.id).ok(),
+        _ => None,
+    }
 }
 
 impl SessionManager for FleetSessions {
@@ -163,10 +202,11 @@ impl SessionManager for FleetSessions {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let request = self.events.as_ref().and_then(|_| request_id(&message));
         let stream = self.local.create_stream(id, message).await?;
         Ok(match &self.events {
             None => stream.left_stream(),
-            Some(events) => bound(events.clone(), id.to_string(), stream).right_stream(),
+            Some(events) => bound(events.clone(), id.to_string(), request, stream).right_stream(),
         })
     }
 

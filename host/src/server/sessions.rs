@@ -426,10 +426,25 @@ impl App {
                 }
                 Err(not_found())
             }
-            Ok(Touch::Unconfirmed) => Err(Box::new(unavailable(
-                "the shared store lost its data moments ago and the replicas are writing \
-                 their sessions back; retry",
-            ))),
+            Ok(Touch::Unconfirmed) => {
+                // Held here: written back now rather than at the next heartbeat.
+                let held = self
+                    .sessions
+                    .has_session(&Arc::from(id))
+                    .await
+                    .unwrap_or(false);
+                if held
+                    && let Some(records) = &self.records
+                    && let Ok(true) = records.reseed_one(id, &owner).await
+                    && let Ok(busy) = self.book.adopt(id, &owner)
+                {
+                    return Ok(busy);
+                }
+                Err(Box::new(unavailable(
+                    "the shared store lost its data moments ago and the replicas are \
+                     writing their sessions back; retry",
+                )))
+            }
             Err(e) => {
                 if deleting {
                     return Err(Box::new(unavailable(&format!(

@@ -49,6 +49,9 @@ pub struct Replay {
     pub cursor: Cursor,
     /// the stream's result is among its events: nothing more will come
     pub done: bool,
+    /// the replica running the request is gone and its result never came: the
+    /// request's id (JSON), to answer it with an error
+    pub orphaned: Option<serde_json::Value>,
 }
 
 /// A position in a stream of a session.
@@ -116,7 +119,12 @@ impl Events {
 
     /// Binds a request's stream to `session` from the event id it is about to give:
     /// whoever asks for that stream later must be in that session.
-    pub async fn bind(&self, event_id: &str, session: &str) -> Result<(), ResumeError> {
+    pub async fn bind(
+        &self,
+        event_id: &str,
+        session: &str,
+        request: Option<&str>,
+    ) -> Result<(), ResumeError> {
         let cursor = Self::parse(event_id, session)?;
         if cursor.common {
             return Ok(());
@@ -124,7 +132,11 @@ impl Events {
         let (_, meta) = self.keys(&cursor.stream);
         let mut conn = self.store.conn();
         let mut invocation = scripts::EVENT_BIND.prepare_invoke();
-        invocation.key(meta).arg(session);
+        invocation
+            .key(meta)
+            .arg(session)
+            .arg(self.store.replica())
+            .arg(request.unwrap_or_default());
         let bound: i64 = self
             .store
             .run("event_bind", false, invocation.invoke_async(&mut conn))
@@ -173,6 +185,7 @@ impl Events {
         invocation
             .key(list)
             .key(meta)
+            .key(self.store.key("replicas"))
             .arg(session)
             .arg(cursor.seq)
             .arg(if cursor.common { "1" } else { "0" });
@@ -186,7 +199,16 @@ impl Events {
             Some(redis::Value::Int(_)) => return Err(ResumeError::NotHere),
             other => return Err(StoreError::Reply(format!("replay: {other:?}")).into()),
         }
-        let done = matches!(reply.next(), Some(redis::Value::Int(1)));
+        let state = reply.next();
+        let request = match reply.next() {
+            Some(redis::Value::BulkString(id)) => serde_json::from_slice(&id).ok(),
+            _ => None,
+        };
+        let done = matches!(state, Some(redis::Value::Int(1)));
+        let orphaned = match state {
+            Some(redis::Value::Int(2)) => request,
+            _ => None,
+        };
         let mut next = cursor.clone();
         let mut events = Vec::new();
         for entry in reply {
@@ -212,6 +234,7 @@ impl Events {
             events,
             cursor: next,
             done,
+            orphaned,
         })
     }
 }

@@ -182,8 +182,9 @@ return seq
     )
 });
 
-/// A request's stream bound to its session (once; never to another).
-/// KEYS: the stream's record. ARGV: session id.
+/// A request's stream bound to its session (once; never to another), with the replica
+/// running the request and the request's id (so a resumption can tell the client its
+/// replica died). KEYS: the stream's record. ARGV: session id, replica, request id (JSON).
 /// Returns 1 bound, 0 bound to another session, -1 no such stream.
 pub static EVENT_BIND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -194,7 +195,7 @@ if owner then
   if owner == ARGV[1] then return 1 end
   return 0
 end
-redis.call('HSET', KEYS[1], 'session', ARGV[1])
+redis.call('HSET', KEYS[1], 'session', ARGV[1], 'replica', ARGV[2], 'rid', ARGV[3])
 return 1
 ",
     )
@@ -202,17 +203,27 @@ return 1
 
 /// A stream's events after a number, for the session that asks: a request's stream only
 /// when bound to that session (the session's own stream is named by its id).
-/// KEYS: the stream's events, its record. ARGV: session id, after, `1` for the session's
-/// own stream. Returns {0, done (0/1), "n event"...}, or {-1} not this session's or gone.
+/// KEYS: the stream's events, its record, the replicas alive. ARGV: session id, after,
+/// `1` for the session's own stream. Returns {0, state, request id, "n event"...} (state
+/// 0 open, 1 its result is in, 2 its replica is no longer alive and the result never
+/// came), or {-1} not this session's or gone.
 pub static EVENT_REPLAY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if ARGV[3] ~= '1' and redis.call('HGET', KEYS[2], 'session') ~= ARGV[1] then
   return {-1}
 end
-local done = 0
-if redis.call('HGET', KEYS[2], 'done') == '1' then done = 1 end
-local out = {0, done}
+local state = 0
+if redis.call('HGET', KEYS[2], 'done') == '1' then
+  state = 1
+elseif ARGV[3] ~= '1' then
+  local replica = redis.call('HGET', KEYS[2], 'replica')
+  local alive = replica and redis.call('ZSCORE', KEYS[3], replica)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if not alive or tonumber(alive) < now then state = 2 end
+end
+local out = {0, state, redis.call('HGET', KEYS[2], 'rid') or ''}
 local after = tonumber(ARGV[2])
 for _, e in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   local n = tonumber(string.match(e, '^(%d+) '))

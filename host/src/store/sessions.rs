@@ -102,21 +102,43 @@ impl SessionRecords {
                 .collect()
         };
         for (id, init, owner) in &sessions {
-            let mut conn = self.store.conn();
-            let mut invocation = scripts::RESEED.prepare_invoke();
-            invocation
-                .key(self.store.session_key(id))
-                .key(self.store.caller_key(owner, "sessions"))
-                .arg(init)
-                .arg(Store::fingerprint(owner))
-                .arg(self.ttl.as_millis() as u64)
-                .arg(id)
-                .arg(self.store.replica());
-            self.store
-                .run("reseed", false, invocation.invoke_async::<i64>(&mut conn))
-                .await?;
+            self.write_back(id, init, owner).await?;
         }
         Ok(sessions.len())
+    }
+
+    /// Writes back session `id` of `owner` if this replica knows it: a request for it
+    /// came before the heartbeat's write-back, after the store lost its data.
+    pub async fn reseed_one(&self, id: &str, owner: &str) -> Result<bool, StoreError> {
+        let init = {
+            let known = self.known();
+            match known.get(id) {
+                Some(Known {
+                    init: Some(init),
+                    owner: Some(known_owner),
+                }) if known_owner == owner => init.clone(),
+                _ => return Ok(false),
+            }
+        };
+        self.write_back(id, &init, owner).await?;
+        Ok(true)
+    }
+
+    async fn write_back(&self, id: &str, init: &str, owner: &str) -> Result<(), StoreError> {
+        let mut conn = self.store.conn();
+        let mut invocation = scripts::RESEED.prepare_invoke();
+        invocation
+            .key(self.store.session_key(id))
+            .key(self.store.caller_key(owner, "sessions"))
+            .arg(init)
+            .arg(Store::fingerprint(owner))
+            .arg(self.ttl.as_millis() as u64)
+            .arg(id)
+            .arg(self.store.replica());
+        self.store
+            .run("reseed", false, invocation.invoke_async::<i64>(&mut conn))
+            .await?;
+        Ok(())
     }
 
     /// Forgets what this replica no longer serves.
