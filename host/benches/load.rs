@@ -540,7 +540,7 @@ async fn audit_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
         }
         servers.push((label, port, common::Server(command.spawn()?)));
     }
-    side_by_side(http, &servers, "no audit", 16).await?;
+    side_by_side(http, &servers, "no audit", 16, Mode::Stateless).await?;
     let bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let records = std::fs::read_to_string(&log)
         .map(|t| t.lines().count())
@@ -557,24 +557,105 @@ async fn audit_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
 
 /// `query_sql` at 16 clients on `servers` side by side, in rounds that rotate which server
 /// goes first; throughput, latency and server CPU per call as ratios of the first.
+/// How a side-by-side run calls: stateless (2026-07-28), or in a session (2025-06-18;
+/// the clients share one session per server, as a client's parallel calls do).
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Stateless,
+    Session,
+}
+
+const SESSION_VERSION: &str = "2025-06-18";
+
+/// `initialize` and `notifications/initialized`; the session's id.
+async fn open_session(http: &Http, port: u16) -> anyhow::Result<String> {
+    let post = |session: Option<&str>, body: Value| {
+        let mut request = Request::post(format!("http://127.0.0.1:{port}/mcp"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "application/json")
+            .header("accept", DIRECT_ACCEPT)
+            .header("mcp-protocol-version", SESSION_VERSION);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request.body(Full::new(Bytes::from(body.to_string())))
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": SESSION_VERSION, "capabilities": {},
+        "clientInfo": {"name": "bench", "version": "1"}}});
+    let response = http.request(post(None, init)?).await?;
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no session id ({})", response.status()))?;
+    response.into_body().collect().await?;
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let response = http.request(post(Some(&session), initialized)?).await?;
+    anyhow::ensure!(
+        response.status() == StatusCode::ACCEPTED,
+        "initialized: {}",
+        response.status()
+    );
+    Ok(session)
+}
+
+/// `tools/call` in `session`; whether it succeeded.
+async fn session_call(
+    http: &Http,
+    port: u16,
+    session: &str,
+    tool: &str,
+    arguments: &Value,
+) -> bool {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}});
+    let Ok(request) = Request::post(format!("http://127.0.0.1:{port}/mcp"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .header("accept", DIRECT_ACCEPT)
+        .header("mcp-protocol-version", SESSION_VERSION)
+        .header("mcp-session-id", session)
+        .body(Full::new(Bytes::from(body.to_string())))
+    else {
+        return false;
+    };
+    let Ok(response) = http.request(request).await else {
+        return false;
+    };
+    if response.status() != StatusCode::OK {
+        return false;
+    }
+    let Ok(body) = response.into_body().collect().await else {
+        return false;
+    };
+    String::from_utf8_lossy(&body.to_bytes()).contains("\"isError\":false")
+}
+
 async fn side_by_side(
     http: &Http,
     servers: &[(&str, u16, common::Server)],
     base: &str,
     clients: usize,
+    mode: Mode,
 ) -> anyhow::Result<()> {
     let args = Arc::new(json!({"sql": LOOKUP}));
     let deadline = within_a_minute();
+    let mut sessions: Vec<Arc<str>> = Vec::new();
     for (_, port, _) in servers {
         up_by(deadline, "server", || {
             tool_call(http, *port, "query_sql", &args)
         })
         .await?;
+        if let Mode::Session = mode {
+            sessions.push(Arc::from(open_session(http, *port).await?));
+        }
     }
     println!();
     println!(
-        "| query_sql, {clients} clients | round | calls/s | p50 | p99 | errors | of {base} | \
-         server CPU µs/call | of {base} |"
+        "| query_sql, {clients} clients, {mode:?} | round | calls/s | p50 | p99 | errors | of \
+         {base} | server CPU µs/call | of {base} |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     // Per server and round: throughput and CPU per call as ratios of the first, and p50.
@@ -587,10 +668,16 @@ async fn side_by_side(
             let (_, port, server) = &servers[i];
             SERVER_PID.store(server.0.id(), std::sync::atomic::Ordering::Relaxed);
             let (h, args, port) = (http.clone(), args.clone(), *port);
+            let session = sessions.get(i).cloned();
             outcomes[i] = Some(
                 drive(clients, move || {
-                    let (h, args) = (h.clone(), args.clone());
-                    async move { tool_call(&h, port, "query_sql", &args).await }
+                    let (h, args, session) = (h.clone(), args.clone(), session.clone());
+                    async move {
+                        match session {
+                            Some(s) => session_call(&h, port, &s, "query_sql", &args).await,
+                            None => tool_call(&h, port, "query_sql", &args).await,
+                        }
+                    }
                 })
                 .await,
             );
@@ -620,7 +707,8 @@ async fn side_by_side(
     }
     println!();
     println!(
-        "| median over {AUDIT_ROUNDS} rounds | calls/s of {base} | p50 | server CPU/call of {base} |"
+        "| median over {AUDIT_ROUNDS} rounds, {clients} clients, {mode:?} | calls/s of {base} | \
+         p50 | server CPU/call of {base} |"
     );
     println!("|---|---|---|---|");
     for (i, (label, ..)) in servers.iter().enumerate() {
@@ -677,8 +765,10 @@ async fn store_case(http: &Http, database_url: &str) -> anyhow::Result<()> {
         }
         servers.push((label, port, common::Server(command.spawn()?)));
     }
-    side_by_side(http, &servers, "no store", 1).await?;
-    side_by_side(http, &servers, "no store", 16).await?;
+    for mode in [Mode::Stateless, Mode::Session] {
+        side_by_side(http, &servers, "no store", 1, mode).await?;
+        side_by_side(http, &servers, "no store", 16, mode).await?;
+    }
     Ok(())
 }
 

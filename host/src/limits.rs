@@ -270,34 +270,55 @@ impl Limiter {
         }
         let owner = identity.owner();
         if let Some((store, lease_ttl)) = &self.0.cluster {
-            let refused = match store.admit(&owner, limits.spec(*lease_ttl)).await {
-                Ok(Admission::Admitted(lease)) => {
-                    return Ok(Permit {
-                        limiter: None,
-                        lease,
-                    });
-                }
-                Ok(Admission::Rate { retry_after }) => Limited::Rate {
-                    rate: limits.rate.unwrap_or(Rate {
-                        count: 1,
-                        per: Duration::from_secs(1),
-                    }),
-                    retry_after,
-                },
-                Ok(Admission::InFlight) => Limited::InFlight {
-                    max: limits.max_in_flight.unwrap_or(0),
-                },
+            return match store.admit(&owner, limits.spec(*lease_ttl)).await {
+                Ok(admission) => self.decided(identity, admission),
                 Err(e) => {
                     tracing::debug!("limits decided locally: {e}");
                     store.fell_back("limits");
                     let share = limits.share(store.replicas());
-                    return self.admit_locally(identity, owner, share);
+                    self.admit_locally(identity, owner, share)
                 }
             };
-            self.0.metrics.limited(&label(identity), refused.kind());
-            return Err(refused);
         }
         self.admit_locally(identity, owner, limits)
+    }
+
+    /// What the store needs to admit a call of `identity` in the same round trip as
+    /// another decision (a session's touch): None without a store, or when the caller
+    /// has no limits (then [`Limiter::admit`] takes no round trip).
+    pub fn store_spec(&self, identity: &Identity) -> Option<LimitSpec> {
+        let limits = self.limits_of(identity);
+        if limits.rate.is_none() && limits.max_in_flight.is_none() {
+            return None;
+        }
+        let (_, lease_ttl) = self.0.cluster.as_ref()?;
+        Some(limits.spec(*lease_ttl))
+    }
+
+    /// The store's admission of a call of `identity`: its permit, or its refusal
+    /// (counted).
+    pub fn decided(&self, identity: &Identity, admission: Admission) -> Result<Permit, Limited> {
+        let limits = self.limits_of(identity);
+        let refused = match admission {
+            Admission::Admitted(lease) => {
+                return Ok(Permit {
+                    limiter: None,
+                    lease,
+                });
+            }
+            Admission::Rate { retry_after } => Limited::Rate {
+                rate: limits.rate.unwrap_or(Rate {
+                    count: 1,
+                    per: Duration::from_secs(1),
+                }),
+                retry_after,
+            },
+            Admission::InFlight => Limited::InFlight {
+                max: limits.max_in_flight.unwrap_or(0),
+            },
+        };
+        self.0.metrics.limited(&label(identity), refused.kind());
+        Err(refused)
     }
 
     /// [`Limiter::admit`] in this replica's memory.

@@ -144,18 +144,24 @@ fn verify_audit(files: &[std::path::PathBuf], key_file: Option<&std::path::Path>
 fn verify_audit_dir(dir: &std::path::Path, key: Option<&mcp_sandbox::audit::Key>) -> ExitCode {
     use mcp_sandbox::audit::directory;
     match directory::verify_dir(dir, key) {
-        Ok(verdicts) if verdicts.is_empty() => {
+        Ok((verdicts, _)) if verdicts.is_empty() => {
             eprintln!("error: {} holds no audit log files", dir.display());
             ExitCode::from(3)
         }
-        Ok(verdicts) => {
+        Ok((verdicts, skipped)) => {
+            for entry in skipped {
+                eprintln!("note: left out {entry}");
+            }
             for chain in &verdicts {
-                println!("{}: {}", chain.chain, chain.verdict);
+                match &chain.verdict {
+                    Ok(verdict) => println!("{}: {verdict}", chain.chain),
+                    Err(e) => println!("{}: UNREADABLE: {e}", chain.chain),
+                }
             }
             ExitCode::from(directory::exit_code(&verdicts) as u8)
         }
         Err(e) => {
-            eprintln!("error: reading the audit logs in {}: {e}", dir.display());
+            eprintln!("error: reading the directory {}: {e}", dir.display());
             ExitCode::from(3)
         }
     }

@@ -18,9 +18,9 @@ const transport = new StreamableHTTPClientTransport(new URL(url), {
   requestInit: { headers: { Authorization: `Bearer ${token}` } },
 });
 const client = new Client({ name: "claude-code-like", version: "1.0.0" });
-let transportErrors = 0;
-client.onerror = () => {
-  transportErrors += 1;
+const transportErrors = [];
+client.onerror = (error) => {
+  transportErrors.push(String(error?.message ?? error).slice(0, 200));
 };
 await client.connect(transport);
 const session = transport.sessionId;

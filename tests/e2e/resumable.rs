@@ -5,7 +5,7 @@
 //! session of the same caller, a forged id or another session's own stream get nothing.
 
 use crate::replicas::signal;
-use crate::scaleout::{Fleet, OTHER, VERSION};
+use crate::scaleout::{ADMIN, Fleet, OTHER, VERSION, admin};
 use crate::util::client::SseStream;
 use crate::util::store::StoreServer;
 use crate::util::{Mcp, server::TOKEN};
@@ -97,7 +97,7 @@ async fn a_broken_stream_resumes_on_another_replica() {
     // The call runs on replica 0; its stream breaks before the result.
     let (request, primed) = start_call(&mut opener, 1_500).await;
     let (stream, first) = primed.rsplit_once('/').expect("<stream>/<n>");
-    assert_eq!(first, "1", "{primed}");
+    assert_eq!(first, "0", "{primed}");
 
     // Replica 1 never ran it: it follows the stream until replica 0 writes the result.
     let elsewhere = Mcp::resume(fleet.http(1), token.clone(), VERSION, &session);
@@ -107,7 +107,7 @@ async fn a_broken_stream_resumes_on_another_replica() {
     assert_eq!(messages.len(), 1, "{messages:?}");
     let (id, answer) = &messages[0];
     let result_id = id.clone().expect("the result has an event id");
-    assert_eq!(result_id, format!("{stream}/2"));
+    assert_eq!(result_id, format!("{stream}/1"));
     assert_eq!(answer["id"], request, "{answer}");
     assert_eq!(
         answer["result"]["structuredContent"]["version"], "v1",
@@ -142,7 +142,7 @@ async fn a_broken_stream_resumes_on_another_replica() {
         gone_after >= RETENTION / 2,
         "the result left after {gone_after:?}, before the retention"
     );
-    assert_eq!(store.count_keys("mcp-sandbox:ev*").await, 0);
+    assert_eq!(store.count_keys(&format!("*{stream}*")).await, 0);
     println!("result kept {gone_after:?} after it was read (retention {RETENTION:?})");
 }
 
@@ -169,6 +169,7 @@ async fn a_call_whose_replica_died_ends_in_an_error() {
         assert!(Instant::now() < deadline, "no answer for the orphaned call");
         let response = resume(&elsewhere, &primed).await;
         assert_eq!(response.status(), StatusCode::OK);
+        println!("resumed {:?} after the kill", killed.elapsed());
         messages = replayed(response, Duration::from_secs(60)).await;
     }
     let answered = killed.elapsed();
@@ -177,10 +178,11 @@ async fn a_call_whose_replica_died_ends_in_an_error() {
     assert_eq!(answer["id"], request, "{answer}");
     assert_eq!(answer["error"]["code"], -32012, "{answer}");
     assert_eq!(answer["error"]["data"]["kind"], "replica_lost", "{answer}");
-    // Liveness (3 s) and a poll (200 ms), with room for a loaded machine; a resumption
-    // that waited for a result would end only at its deadline (call timeout + 10 s).
+    // Liveness (3 s), the margin for a late beat (3 s) and a poll, with room for a loaded
+    // machine; a resumption that waited for a result would end only at its deadline
+    // (call timeout + 10 s).
     assert!(
-        answered < Duration::from_secs(20),
+        answered < Duration::from_secs(30),
         "answered after {answered:?}"
     );
     println!("the orphaned call was answered {answered:?} after the kill");
@@ -188,13 +190,38 @@ async fn a_call_whose_replica_died_ends_in_an_error() {
 
 async fn an_event_id_is_not_a_capability() {
     let store = StoreServer::start().await;
-    let fleet = Fleet::start(2, &store, &[]).await;
+    let fleet = Fleet::start(2, &store, &["--admin-token", ADMIN]).await;
     let token = Some(TOKEN.to_owned());
     let mut victim = Mcp::connect(fleet.http(0), token.clone(), VERSION).await;
     let session = victim.session_id().expect("a session id");
     let (_, primed) = start_call(&mut victim, 200).await;
     let own = replayed(resume(&victim, &primed).await, Duration::from_secs(30)).await;
     assert_eq!(own.len(), 1, "the owner's own resumption: {own:?}");
+
+    // The victim's own stream gets a notification (a tool added through replica 0), and
+    // the victim reads it from the start of that stream on replica 1.
+    let declaration = "[[tool]]\nname = \"customer_by_email\"\ndescription = \"A name\"\n\
+        statement = \"SELECT full_name FROM customers WHERE email = $1\"\n\
+        param = [{ name = \"email\", type = \"string\", max_length = 200 }]\n";
+    let (status, body) = admin(
+        &fleet.http(0),
+        Method::PUT,
+        "/admin/components/added",
+        declaration.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let on_one = Mcp::resume(fleet.http(1), token.clone(), VERSION, &session);
+    let mut own_stream = SseStream::new(resume(&on_one, "0").await);
+    let changed = own_stream
+        .next_message(Duration::from_secs(30))
+        .await
+        .expect("the session's own stream replayed on another replica");
+    assert_eq!(
+        changed["method"], "notifications/tools/list_changed",
+        "{changed}"
+    );
+    drop(own_stream);
 
     // Another caller in its own session, and the same caller in another session: the
     // stream is bound to the session it was given in.

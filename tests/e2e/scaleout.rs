@@ -20,7 +20,7 @@ crate::trials!(scaleout: a_session_is_served_by_every_replica, the_official_sdk_
 
 pub(crate) const OTHER: &str = "other-token-0123456789ab";
 pub(crate) const VERSION: &str = "2025-06-18";
-const ADMIN: &str = "admin-token-0123456789abcdef";
+pub(crate) const ADMIN: &str = "admin-token-0123456789abcdef";
 /// The bound on an admin change reaching every replica: one poll (1 s) and a component
 /// load (measured at about 1.2 s in all here), for a loaded machine.
 const CONVERGENCE_BOUND: Duration = Duration::from_secs(10);
@@ -532,7 +532,12 @@ async fn a_store_outage_degrades_and_the_replicas_refill_it() {
 }
 
 /// An admin request to `http`; the status and the body.
-async fn admin(http: &Http, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, String) {
+pub(crate) async fn admin(
+    http: &Http,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+) -> (StatusCode, String) {
     let auth = format!("Bearer {ADMIN}");
     let response = http
         .send(method, path, &[("authorization", &auth)], body)

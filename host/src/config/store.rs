@@ -35,9 +35,9 @@ pub struct StoreArgs {
           value_parser = parse_duration)]
     pub store_timeout: Duration,
 
-    /// How long a session's event stream stays resumable on any replica after its last
-    /// event (a request's stream waiting for its result: at least the call timeout);
-    /// results are kept in the store that long
+    /// How long a request's event stream stays resumable on any replica after its
+    /// result (results are kept in the store that long); streams still waiting, and the
+    /// session's own, are kept at least the call timeout + 10 s after their last event
     #[arg(long, env = "MCP_SANDBOX_STREAM_RETENTION", default_value = DEFAULT_STREAM_RETENTION,
           value_parser = parse_duration)]
     pub stream_retention: Duration,

@@ -166,7 +166,7 @@ impl McpHandler {
         let ct = shutdown.child_token();
         let scope = CallScope {
             caller: Some(caller),
-            admitted,
+            admitted: admitted.map(Ok),
             info,
             rpc_id: id.clone(),
             client,

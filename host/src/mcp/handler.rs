@@ -5,7 +5,7 @@
 use crate::access::{Identity, RequestInfo};
 use crate::audit::{Audit, CallRecord};
 use crate::invocation::Outcome;
-use crate::limits::{LIMITED_CODE, Limiter, Permit};
+use crate::limits::{LIMITED_CODE, Limited, Limiter, Permit};
 use crate::metrics::{Metrics, UNKNOWN_TOOL};
 use crate::runtime::{Fault, Invocation, Runtime, ToolOutput, ToolSpec};
 use rmcp::ServerHandler;
@@ -60,10 +60,22 @@ impl McpHandler {
     }
 }
 
-/// A slot the HTTP layer already took for this call (the stateless path answers a
-/// refusal there with 429); the handler then takes none of its own.
+/// The HTTP layer's admission of this call: a slot it took (the stateless path answers
+/// a refusal there with 429), or, in a session, the store's decision taken with the
+/// session's touch (a refusal answered here as a JSON-RPC error). The handler then
+/// takes no slot of its own.
 #[derive(Clone, Default)]
-pub struct Admitted(pub Arc<Mutex<Option<Permit>>>);
+pub struct Admitted(Arc<Mutex<Option<Result<Permit, Limited>>>>);
+
+impl Admitted {
+    pub fn new(decision: Result<Permit, Limited>) -> Self {
+        Self(Arc::new(Mutex::new(Some(decision))))
+    }
+
+    fn take(&self) -> Option<Result<Permit, Limited>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
 
 /// The sessions to tell about tool list changes: every one that finished initializing.
 #[derive(Clone, Default)]
@@ -210,8 +222,7 @@ impl ServerHandler for McpHandler {
         let scope = CallScope {
             caller: identity(&context),
             // The stateless path took this call's slot already (to answer 429).
-            admitted: extension::<Admitted>(&context)
-                .and_then(|a| a.0.lock().unwrap_or_else(|e| e.into_inner()).take()),
+            admitted: extension::<Admitted>(&context).and_then(|a| a.take()),
             info: match audited {
                 true => extension::<RequestInfo>(&context).unwrap_or_default(),
                 false => RequestInfo::default(),
@@ -232,7 +243,7 @@ impl ServerHandler for McpHandler {
 pub(crate) struct CallScope {
     pub caller: Option<Identity>,
     /// the slot the HTTP layer took for the call (the stateless path answers 429)
-    pub admitted: Option<Permit>,
+    pub admitted: Option<Result<Permit, Limited>>,
     /// for the audit record (only read when the log is on)
     pub info: RequestInfo,
     pub rpc_id: rmcp::model::RequestId,
@@ -293,25 +304,27 @@ impl McpHandler {
                 .refuse(audit.as_mut(), caller.as_ref(), Outcome::Denied, refusal)
                 .await;
         }
-        let permit = match (admitted, &caller) {
-            (Some(permit), _) => Some(permit),
-            (None, Some(caller)) => match self.limiter.admit(caller).await {
-                Ok(permit) => Some(permit),
-                Err(limited) => {
-                    let refusal = ErrorData::new(
-                        ErrorCode(LIMITED_CODE),
-                        limited.message(),
-                        Some(json!({
-                            "kind": limited.kind(),
-                            "retryAfter": limited.retry_after_secs(),
-                        })),
-                    );
-                    return self
-                        .refuse(audit.as_mut(), Some(caller), Outcome::Limited, refusal)
-                        .await;
-                }
-            },
+        let decided = match (admitted, &caller) {
+            (Some(decision), _) => Some(decision),
+            (None, Some(caller)) => Some(self.limiter.admit(caller).await),
             (None, None) => None,
+        };
+        let permit = match decided {
+            None => None,
+            Some(Ok(permit)) => Some(permit),
+            Some(Err(limited)) => {
+                let refusal = ErrorData::new(
+                    ErrorCode(LIMITED_CODE),
+                    limited.message(),
+                    Some(json!({
+                        "kind": limited.kind(),
+                        "retryAfter": limited.retry_after_secs(),
+                    })),
+                );
+                return self
+                    .refuse(audit.as_mut(), caller.as_ref(), Outcome::Limited, refusal)
+                    .await;
+            }
         };
         if self.audit.refuses() {
             return self.audit_refusal(audit.as_mut(), caller.as_ref()).await;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod book;
 mod conn;
 mod fleet;
 mod health;

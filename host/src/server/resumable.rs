@@ -84,10 +84,12 @@ fn bound(
                 () = tx.closed() => return,
             };
             let Some(event) = event else { return };
+            // Until one bind succeeds: an event not kept (the store down, or too large)
+            // leaves the next to try.
             if binding && let Some(id) = &event.event_id {
-                binding = false;
-                if let Err(e) = events.bind(id, &session, request.as_deref()).await {
-                    tracing::debug!("a request's stream was not bound to its session: {e}");
+                match events.bind(id, &session, request.as_deref()).await {
+                    Ok(()) => binding = false,
+                    Err(e) => tracing::debug!("a request's stream is not bound yet: {e}"),
                 }
             }
             if tx.send(event).await.is_err() {
@@ -125,6 +127,7 @@ fn follow(
                 return;
             }
             let poll = match replay.cursor.is_common() {
+                _ if replay.more => Duration::ZERO,
                 true => POLL_COMMON,
                 false => POLL_REQUEST,
             };
@@ -231,14 +234,26 @@ impl SessionManager for FleetSessions {
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         let Some(events) = &self.events else {
-            return Ok(self.local.resume(id, last_event_id).await?.left_stream());
+            let local = self.local.resume(id, last_event_id).await?;
+            return Ok(local.left_stream().left_stream());
         };
         let cursor: Cursor = Events::parse(&last_event_id, id)?;
         // The first read answers here, so a refusal is the request's (rmcp turns it into
-        // an empty stream, which ends the client's retries).
-        let first = events.after(&cursor, id).await.inspect_err(|e| {
-            tracing::info!(session = %id, "a stream was not resumed: {e}");
-        })?;
+        // an empty stream).
+        let first = match events.after(&cursor, id).await {
+            Ok(first) => first,
+            Err(ResumeError::Store(e)) if cursor.is_common() => {
+                // The store cannot replay it: the session's stream goes on live from
+                // this replica (held here: the request was let through for that).
+                tracing::info!(session = %id, "the session's stream resumes live, unreplayed: {e}");
+                let live = self.local.create_standalone_stream(id).await?;
+                return Ok(live.right_stream().left_stream());
+            }
+            Err(e) => {
+                tracing::info!(session = %id, "a stream was not resumed: {e}");
+                return Err(e.into());
+            }
+        };
         let lasts = match cursor.is_common() {
             true => self.common,
             false => self.pending,

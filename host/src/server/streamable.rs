@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tower_service::Service;
 
 /// Retry-After of a stream refused by the budget: streams end when clients close them.
@@ -82,8 +82,16 @@ impl App {
         match &session {
             Some(id) => {
                 let deleting = parts.method == Method::DELETE;
-                match self.use_session(id, &identity, deleting).await {
-                    Ok(guard) => busy = Some(guard),
+                let calling = peek
+                    .as_ref()
+                    .is_some_and(|p| p.method.as_deref() == Some("tools/call"));
+                match self.use_session(id, &identity, deleting, calling).await {
+                    Ok((guard, admitted)) => {
+                        busy = Some(guard);
+                        if let Some(admitted) = admitted {
+                            parts.extensions.insert(admitted);
+                        }
+                    }
                     Err(refused) => return *refused,
                 }
             }
@@ -117,9 +125,7 @@ impl App {
                                         .await;
                                     return respond::json_bytes(status, answer);
                                 }
-                                parts
-                                    .extensions
-                                    .insert(Admitted(Arc::new(Mutex::new(Some(permit)))));
+                                parts.extensions.insert(Admitted::new(Ok(permit)));
                             }
                             Err(limited) => {
                                 self.audit_limited(&identity, &info, peek, &limited).await;

@@ -47,8 +47,10 @@ pub struct Replay {
     pub events: Vec<ServerSseMessage>,
     /// where the next read starts
     pub cursor: Cursor,
-    /// the stream's result is among its events: nothing more will come
+    /// the stream's result is among its events: nothing more will come after these
     pub done: bool,
+    /// the read was a full batch: more may follow at once
+    pub more: bool,
     /// the replica running the request is gone and its result never came: the
     /// request's id (JSON), to answer it with an error
     pub orphaned: Option<serde_json::Value>,
@@ -88,8 +90,18 @@ fn valid_stream(stream: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// The prefix of ids given while the store was down: delivered, never resumable.
+/// The prefix of ids of events not kept (the store was down, or the event too large):
+/// delivered, never resumable.
 const UNKEPT: &str = "unkept-";
+/// Events larger than this are delivered but not kept: a result of many megabytes
+/// would hold the store's memory for the retention and its connection for the write.
+pub const MAX_KEPT_BYTES: usize = 1 << 20;
+/// Events one read returns at most (a resumed stream reads on at once while there are
+/// more).
+pub const BATCH: usize = 64;
+/// How long past its liveness a process still counts as running a request: a beat
+/// late (a loaded machine, a store failover) is not a death.
+pub(super) const LATE: Duration = Duration::from_secs(3);
 
 /// rmcp's event store, on ours.
 pub struct Events {
@@ -130,16 +142,17 @@ impl Events {
             return Ok(());
         }
         let (_, meta) = self.keys(&cursor.stream);
-        let mut conn = self.store.conn();
+        let mut conn = self.store.0.events.clone();
         let mut invocation = scripts::EVENT_BIND.prepare_invoke();
         invocation
             .key(meta)
             .arg(session)
-            .arg(self.store.replica())
-            .arg(request.unwrap_or_default());
+            .arg(self.store.process())
+            .arg(request.unwrap_or_default())
+            .arg(self.pending.as_millis() as u64);
         let bound: i64 = self
             .store
-            .run("event_bind", false, invocation.invoke_async(&mut conn))
+            .run_events("event_bind", invocation.invoke_async(&mut conn))
             .await?;
         match bound {
             1 => Ok(()),
@@ -180,18 +193,21 @@ impl Events {
     /// The events of `cursor`'s stream after it, if `session` may read them.
     pub async fn after(&self, cursor: &Cursor, session: &str) -> Result<Replay, ResumeError> {
         let (list, meta) = self.keys(&cursor.stream);
-        let mut conn = self.store.conn();
+        let mut conn = self.store.0.events.clone();
         let mut invocation = scripts::EVENT_REPLAY.prepare_invoke();
         invocation
             .key(list)
             .key(meta)
             .key(self.store.key("replicas"))
+            .key(self.store.session_key(session))
             .arg(session)
             .arg(cursor.seq)
-            .arg(if cursor.common { "1" } else { "0" });
+            .arg(if cursor.common { "1" } else { "0" })
+            .arg(LATE.as_micros() as u64)
+            .arg(BATCH);
         let reply: Vec<redis::Value> = self
             .store
-            .run("event_replay", false, invocation.invoke_async(&mut conn))
+            .run_events("event_replay", invocation.invoke_async(&mut conn))
             .await?;
         let mut reply = reply.into_iter();
         match reply.next() {
@@ -230,11 +246,13 @@ impl Events {
             event.retry = kept.retry.map(Duration::from_millis);
             events.push(event);
         }
+        let more = events.len() >= BATCH;
         Ok(Replay {
             events,
             cursor: next,
-            done,
-            orphaned,
+            done: done && !more,
+            more,
+            orphaned: orphaned.filter(|_| !more),
         })
     }
 }
@@ -253,6 +271,12 @@ impl EventStore for Events {
         if !valid_stream(stream_id) {
             return Ok(unkept());
         }
+        if event.message.is_none() {
+            // A priming event (a reconnection hint, no message) opens a stream: `/0`,
+            // from which a replay gives everything. Nothing to keep, so no round trip
+            // before the call starts.
+            return Ok(format!("{stream_id}/0"));
+        }
         let message = event.message.as_deref().cloned();
         // A request's result ends its stream: from then on it is kept only as long as a
         // client may still come back for it.
@@ -264,8 +288,12 @@ impl EventStore for Events {
             message,
             retry: event.retry.map(|r| r.as_millis() as u64),
         })?;
+        if kept.len() > MAX_KEPT_BYTES {
+            self.store.fell_back("events");
+            return Ok(unkept());
+        }
         let (list, meta) = self.keys(stream_id);
-        let mut conn = self.store.conn();
+        let mut conn = self.store.0.events.clone();
         let mut invocation = scripts::EVENT_PUT.prepare_invoke();
         invocation
             .key(list)

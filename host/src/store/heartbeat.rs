@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 /// How often a replica beats.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 /// How long a replica counts as alive after its last beat.
-const ALIVE_FOR: Duration = Duration::from_secs(3);
+pub(super) const ALIVE_FOR: Duration = Duration::from_secs(3);
 /// How long after the store lost its data an unknown session is "unconfirmed" (503)
 /// rather than absent (404): every live replica beats within the first second of it and
 /// then writes its sessions back (one round trip each), which this must outlast.
@@ -29,9 +29,10 @@ impl Store {
         invocation
             .key(self.key("epoch"))
             .key(self.key("replicas"))
-            .arg(self.replica())
+            .arg(self.process())
             .arg(ALIVE_FOR.as_micros() as u64)
-            .arg(fresh);
+            .arg(fresh)
+            .arg(super::events::LATE.as_micros() as u64);
         let (epoch, alive): (String, u32) = self
             .run("heartbeat", true, invocation.invoke_async(&mut conn))
             .await?;

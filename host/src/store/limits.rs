@@ -2,6 +2,7 @@
 //! in one script on the store's clock. A lease expires by itself (call timeout + slack)
 //! when the replica that took it dies, so a crash never keeps a caller's slots.
 
+use super::sessions::{Touch, valid_session_id};
 use super::{Store, StoreError, scripts};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -41,12 +42,19 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    /// Gives the slot back before the call's answer leaves, so the caller's next call
-    /// finds it free (a release in the background would race it).
+    /// Gives the slot back before the call's answer leaves: the command is put on the
+    /// store's connection now, ahead of anything this replica sends next (the caller's
+    /// next admission among it), and its reply awaited in the background, off the
+    /// call's latency. (The queue to the connection has room but for a burst larger
+    /// than it; then the release follows soon after.)
     pub async fn release(mut self) {
         let key = std::mem::take(&mut self.key);
         let member = std::mem::take(&mut self.member);
-        release(&self.store, &key, &member).await;
+        let store = self.store.clone();
+        let mut released = Box::pin(async move { release(&store, &key, &member).await });
+        if futures::poll!(released.as_mut()).is_pending() {
+            tokio::spawn(released);
+        }
     }
 }
 
@@ -83,59 +91,101 @@ impl Drop for Lease {
 
 static LEASES: AtomicU64 = AtomicU64::new(0);
 
-/// This process's part of a lease's name: a replica restarted under the same name (a
-/// container restart keeps the pod's) must not release its predecessor's leases.
-static NONCE: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| format!("{:08x}", super::heartbeat::rand_u64() as u32));
+fn lease_member(store: &Store) -> String {
+    format!(
+        "{}/{}/{}",
+        store.replica(),
+        *super::NONCE,
+        LEASES.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 impl Store {
     /// Admits one call of `owner` under `spec`, cluster-wide.
     pub async fn admit(&self, owner: &str, spec: LimitSpec) -> Result<Admission, StoreError> {
         let rate = self.caller_key(owner, "rate");
         let inflight = self.caller_key(owner, "inflight");
-        let member = format!(
-            "{}/{}/{}",
-            self.replica(),
-            *NONCE,
-            LEASES.fetch_add(1, Ordering::Relaxed)
-        );
-        let interval = spec.interval.map_or(0, |i| i.as_micros().max(1) as u64);
-        let max = spec.max_in_flight.unwrap_or(0);
+        let member = lease_member(self);
         let mut conn = self.conn();
         let mut invocation = scripts::ADMIT.prepare_invoke();
-        invocation
-            .key(&rate)
-            .key(&inflight)
-            .arg(interval)
-            .arg(spec.burst.max(1))
-            .arg(max)
-            .arg(&member)
-            .arg(spec.lease_ttl.as_micros() as u64);
-        let reply: (i64, i64) = match self
+        invocation.key(&rate).key(&inflight);
+        admission_args(&mut invocation, spec, &member);
+        match self
             .run("admit", false, invocation.invoke_async(&mut conn))
             .await
         {
+            Ok(reply) => self.admission(reply, spec, inflight, member),
+            Err(e) => Err(self.lost(e, spec, inflight, member)),
+        }
+    }
+
+    /// A session's tool call: the session confirmed and the call admitted in one round
+    /// trip (the admission only when the session is confirmed).
+    pub async fn touch_and_admit(
+        &self,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+        grace: Duration,
+        spec: LimitSpec,
+    ) -> Result<(Touch, Option<Admission>), StoreError> {
+        if !valid_session_id(id) {
+            return Ok((Touch::Absent, None));
+        }
+        let inflight = self.caller_key(owner, "inflight");
+        let member = lease_member(self);
+        let mut conn = self.conn();
+        let mut invocation = scripts::TOUCH_ADMIT.prepare_invoke();
+        self.touch_invocation(&mut invocation, id, owner, ttl, grace);
+        invocation
+            .key(self.caller_key(owner, "rate"))
+            .key(&inflight);
+        admission_args(&mut invocation, spec, &member);
+        let (status, _epoch, code, wait): (i64, String, i64, i64) = match self
+            .run("touch_admit", false, invocation.invoke_async(&mut conn))
+            .await
+        {
             Ok(reply) => reply,
-            Err(e) => {
-                // The script may still run after we gave up on it: a lease nobody holds
-                // would keep the caller's slot until it expires. Take it back.
-                if max > 0 && !matches!(e, StoreError::Down) {
-                    drop(Lease {
-                        store: self.clone(),
-                        key: inflight,
-                        member,
-                    });
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(self.lost(e, spec, inflight, member)),
         };
-        tracing::debug!(member, ?reply, "admission");
-        Ok(match reply {
-            (0, _) => Admission::Admitted((max > 0).then(|| Lease {
+        let touch = Touch::from_status(status);
+        if touch != Touch::Confirmed {
+            return Ok((touch, None));
+        }
+        let admission = self.admission((code, wait), spec, inflight, member)?;
+        Ok((touch, Some(admission)))
+    }
+
+    /// An admission that failed: the script may still run after we gave up on it, and a
+    /// lease nobody holds would keep the caller's slot until it expires. Taken back.
+    fn lost(&self, e: StoreError, spec: LimitSpec, inflight: String, member: String) -> StoreError {
+        if spec.max_in_flight.unwrap_or(0) > 0 && !matches!(e, StoreError::Down) {
+            drop(Lease {
                 store: self.clone(),
                 key: inflight,
                 member,
-            })),
+            });
+        }
+        e
+    }
+
+    /// The admission a script's reply says.
+    fn admission(
+        &self,
+        reply: (i64, i64),
+        spec: LimitSpec,
+        inflight: String,
+        member: String,
+    ) -> Result<Admission, StoreError> {
+        tracing::debug!(member, ?reply, "admission");
+        Ok(match reply {
+            (0, _) => {
+                Admission::Admitted(spec.max_in_flight.is_some_and(|m| m > 0).then(|| Lease {
+                    store: self.clone(),
+                    key: inflight,
+                    member,
+                }))
+            }
             (1, wait) => Admission::Rate {
                 retry_after: Duration::from_micros(wait.max(0) as u64),
             },
@@ -145,4 +195,14 @@ impl Store {
             }
         })
     }
+}
+
+/// `spec` as the admission's arguments.
+fn admission_args(invocation: &mut redis::ScriptInvocation<'_>, spec: LimitSpec, member: &str) {
+    invocation
+        .arg(spec.interval.map_or(0, |i| i.as_micros().max(1) as u64))
+        .arg(spec.burst.max(1))
+        .arg(spec.max_in_flight.unwrap_or(0))
+        .arg(member)
+        .arg(spec.lease_ttl.as_micros() as u64);
 }

@@ -28,6 +28,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// This process's part of the names it writes (lease members, its liveness): a replica
+/// restarted under the same name (a container restart keeps the pod's) is another
+/// process, and must neither release its predecessor's leases nor vouch for its calls.
+static NONCE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{:08x}", heartbeat::rand_u64() as u32));
+
+/// The least bound on an event's write or read (`--store-timeout` if longer).
+const EVENTS_BOUND: Duration = Duration::from_secs(2);
+
 /// How the store is reached and named.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -79,6 +88,9 @@ const CONNECTION_BACKSTOP: Duration = Duration::from_secs(60);
 struct Inner {
     conn: ConnectionManager,
     blobs: ConnectionManager,
+    /// resumable streams' events (results: up to a megabyte each), apart from the
+    /// decisions on `conn`
+    events: ConnectionManager,
     prefix: String,
     replica: String,
     timeout: Duration,
@@ -118,13 +130,16 @@ impl Store {
             .map_err(|e| StoreError::Url(e.to_string()))?;
         // Component bytes (megabytes) travel on a connection of their own, so they never
         // hold up the decisions queued behind them on the multiplexed one.
-        let blobs = ConnectionManager::new_lazy_with_config(client, config)
+        let blobs = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(|e| StoreError::Url(e.to_string()))?;
+        let events = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| StoreError::Url(e.to_string()))?;
         metrics.declare_store();
         metrics.store_up(false);
         Ok(Self(Arc::new(Inner {
             conn,
             blobs,
+            events,
             prefix: settings.prefix,
             replica: settings.replica,
             timeout: settings.timeout,
@@ -203,6 +218,36 @@ impl Store {
 
     fn blob_conn(&self) -> ConnectionManager {
         self.0.blobs.clone()
+    }
+
+    /// The name this process beats under: its replica and its nonce.
+    fn process(&self) -> String {
+        format!("{}/{}", self.replica(), *NONCE)
+    }
+
+    /// An operation on events: on their own connection, bounded by the events' bound,
+    /// timed and counted, but never marking the store down (a large result or a full
+    /// store must not degrade the replica's decisions); fails at once while it is down.
+    async fn run_events<T, F>(&self, op: &'static str, work: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.is_up() {
+            self.0.metrics.store_op(op, false, None);
+            return Err(StoreError::Down);
+        }
+        let bound = self.0.timeout.max(EVENTS_BOUND);
+        let started = Instant::now();
+        let result = match tokio::time::timeout(bound, work).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(StoreError::Redis(e)),
+            Err(_) => Err(StoreError::Timeout(bound.as_millis())),
+        };
+        let elapsed = started.elapsed();
+        self.0
+            .metrics
+            .store_op(op, result.is_ok(), result.is_ok().then_some(elapsed));
+        result
     }
 
     /// [`Store::run`] with its own bound (moving a component's bytes takes longer than

@@ -24,6 +24,17 @@ pub enum Touch {
     Unconfirmed,
 }
 
+impl Touch {
+    /// The touch script's status.
+    pub(super) fn from_status(status: i64) -> Self {
+        match status {
+            1 => Touch::Confirmed,
+            0 => Touch::Absent,
+            _ => Touch::Unconfirmed,
+        }
+    }
+}
+
 /// What opening a session did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Opened {
@@ -205,7 +216,7 @@ impl SessionStore for SessionRecords {
 }
 
 impl Store {
-    fn session_key(&self, id: &str) -> String {
+    pub(super) fn session_key(&self, id: &str) -> String {
         self.key(&format!("s:{{{id}}}"))
     }
 
@@ -263,6 +274,22 @@ impl Store {
         }
         let mut conn = self.conn();
         let mut invocation = scripts::TOUCH.prepare_invoke();
+        self.touch_invocation(&mut invocation, id, owner, ttl, grace);
+        let (status, _epoch): (i64, String) = self
+            .run("touch", false, invocation.invoke_async(&mut conn))
+            .await?;
+        Ok(Touch::from_status(status))
+    }
+
+    /// The keys and arguments of a touch (`scripts::TOUCH_FN`).
+    pub(super) fn touch_invocation(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+        grace: Duration,
+    ) {
         invocation
             .key(self.session_key(id))
             .key(self.caller_key(owner, "sessions"))
@@ -271,14 +298,6 @@ impl Store {
             .arg(ttl.as_millis() as u64)
             .arg(id)
             .arg(grace.as_micros() as u64);
-        let (status, _epoch): (i64, String) = self
-            .run("touch", false, invocation.invoke_async(&mut conn))
-            .await?;
-        Ok(match status {
-            1 => Touch::Confirmed,
-            0 => Touch::Absent,
-            _ => Touch::Unconfirmed,
-        })
     }
 
     /// Ends session `id` of `owner` in the store (a DELETE, or closed to make room).
