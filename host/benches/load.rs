@@ -335,6 +335,11 @@ async fn tool_call_with(
     else {
         return false;
     };
+    succeeded(http, request).await
+}
+
+/// Whether a tool call's answer came back 200 and without a tool error.
+async fn succeeded(http: &Http, request: Request<Full<Bytes>>) -> bool {
     let Ok(response) = http.request(request).await else {
         return false;
     };
@@ -344,8 +349,7 @@ async fn tool_call_with(
     let Ok(body) = response.into_body().collect().await else {
         return false;
     };
-    let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
-    text.contains("\"isError\":false")
+    String::from_utf8_lossy(&body.to_bytes()).contains("\"isError\":false")
 }
 
 async fn health(http: &Http, port: u16) -> bool {
@@ -609,7 +613,10 @@ async fn session_call(
     tool: &str,
     arguments: &Value,
 ) -> bool {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+    // Ids unique in the session: concurrent requests must not share one (JSON-RPC).
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
         "params": {"name": tool, "arguments": arguments}});
     let Ok(request) = Request::post(format!("http://127.0.0.1:{port}/mcp"))
         .header("authorization", format!("Bearer {TOKEN}"))
@@ -621,16 +628,7 @@ async fn session_call(
     else {
         return false;
     };
-    let Ok(response) = http.request(request).await else {
-        return false;
-    };
-    if response.status() != StatusCode::OK {
-        return false;
-    }
-    let Ok(body) = response.into_body().collect().await else {
-        return false;
-    };
-    String::from_utf8_lossy(&body.to_bytes()).contains("\"isError\":false")
+    succeeded(http, request).await
 }
 
 async fn side_by_side(

@@ -13,7 +13,7 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-crate::trials!(resumable: a_broken_stream_resumes_on_another_replica, a_call_whose_replica_died_ends_in_an_error, an_event_id_is_not_a_capability);
+crate::trials!(resumable: a_broken_stream_resumes_on_another_replica, a_call_whose_replica_died_ends_in_an_error, an_event_id_is_not_a_capability, no_retention_keeps_no_event);
 
 /// The retention the fleet runs with: short, so the test sees a result leave.
 const RETENTION: Duration = Duration::from_secs(3);
@@ -276,4 +276,24 @@ async fn an_event_id_is_not_a_capability() {
     // The owner's resumption still works after all that.
     let own = replayed(resume(&victim, &primed).await, Duration::from_secs(10)).await;
     assert_eq!(own.len(), 1, "{own:?}");
+}
+
+/// `--stream-retention 0`: nothing of a session's streams reaches the store; calls are
+/// answered as ever.
+async fn no_retention_keeps_no_event() {
+    let store = StoreServer::start().await;
+    let fleet = Fleet::start(1, &store, &["--stream-retention", "0"]).await;
+    let mut mcp = Mcp::connect(fleet.http(0), Some(TOKEN.to_owned()), VERSION).await;
+    for n in 0..3 {
+        let result = mcp.result("which_version", json!({"sleep_ms": 0})).await;
+        assert_eq!(
+            result["structuredContent"]["version"], "v1",
+            "call {n}: {result}"
+        );
+    }
+    assert_eq!(store.count_keys("mcp-sandbox:ev*").await, 0);
+    assert!(
+        store.count_keys("mcp-sandbox:s:*").await >= 1,
+        "the session is in the store"
+    );
 }

@@ -134,7 +134,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("sub")).expect("a temp dir");
         for name in [
-            "a.log", "a.log.1", "a.log.10", "a.log.2", "b.log", ".hidden",
+            "a.log",
+            "a.log.1",
+            "a.log.10",
+            "a.log.2",
+            "a.log.rotating",
+            "b.log",
+            ".hidden",
         ] {
             std::fs::write(dir.join(name), "").expect("a file");
         }

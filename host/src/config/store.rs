@@ -1,7 +1,7 @@
 //! Flags of the shared store that makes several replicas one server (`--store-url`).
 
 use crate::secret::Secret;
-use crate::units::parse_duration;
+use crate::units::{parse_delay, parse_duration};
 use clap::Args;
 use std::time::Duration;
 
@@ -37,9 +37,11 @@ pub struct StoreArgs {
 
     /// How long a request's event stream stays resumable on any replica after its
     /// result (results are kept in the store that long); streams still waiting, and the
-    /// session's own, are kept at least the call timeout + 10 s after their last event
+    /// session's own, are kept at least the call timeout + 10 s after their last event.
+    /// 0 keeps no events: a broken stream resumes only on its replica, and a session's
+    /// call costs one round trip to the store, not two
     #[arg(long, env = "MCP_SANDBOX_STREAM_RETENTION", default_value = DEFAULT_STREAM_RETENTION,
-          value_parser = parse_duration)]
+          value_parser = parse_delay)]
     pub stream_retention: Duration,
 
     /// The most events one stream keeps for resumption (the oldest go first)
@@ -74,9 +76,6 @@ impl StoreArgs {
         }
         if self.store_timeout.is_zero() {
             anyhow::bail!("--store-timeout must be more than 0");
-        }
-        if self.stream_retention.is_zero() {
-            anyhow::bail!("--stream-retention must be more than 0");
         }
         Ok(Some(crate::store::Settings {
             url: url.clone(),

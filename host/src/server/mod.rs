@@ -222,6 +222,7 @@ impl App {
         let events = settings
             .store
             .as_ref()
+            .filter(|store| !store.retention().time.is_zero())
             .map(|store| Events::new(store.clone(), store.retention(), pending));
         if let Some(events) = &events {
             sessions = sessions.with_event_store(events.clone());
