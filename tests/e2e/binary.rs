@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
-crate::trials!(binary: demo_serves_the_sample_and_cleans_up, serve_reads_its_environment_and_stops_on_sigterm, serve_requires_a_token, serve_refuses_public_without_auth, guest_faults_leave_host_memory_flat_and_output_capped, huge_values_are_refused_as_they_arrive, worker_threads_are_what_was_asked_for);
+crate::trials!(binary: demo_serves_the_sample_and_cleans_up, serve_reads_its_environment_and_stops_on_sigterm, serve_requires_a_token, another_database_url_is_refused_without_its_password, serve_refuses_public_without_auth, guest_faults_leave_host_memory_flat_and_output_capped, huge_values_are_refused_as_they_arrive, worker_threads_are_what_was_asked_for);
 
 const STARTUP: Duration = Duration::from_secs(60);
 
@@ -181,6 +181,32 @@ async fn serve_requires_a_token() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--token"), "{stderr}");
+}
+
+/// A URL of another database (or not a URL at all) stops the start, named by its scheme:
+/// the password in it never reaches the output.
+async fn another_database_url_is_refused_without_its_password() {
+    for (url, named) in [
+        (
+            "mysql://reader:s3cret-pw@db:3306/shop",
+            "`mysql://` is not a PostgreSQL URL",
+        ),
+        ("reader:s3cret-pw@db/shop", "expected `=`"),
+    ] {
+        let output = Command::new(binary())
+            .args(["serve", "--token", "a-token-of-enough-length-0123"])
+            .args(["--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", url)
+            .output()
+            .await
+            .expect("running serve");
+        assert!(!output.status.success(), "{url}");
+        let said = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(said.contains(named), "{url}: {said}");
+        assert!(said.contains("postgres://"), "{url}: {said}");
+        assert!(!said.contains("s3cret-pw"), "{url}: {said}");
+    }
 }
 
 async fn serve_refuses_public_without_auth() {

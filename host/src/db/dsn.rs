@@ -47,6 +47,20 @@ pub fn parse(
 ) -> Result<(tokio_postgres::Config, TlsOptions), DsnError> {
     let (rest, mut tls) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         split_url(url)?
+    } else if let Some((scheme, _)) = url.split_once("://") {
+        // Another database's URL: named by its scheme only (the rest may hold a password).
+        let scheme = match scheme.len() <= 20
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        {
+            true => format!("`{scheme}://`"),
+            false => "this URL".to_owned(),
+        };
+        return Err(DsnError::Invalid(format!(
+            "{scheme} is not a PostgreSQL URL: use postgres://USER:PASSWORD@HOST:5432/DATABASE \
+             (or libpq's `host=… user=… dbname=…`)"
+        )));
     } else {
         split_key_values(url)?
     };
@@ -166,7 +180,12 @@ fn split_key_values(text: &str) -> Result<(String, Taken), DsnError> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            return Err(DsnError::Invalid(format!("expected `=` after {key:?}")));
+            // The key is not echoed: text without `=` may be a password pasted alone.
+            return Err(DsnError::Invalid(format!(
+                "expected `=` after the key at character {}: give a postgres://USER:PASSWORD@HOST/\
+                 DATABASE URL or libpq's `host=… user=… dbname=…`",
+                text.len() - chars.clone().count() - key.len()
+            )));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -219,6 +238,28 @@ mod tests {
 
     fn tls(url: &str, env: &[(&'static str, &'static str)]) -> TlsOptions {
         parse(url, &Env(env.to_vec())).unwrap().1
+    }
+
+    #[test]
+    fn a_url_that_is_not_postgres_is_named_without_its_password() {
+        let refusal = |url: &str| match parse(url, &Env(Vec::new())) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{url} was accepted"),
+        };
+        for url in [
+            "mysql://u:s3cret@h/db",
+            "u:s3cret@h/db",
+            "s3cret",
+            "host=h password s3cret",
+            "mssql+odbc://u:s3cret@h/db",
+            "a b c d e f g h i j k l m n o p://u:s3cret@h",
+        ] {
+            let err = refusal(url);
+            assert!(!err.contains("s3cret"), "{url}: {err}");
+            assert!(err.contains("postgres://"), "{url}: {err}");
+        }
+        let err = refusal("mysql://u:p@h/db");
+        assert!(err.contains("`mysql://` is not a PostgreSQL URL"), "{err}");
     }
 
     #[test]
