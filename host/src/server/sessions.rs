@@ -138,6 +138,14 @@ impl App {
         })
     }
 
+    /// Whether this replica holds session `id`'s worker.
+    async fn holds(&self, id: &str) -> bool {
+        self.sessions
+            .has_session(&Arc::from(id))
+            .await
+            .unwrap_or(false)
+    }
+
     /// Session `id`, named by a request of `identity`, marked in use until the guard
     /// drops; or the answer: 404 for a session that is not the caller's (or no longer
     /// exists), 503 when the store cannot say. For a tool call (`calling`) with a store,
@@ -200,11 +208,7 @@ impl App {
             }
             Ok(Touch::Unconfirmed) => {
                 // Held here: written back now rather than at the next heartbeat.
-                let held = self
-                    .sessions
-                    .has_session(&Arc::from(id))
-                    .await
-                    .unwrap_or(false);
+                let held = self.holds(id).await;
                 if held
                     && let Some(records) = &self.records
                     && let Ok(true) = records.reseed_one(id, &owner).await
@@ -226,11 +230,7 @@ impl App {
                 }
                 // Only a session whose worker is still here: one that idled out would
                 // need its record from the store to be restored.
-                let held = self
-                    .sessions
-                    .has_session(&Arc::from(id))
-                    .await
-                    .unwrap_or(false);
+                let held = self.holds(id).await;
                 match self.book.use_session(id, &owner) {
                     Ok(busy) if held => {
                         store.fell_back("sessions");

@@ -232,11 +232,58 @@ impl Store {
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
-        if !self.is_up() {
-            self.0.metrics.store_op(op, false, None);
-            return Err(StoreError::Down);
+        self.unless_down(op)?;
+        self.timed(op, self.0.timeout.max(EVENTS_BOUND), work).await
+    }
+
+    /// [`Store::run`] with its own bound (moving a component's bytes takes longer than
+    /// a decision); running past that bound alone does not count toward the store being
+    /// down.
+    async fn run_within<T, F>(
+        &self,
+        op: &'static str,
+        bound: Duration,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        self.unless_down(op)?;
+        let result = self.timed(op, bound, work).await;
+        if !matches!(result, Err(StoreError::Timeout(_))) {
+            self.note(op, &result);
         }
-        let bound = self.0.timeout.max(EVENTS_BOUND);
+        result
+    }
+
+    /// Runs one operation: fails at once while the store is down (the heartbeat probes
+    /// it), else bounded by the timeout; timed, counted, and the store's state updated.
+    async fn run<T, F>(&self, op: &'static str, probe: bool, work: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        if !probe {
+            self.unless_down(op)?;
+        }
+        let result = self.timed(op, self.0.timeout, work).await;
+        self.note(op, &result);
+        result
+    }
+
+    /// Fails at once (counted) while the store is down.
+    fn unless_down(&self, op: &'static str) -> Result<(), StoreError> {
+        if self.is_up() {
+            return Ok(());
+        }
+        self.0.metrics.store_op(op, false, None);
+        Err(StoreError::Down)
+    }
+
+    /// `work` within `bound`, timed and counted.
+    async fn timed<T, F>(&self, op: &'static str, bound: Duration, work: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
         let started = Instant::now();
         let result = match tokio::time::timeout(bound, work).await {
             Ok(Ok(value)) => Ok(value),
@@ -250,60 +297,19 @@ impl Store {
         result
     }
 
-    /// [`Store::run`] with its own bound (moving a component's bytes takes longer than
-    /// a decision).
-    async fn run_within<T, F>(
-        &self,
-        op: &'static str,
-        bound: Duration,
-        work: F,
-    ) -> Result<T, StoreError>
-    where
-        F: Future<Output = redis::RedisResult<T>>,
-    {
-        if !self.is_up() {
-            self.0.metrics.store_op(op, false, None);
-            return Err(StoreError::Down);
-        }
-        match tokio::time::timeout(bound, work).await {
-            Ok(result) => self.run(op, true, async { result }).await,
-            Err(_) => {
-                self.0.metrics.store_op(op, false, None);
-                Err(StoreError::Timeout(bound.as_millis()))
-            }
-        }
-    }
-
-    /// Runs one operation: fails at once while the store is down (the heartbeat probes
-    /// it), else bounded by the timeout; timed, counted, and the store's state updated.
-    async fn run<T, F>(&self, op: &'static str, probe: bool, work: F) -> Result<T, StoreError>
-    where
-        F: Future<Output = redis::RedisResult<T>>,
-    {
-        if !probe && !self.is_up() {
-            self.0.metrics.store_op(op, false, None);
-            return Err(StoreError::Down);
-        }
-        let started = Instant::now();
-        let result = match tokio::time::timeout(self.0.timeout, work).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(StoreError::Redis(e)),
-            Err(_) => Err(StoreError::Timeout(self.0.timeout.as_millis())),
-        };
-        let elapsed = started.elapsed();
-        self.0
-            .metrics
-            .store_op(op, result.is_ok(), result.is_ok().then_some(elapsed));
-        match &result {
+    /// The store's state after an operation: up on an answer; down on a lost connection
+    /// at once, on slowness only when it lasts (one slow answer on a loaded store must
+    /// not degrade the replica).
+    fn note<T>(&self, op: &'static str, result: &Result<T, StoreError>) {
+        match result {
             Ok(_) => {
+                self.0.timeouts.store(0, Ordering::Relaxed);
                 if !self.0.up.swap(true, Ordering::Relaxed) {
                     tracing::info!(replica = self.replica(), "the store is reachable");
                     self.0.metrics.store_up(true);
                 }
             }
             Err(e) => {
-                // A lost connection is an outage at once; slowness only when it lasts
-                // (one slow answer on a loaded store must not degrade the replica).
                 let slow = matches!(e, StoreError::Timeout(_));
                 let timeouts = match slow {
                     true => self.0.timeouts.fetch_add(1, Ordering::Relaxed) + 1,
@@ -317,10 +323,6 @@ impl Store {
                 }
             }
         }
-        if result.is_ok() {
-            self.0.timeouts.store(0, Ordering::Relaxed);
-        }
-        result
     }
 }
 
