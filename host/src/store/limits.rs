@@ -42,19 +42,16 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    /// Gives the slot back before the call's answer leaves: the command is put on the
-    /// store's connection now, ahead of anything this replica sends next (the caller's
-    /// next admission among it), and its reply awaited in the background, off the
-    /// call's latency. (The queue to the connection has room but for a burst larger
-    /// than it; then the release follows soon after.)
+    /// Gives the slot back before the call's answer leaves, and waits for the store to
+    /// confirm it (bounded, like every store operation). Not sooner: a caller who has
+    /// its answer may send its next call at once, to any replica, and must find its
+    /// slot free there. (Sending the release without awaiting its reply lost that race
+    /// under load: the next admission, on another replica's connection, reached the
+    /// store first and was refused `in_flight`.)
     pub async fn release(mut self) {
         let key = std::mem::take(&mut self.key);
         let member = std::mem::take(&mut self.member);
-        let store = self.store.clone();
-        let mut released = Box::pin(async move { release(&store, &key, &member).await });
-        if futures::poll!(released.as_mut()).is_pending() {
-            tokio::spawn(released);
-        }
+        release(&self.store, &key, &member).await;
     }
 }
 
