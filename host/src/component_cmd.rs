@@ -69,7 +69,7 @@ async fn offline_runtime(
         (Kind::Wasm, _) => Db::new("postgres://localhost/unused", pool, db_limits)?,
         (Kind::Sql, Some(url)) => {
             let db = Db::new(url.expose(), pool, db_limits)?;
-            crate::check_database(&db, common.database.connect_timeout).await?;
+            crate::check_database(&db, common.database.connect_timeout, false).await?;
             db
         }
         (Kind::Sql, None) => anyhow::bail!(

@@ -30,7 +30,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Builds the pool, loads the components and wires the HTTP app. Components that fail
-/// to load stop the start; a database that is down does not (`/health` reports it).
+/// to load stop the start; so does a database that cannot be used, unless
+/// `--allow-db-down-at-start` (`/health` then reports it).
 pub async fn build_app(
     database_url: &str,
     auth: Auth,
@@ -62,7 +63,12 @@ pub async fn build_app(
     };
     let (pool, db_limits) = common.database.settings(common.sandbox.call_timeout);
     let db = db::Db::new(database_url, pool.clone(), db_limits.clone())?;
-    check_database(&db, common.database.connect_timeout).await?;
+    check_database(
+        &db,
+        common.database.connect_timeout,
+        common.database.allow_db_down_at_start,
+    )
+    .await?;
     let runtime = runtime::Runtime::new(db, common.sandbox.settings(), metrics.clone()).await?;
     if let Some(dir) = &common.sandbox.components_dir
         && !common.sandbox.no_watch
@@ -155,17 +161,32 @@ pub fn auth(args: &config::ServeArgs) -> anyhow::Result<Auth> {
     )
 }
 
-/// One connection at start: a TLS failure or a login role that can write stops the start
-/// (with the reason and what to do); a database that is down does not (`/health` reports
-/// it until it answers). Warns about what the operator let through.
+/// One connection at start. A TLS failure or a login role that can write stops the
+/// start; so does a database that cannot be used now (down, a wrong password), with its
+/// cause and fix, unless `allow_down` (then `/health` reports it until it answers).
+/// Warns about what the operator let through.
 pub(crate) async fn check_database(
     db: &db::Db,
     timeout: std::time::Duration,
+    allow_down: bool,
 ) -> anyhow::Result<()> {
     match db.check(timeout).await {
-        Err(e) => anyhow::bail!("{e}"),
-        Ok(Some(reason)) => tracing::warn!("the database does not answer yet: {reason}"),
-        Ok(None) => {}
+        Ok(()) => {}
+        Err(db::CheckError::Config(e)) => anyhow::bail!("{e}"),
+        Err(db::CheckError::Unavailable { reason, fix }) if allow_down => {
+            let fix = fix.map(|fix| format!(" ({fix})")).unwrap_or_default();
+            tracing::warn!(
+                "--allow-db-down-at-start: the database cannot be used yet: {reason}{fix}; \
+                 serving, and retrying with every call"
+            );
+        }
+        Err(db::CheckError::Unavailable { reason, fix }) => {
+            let fix = fix.map(|fix| format!("\n  fix: {fix}")).unwrap_or_default();
+            anyhow::bail!(
+                "the database cannot be used: {reason}{fix}\n  (--allow-db-down-at-start \
+                 serves anyway and retries)"
+            );
+        }
     }
     if let Some(report) = db.role()
         && !report.read_only()
@@ -195,10 +216,29 @@ pub async fn bind_all(
     Ok((main, metrics))
 }
 
-/// Binds the listener with an error that says what to do when the port is taken.
+/// Binds the listener, with an error that names the cause and what to do.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr}; is another server using it? (--listen picks another)")
+    use std::io::ErrorKind;
+    TcpListener::bind(addr).await.map_err(|e| {
+        let why = match e.kind() {
+            ErrorKind::AddrInUse => format!(
+                "{addr} is in use: another server (another mcp-sandbox?) listens there; stop \
+                 it, or pick another port with --listen"
+            ),
+            ErrorKind::AddrNotAvailable => format!(
+                "{} is not an address of this machine: listen on one of its own, \
+                 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)",
+                addr.ip()
+            ),
+            ErrorKind::PermissionDenied => format!(
+                "port {} needs privileges (ports below 1024 do): pick a port above 1023, \
+                 e.g. --listen {}:8080",
+                addr.port(),
+                addr.ip()
+            ),
+            _ => format!("cannot listen on {addr}: {e}"),
+        };
+        anyhow::anyhow!(why)
     })
 }
 

@@ -70,6 +70,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let store = args.store.settings()?;
+    // Bound first: a taken port is said at once, before the database and components.
+    let (listener, metrics) = mcp_sandbox::bind_all(args.listen, &args.common).await?;
     let app = mcp_sandbox::build_app(
         args.database_url.expose(),
         auth,
@@ -78,7 +80,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store,
     )
     .await?;
-    let (listener, metrics) = mcp_sandbox::bind_all(args.listen, &args.common).await?;
     let stop = mcp_sandbox::shutdown_signal();
     let scheme = |https: bool| if https { "https" } else { "http" };
     println!(

@@ -140,6 +140,7 @@ async fn every_outcome_leaves_one_record() {
         &down_url,
         Some(TOKEN),
         &[
+            "--allow-db-down-at-start",
             "--audit-log",
             down_log.to_str().unwrap(),
             "--connect-timeout",

@@ -250,7 +250,7 @@ pub(crate) async fn serve_binary(
     serve_binary_with(flags, &[]).await
 }
 
-/// [`serve_binary`] with extra environment variables. It listens on a free port unless
+/// [`serve_binary`] with extra environment variables (over the defaults). It listens on a free port unless
 /// `flags` say `--listen`.
 pub(crate) async fn serve_binary_with(
     flags: &[&str],
@@ -264,12 +264,12 @@ pub(crate) async fn serve_binary_with(
         .arg("serve")
         .args(listen)
         .args(flags)
-        .envs(env.iter().copied())
         .env("DATABASE_URL", crate::util::db::reader_url())
         .env("MCP_SANDBOX_TOKEN", crate::util::server::TOKEN)
         // What the tests read from the log, whatever the environment running them says.
         .env("RUST_LOG", "info")
         .env("MCP_SANDBOX_LOG_FORMAT", "text")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

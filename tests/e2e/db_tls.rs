@@ -125,9 +125,22 @@ async fn client_certificates_sign_in() {
             .await;
         assert_eq!(out["rows"], json!([[CERT_USER, true]]), "{name}");
     }
-    // Without one: the database refuses the sign-in; the server starts (the database
-    // may be fixed without a restart) and the call says what the server said.
-    let server = TestServer::launch(&tls.verified_url(CERT_USER), Some(TOKEN), &[]).await;
+    // Without one: the database refuses the sign-in, and the start stops saying so...
+    let (ok, _, stderr) = crate::start::serve_until_exit(
+        &tls.verified_url(CERT_USER),
+        &["--listen", "127.0.0.1:0"],
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    assert!(!ok && stderr.contains("client certificate"), "{stderr}");
+    // ...unless told to serve anyway (the database may be fixed without a restart): the
+    // call says what the database said.
+    let server = TestServer::launch(
+        &tls.verified_url(CERT_USER),
+        Some(TOKEN),
+        &["--allow-db-down-at-start"],
+    )
+    .await;
     let text = server
         .mcp()
         .await
@@ -174,7 +187,7 @@ async fn scram_channel_binding_is_required_and_held() {
     assert_eq!(out["rows"], json!([[false]]));
     // ...but not when the exchange must be bound to a TLS session there is none of.
     let bound = format!("{plain}&channel_binding=require");
-    let server = TestServer::launch(&bound, Some(TOKEN), &[]).await;
+    let server = TestServer::launch(&bound, Some(TOKEN), &["--allow-db-down-at-start"]).await;
     let text = server
         .mcp()
         .await

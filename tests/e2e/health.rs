@@ -16,7 +16,7 @@ async fn anonymous_probes_get_states_only() {
     let server = TestServer::launch(
         "postgres://nobody@127.0.0.1:1/none",
         Some(crate::util::server::TOKEN),
-        &[],
+        &["--allow-db-down-at-start"],
     )
     .await;
     let http = server.http();
@@ -107,7 +107,7 @@ async fn database_unreachable_is_down_and_503() {
     let server = TestServer::launch(
         "postgres://nobody@127.0.0.1:1/none",
         Some(crate::util::server::TOKEN),
-        &[],
+        &["--allow-db-down-at-start"],
     )
     .await;
     let started = Instant::now();

@@ -38,6 +38,7 @@ mod scaleout;
 mod shutdown;
 mod sql_guard;
 mod sql_tools;
+mod start;
 mod stateless;
 mod swap;
 mod tidy;
@@ -85,6 +86,7 @@ fn main() {
         shutdown::trials(),
         sql_guard::trials(),
         sql_tools::trials(),
+        start::trials(),
         stateless::trials(),
         swap::trials(),
         tidy::trials(),

@@ -114,9 +114,32 @@ async fn invalid_sql_is_a_tool_error_and_the_session_continues() {
         .tool_error("query_sql", json!({"sql": "SELECT FROM WHERE"}))
         .await;
     assert!(text.contains("SQLSTATE 42601"), "{text}");
+    // A typo is named as one, with the word meant; a write is refused as a write.
     let text = mcp.tool_error("query_sql", json!({"sql": "SELEC 1"})).await;
     assert!(
+        text.starts_with(
+            "refused: syntax error: `SELEC` is not a SQL command (did you mean SELECT?)"
+        ),
+        "{text}"
+    );
+    let text = mcp
+        .tool_error(
+            "query_sql",
+            json!({"sql": "INSERT INTO orders DEFAULT VALUES"}),
+        )
+        .await;
+    assert!(
         text.starts_with("refused: only read-only queries"),
+        "{text}"
+    );
+    let text = mcp
+        .tool_error(
+            "query_sql",
+            json!({"sql": "WITH gone AS (DELETE FROM orders RETURNING id) SELECT count(*) FROM gone"}),
+        )
+        .await;
+    assert!(
+        text.starts_with("refused: a query with DELETE inside it (a data-modifying WITH)"),
         "{text}"
     );
     let out = mcp

@@ -376,7 +376,7 @@ async fn broken_files_are_refused_with_file_line_and_reason() {
                 r#"{ name = "a", type = "integer" }"#,
             ),
             "line 4",
-            "SQLSTATE",
+            "a data-modifying WITH",
         ),
         (
             tool("SELECT email FROM customers WHERE id = $1", r#"{ name = "a", type = "string" }"#),

@@ -44,6 +44,13 @@ pub struct DatabaseArgs {
     #[arg(long, env = "MCP_SANDBOX_INSECURE_ALLOW_PRIVILEGED_ROLE")]
     pub insecure_allow_privileged_role: bool,
 
+    /// Serve even if the database cannot be used at start (down, unreachable, a login
+    /// refused), reporting it on /health and retrying with every call. Without it such a
+    /// start exits non-zero, naming the cause. For orchestrators that start the database
+    /// and this server together. A TLS failure or a role that can write still stops it
+    #[arg(long, env = "MCP_SANDBOX_ALLOW_DB_DOWN_AT_START")]
+    pub allow_db_down_at_start: bool,
+
     /// Database connections in the pool
     #[arg(long, env = "MCP_SANDBOX_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pool_size: u32,

@@ -38,7 +38,7 @@ pub struct HttpArgs {
     pub allowed_origins: Vec<String>,
 
     /// Serve /metrics without a token on this extra address (for scrapers)
-    #[arg(long, env = "MCP_SANDBOX_METRICS_LISTEN")]
+    #[arg(long, env = "MCP_SANDBOX_METRICS_LISTEN", value_parser = parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
 
     /// Serve HTTPS: the certificate chain (PEM, the leaf first); reloaded when the file
@@ -130,5 +130,73 @@ impl HttpArgs {
             cert: self.metrics_tls_cert.clone()?,
             key: self.metrics_tls_key.clone()?,
         })
+    }
+}
+
+/// An address to listen on: `IP:PORT`, or `localhost:PORT` (read as 127.0.0.1, this
+/// machine only). Anything else is refused with the form it takes.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let example = "IP:PORT, e.g. 127.0.0.1:8080 (this machine only) or 0.0.0.0:8080 (every \
+                   interface)";
+    if let Some(port) = text.strip_prefix("localhost:") {
+        return port
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| format!("`{port}` is not a port (0-65535)"));
+    }
+    if text.parse::<std::net::IpAddr>().is_ok() || text == "localhost" {
+        return Err(format!("`{text}` lacks a port: takes {example}"));
+    }
+    if let Some((host, port)) = text.rsplit_once(':')
+        && port.parse::<u16>().is_ok()
+        && !host.is_empty()
+    {
+        return Err(format!(
+            "`{host}` is not an IP address: takes {example}; the server listens on an \
+             address of this machine, not on a host name"
+        ));
+    }
+    Err(format!(
+        "`{text}` is not an address to listen on: takes {example}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listen;
+
+    #[test]
+    fn listen_addresses_say_the_form_they_take() {
+        assert_eq!(
+            parse_listen("127.0.0.1:8080").unwrap().to_string(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(parse_listen("[::1]:80").unwrap().to_string(), "[::1]:80");
+        assert_eq!(
+            parse_listen("localhost:9000").unwrap().to_string(),
+            "127.0.0.1:9000"
+        );
+        for (text, says) in [
+            ("localhost:http", "`http` is not a port"),
+            ("localhost:70000", "`70000` is not a port"),
+            ("127.0.0.1", "lacks a port"),
+            ("localhost", "lacks a port"),
+            (
+                "db.example.com:8080",
+                "`db.example.com` is not an IP address",
+            ),
+            (":8080", "is not an address to listen on"),
+            ("", "is not an address to listen on"),
+        ] {
+            let e = parse_listen(text).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+            assert!(
+                e.contains("127.0.0.1:8080") || e.contains("port"),
+                "{text}: {e}"
+            );
+        }
     }
 }

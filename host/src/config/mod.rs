@@ -117,8 +117,9 @@ pub struct ComponentArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on
-    #[arg(long, env = "MCP_SANDBOX_LISTEN", default_value = DEFAULT_LISTEN)]
+    /// Address to listen on: IP:PORT (0.0.0.0:PORT for every interface); localhost:PORT
+    /// means 127.0.0.1:PORT
+    #[arg(long, env = "MCP_SANDBOX_LISTEN", default_value = DEFAULT_LISTEN, value_parser = http::parse_listen)]
     pub listen: SocketAddr,
 
     /// PostgreSQL connection URL (postgres://user:password@host:port/db)
@@ -126,12 +127,7 @@ pub struct ServeArgs {
     pub database_url: Secret,
 
     /// Bearer token clients must send (named "default"; every tool, no admin)
-    #[arg(
-        long,
-        env = "MCP_SANDBOX_TOKEN",
-        hide_env_values = true,
-        required_unless_present_any = ["insecure_no_auth", "tokens_file", "oauth_issuers"]
-    )]
+    #[arg(long, env = "MCP_SANDBOX_TOKEN", hide_env_values = true)]
     pub token: Option<Secret>,
 
     /// Token for the admin API (named "admin"); the admin API always needs one, even
@@ -287,8 +283,9 @@ pub struct OAuthArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Address to listen on
-    #[arg(long, env = "MCP_SANDBOX_LISTEN", default_value = DEFAULT_LISTEN)]
+    /// Address to listen on: IP:PORT (0.0.0.0:PORT for every interface); localhost:PORT
+    /// means 127.0.0.1:PORT
+    #[arg(long, env = "MCP_SANDBOX_LISTEN", default_value = DEFAULT_LISTEN, value_parser = http::parse_listen)]
     pub listen: SocketAddr,
 
     #[command(flatten)]
@@ -369,6 +366,13 @@ impl ServeArgs {
         if let Some(path) = &self.tokens_file {
             specs.extend(tokens::load(path)?);
         }
+        if specs.is_empty() && !self.insecure_no_auth && !self.oauth.enabled() {
+            anyhow::bail!(
+                "no way for clients to authenticate: pass --token (or set MCP_SANDBOX_TOKEN), \
+                 --tokens-file for named tokens with scopes, or --oauth-issuer; \
+                 --insecure-no-auth serves without (on loopback only, for experiments)"
+            );
+        }
         let tokens = if specs.is_empty() && (self.insecure_no_auth || self.oauth.enabled()) {
             specs
         } else {
@@ -425,10 +429,25 @@ mod tests {
 
     #[test]
     fn token_is_required_unless_auth_is_disabled() {
-        let base = ["mcp-sandbox", "serve", "--database-url", "postgres://h/db"];
-        assert!(Cli::try_parse_from(base).is_err());
-        let mut open = base.to_vec();
-        open.push("--insecure-no-auth");
-        assert!(Cli::try_parse_from(open).is_ok());
+        let serve = |extra: &[&str]| {
+            let mut args = vec!["mcp-sandbox", "serve", "--database-url", "postgres://h/db"];
+            args.extend(extra);
+            match Cli::try_parse_from(args).unwrap().command {
+                Command::Serve(args) => args.access().map(|_| ()),
+                _ => unreachable!(),
+            }
+        };
+        let e = serve(&[]).unwrap_err().to_string();
+        for named in [
+            "--token",
+            "MCP_SANDBOX_TOKEN",
+            "--tokens-file",
+            "--oauth-issuer",
+            "--insecure-no-auth",
+        ] {
+            assert!(e.contains(named), "{named}: {e}");
+        }
+        assert!(serve(&["--insecure-no-auth"]).is_ok());
+        assert!(serve(&["--token", "a-token-of-enough-length-0123"]).is_ok());
     }
 }

@@ -24,7 +24,7 @@ pub use dsn::{DsnError, Environment};
 pub use guard::{CLEANUP, begin_sql, limited_sql};
 pub use guard::{Session, SessionOptions, SessionStats};
 pub use pool::Limits;
-pub use pool::{Db, DbConfigError, PoolSettings, PoolStatus};
+pub use pool::{CheckError, Db, DbConfigError, PoolSettings, PoolStatus};
 pub use role::RoleReport;
 pub use statement::denied as denied_function;
 

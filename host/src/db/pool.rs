@@ -310,19 +310,28 @@ impl Db {
         }
     }
 
-    /// Opens one connection, through the pool, at start: a misconfiguration (a TLS
-    /// failure, a role that can write) is an error; a database that is merely down or
-    /// slow to answer is not (`Ok(Some(reason))`, served once it is back).
-    pub async fn check(&self, timeout: Duration) -> Result<Option<String>, ConnectError> {
+    /// Opens one connection, through the pool, at start. The error says whether the
+    /// configuration is at fault whatever the database's state (a TLS failure, a role
+    /// that can write) or the database could not be used now (down, a wrong password).
+    pub async fn check(&self, timeout: Duration) -> Result<(), CheckError> {
         let timeouts = Timeouts {
             wait: Some(timeout),
-            create: Some(timeout),
+            // The connector bounds each attempt by `timeout` and names its target; the
+            // pool's own bound is only a backstop.
+            create: Some(timeout + Duration::from_secs(1)),
             recycle: Some(timeout),
         };
         match self.inner.pool.timeout_get(&timeouts).await {
-            Ok(_) => Ok(None),
-            Err(PoolError::Backend(e)) if e.is_permanent() => Err(e),
-            Err(e) => Ok(Some(describe_pool_error(&e))),
+            Ok(_) => Ok(()),
+            Err(PoolError::Backend(e)) if e.is_permanent() => Err(CheckError::Config(e)),
+            Err(PoolError::Backend(e)) => Err(CheckError::Unavailable {
+                fix: e.fix(),
+                reason: e.to_string(),
+            }),
+            Err(e) => Err(CheckError::Unavailable {
+                reason: describe_pool_error(&e),
+                fix: None,
+            }),
         }
     }
 
@@ -358,6 +367,17 @@ impl Db {
     pub fn close(&self) {
         self.inner.pool.close();
     }
+}
+
+/// Why the database could not be used at start.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// Wrong whatever the database's state: serving would not help.
+    #[error("{0}")]
+    Config(ConnectError),
+    /// Not usable now (down, unreachable, a login refused): `fix` names the likely cause.
+    #[error("{reason}")]
+    Unavailable { reason: String, fix: Option<String> },
 }
 
 /// A reason a client can act on, without connection details beyond the host.

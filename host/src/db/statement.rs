@@ -117,6 +117,12 @@ pub fn classify(sql: &str) -> Result<Path, String> {
     }
     if LIMITED_KEYWORDS.contains(&keyword.as_str()) {
         check_functions(sql)?;
+        if let Some(writer) = writing_part(sql)? {
+            return Err(format!(
+                "a query with {writer} inside it (a data-modifying WITH) writes; only \
+                 read-only queries are allowed"
+            ));
+        }
         Ok(Path::Limited)
     } else if DIRECT_KEYWORDS.contains(&keyword.as_str()) && !parenthesised {
         if keyword == "explain" {
@@ -142,13 +148,134 @@ pub fn classify(sql: &str) -> Result<Path, String> {
         }
         check_functions(sql)?;
         Ok(Path::Direct)
-    } else {
+    } else if COMMANDS.contains(&keyword.as_str()) || DIRECT_KEYWORDS.contains(&keyword.as_str()) {
         Err(format!(
             "only read-only queries are allowed (SELECT, WITH, VALUES, TABLE, EXPLAIN, SHOW); \
              got {}",
             word.to_ascii_uppercase()
         ))
+    } else {
+        let guess = READ_KEYWORDS
+            .iter()
+            .find(|known| keyword.len() >= 3 && edit_distance(&keyword, known) <= 2)
+            .map(|known| format!(" (did you mean {}?)", known.to_ascii_uppercase()))
+            .unwrap_or_default();
+        // A no-break space pasted from a document looks like a blank and is not one.
+        let unseen = word
+            .chars()
+            .find(|c| !c.is_ascii())
+            .map(|c| {
+                format!(
+                    " (it holds U+{:04X}, which PostgreSQL reads as part of a word)",
+                    c as u32
+                )
+            })
+            .unwrap_or_default();
+        Err(format!(
+            "syntax error: `{word}` is not a SQL command{unseen}{guess}; a query starts with \
+             SELECT, WITH, VALUES, TABLE, EXPLAIN or SHOW"
+        ))
     }
+}
+
+/// The words that may start a statement this guard admits, for suggestions.
+const READ_KEYWORDS: &[&str] = &["select", "with", "values", "table", "explain", "show"];
+
+/// PostgreSQL's other commands: refused as writes (or session changes), not as typos.
+const COMMANDS: &[&str] = &[
+    "abort",
+    "alter",
+    "analyze",
+    "analyse",
+    "begin",
+    "call",
+    "checkpoint",
+    "close",
+    "cluster",
+    "comment",
+    "commit",
+    "copy",
+    "create",
+    "deallocate",
+    "declare",
+    "delete",
+    "discard",
+    "do",
+    "drop",
+    "end",
+    "execute",
+    "fetch",
+    "grant",
+    "import",
+    "insert",
+    "listen",
+    "load",
+    "lock",
+    "merge",
+    "move",
+    "notify",
+    "prepare",
+    "reassign",
+    "refresh",
+    "reindex",
+    "release",
+    "reset",
+    "revoke",
+    "rollback",
+    "savepoint",
+    "security",
+    "set",
+    "start",
+    "truncate",
+    "unlisten",
+    "update",
+    "vacuum",
+];
+
+/// Levenshtein distance, for short ASCII words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// A data-modifying statement inside a query (`WITH d AS (DELETE FROM t …) SELECT …`),
+/// named so the refusal says what writes. Postgres would refuse it anyway (read-only
+/// transaction, or not at the top level); this only makes the reason plain. Only the
+/// statement's shape counts: `(INSERT INTO`, `(UPDATE name`, `(DELETE FROM`,
+/// `(MERGE INTO`, so a column called `delete` in parentheses is no writer.
+fn writing_part(sql: &str) -> Result<Option<&'static str>, String> {
+    let mut lexer = Lexer::new(sql);
+    let mut window: [Option<Token>; 3] = [None, None, None];
+    while let Some(token) = lexer.next_token()? {
+        window = [window[1].take(), window[2].take(), Some(token)];
+        let [
+            Some(Token::Open),
+            Some(Token::Identifier(verb)),
+            Some(Token::Identifier(next)),
+        ] = &window
+        else {
+            continue;
+        };
+        let writer = match (verb.as_str(), next.as_str()) {
+            ("insert", "into") => "INSERT",
+            ("merge", "into") => "MERGE",
+            ("delete", "from") => "DELETE",
+            ("update", _) => "UPDATE",
+            _ => continue,
+        };
+        return Ok(Some(writer));
+    }
+    Ok(None)
 }
 
 /// Whether the word INTO appears in a statement outside strings and comments (the lexer

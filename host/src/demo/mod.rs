@@ -18,6 +18,8 @@ pub const SAMPLE_SQL: &str = include_str!("sample.sql");
 pub const READER_ROLE: &str = "mcp_reader";
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    // Bound first: a taken port is said before PostgreSQL is set up for nothing.
+    let (listener, metrics) = crate::bind_all(args.listen, &args.common).await?;
     eprintln!("starting a throwaway PostgreSQL...");
     let pg = tokio::task::spawn_blocking(TempPostgres::start)
         .await
@@ -41,7 +43,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         None,
     )
     .await?;
-    let (listener, metrics) = crate::bind_all(args.listen, &args.common).await?;
     let addr = listener.local_addr()?;
     let stop = crate::shutdown_signal();
     print_banner(addr, &token, app.is_https());

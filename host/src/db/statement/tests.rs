@@ -117,6 +117,60 @@ fn refuses_everything_else() {
 }
 
 #[test]
+fn typos_are_named_as_typos_and_writes_as_writes() {
+    check(
+        "SELCT 1",
+        Err("syntax error: `SELCT` is not a SQL command (did you mean SELECT?)"),
+    );
+    check("selec 1", Err("(did you mean SELECT?)"));
+    check("EXPLIAN SELECT 1", Err("(did you mean EXPLAIN?)"));
+    check(
+        "frobnicate",
+        Err("`frobnicate` is not a SQL command; a query starts with"),
+    );
+    // too short to guess from
+    check("xy 1", Err("`xy` is not a SQL command; a query"));
+    check(
+        "UPDATE t SET a = 1",
+        Err("only read-only queries are allowed"),
+    );
+}
+
+#[test]
+fn a_data_modifying_with_is_named() {
+    for (sql, writer) in [
+        (
+            "WITH d AS (DELETE FROM t RETURNING 1) SELECT * FROM d",
+            "DELETE",
+        ),
+        (
+            "with d as ( insert into t values (1) returning 1) select 1",
+            "INSERT",
+        ),
+        (
+            "WITH d AS (UPDATE t SET a = 1 RETURNING a) TABLE d",
+            "UPDATE",
+        ),
+        (
+            "WITH d AS (MERGE INTO t USING s ON true DO NOTHING) SELECT 1",
+            "MERGE",
+        ),
+        (
+            "WITH a AS (SELECT 1), d AS (/* c */ DELETE FROM t) SELECT 1",
+            "DELETE",
+        ),
+        ("EXPLAIN WITH d AS (DELETE FROM t) SELECT 1", "DELETE"),
+    ] {
+        check(sql, Err(&format!("a query with {writer} inside it")));
+    }
+    // Words that only look like it: a column named delete, strings, comments.
+    check("SELECT (delete) FROM t", Ok(Path::Limited));
+    check("SELECT '(DELETE FROM t)'", Ok(Path::Limited));
+    check("SELECT 1 -- (DELETE FROM t)", Ok(Path::Limited));
+    check("SELECT (update) FROM t", Ok(Path::Limited));
+}
+
+#[test]
 fn refuses_denied_functions_wherever_they_are_called() {
     check("SELECT pg_advisory_lock(1)", Err("pg_advisory_lock()"));
     check("SELECT PG_ADVISORY_LOCK (1)", Err("pg_advisory_lock()"));
@@ -220,7 +274,10 @@ fn lexes_as_postgres_does() {
         "SELECT x\u{a0}e'\\', pg_terminate_backend(1) --'",
         Err("pg_terminate_backend()"),
     );
-    check("SELECT\u{a0}1", Err("only read-only"));
+    check(
+        "SELECT\u{a0}1",
+        Err("is not a SQL command (it holds U+00A0"),
+    );
     // A carriage return ends a `--` comment.
     check(
         "SELECT 1 AS a --x\r, pg_advisory_lock(42)",
