@@ -26,6 +26,9 @@ pub enum Origin {
     OAuth,
     /// authentication is off
     Anonymous,
+    /// the user who launched the server over stdio (trusted, as the MCP specification
+    /// has it)
+    Local,
 }
 
 /// The identity a request carries after authentication.
@@ -58,6 +61,19 @@ impl Identity {
         }
     }
 
+    /// The one caller of a stdio server: every tool, never the admin API (stdio has
+    /// none).
+    pub fn local(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            client: None,
+            issuer: None,
+            tools: None,
+            admin: false,
+            origin: Origin::Local,
+        }
+    }
+
     pub fn may_call(&self, tool: &str) -> bool {
         self.tools.as_ref().is_none_or(|tools| tools.contains(tool))
     }
@@ -76,6 +92,7 @@ impl Identity {
             (Origin::OAuth, None) => format!("oauth {}", self.name),
             (Origin::Token, _) => format!("token {}", self.name),
             (Origin::Anonymous, _) => "anonymous".to_owned(),
+            (Origin::Local, _) => format!("local {}", self.name),
         }
     }
 }

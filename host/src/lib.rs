@@ -16,6 +16,7 @@ pub mod runtime;
 pub mod secret;
 pub mod server;
 pub mod sql_tools;
+pub mod stdio;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
@@ -61,38 +62,19 @@ pub async fn build_app(
         }
         None => None,
     };
-    let (pool, db_limits) = common.database.settings(common.sandbox.call_timeout);
-    let db = db::Db::new(database_url, pool.clone(), db_limits.clone())?;
-    check_database(
-        &db,
-        common.database.connect_timeout,
-        common.database.allow_db_down_at_start,
+    let Core {
+        runtime,
+        metrics,
+        audit,
+    } = build_core(
+        database_url,
+        &common.sandbox,
+        &common.database,
+        &common.audit,
+        metrics,
+        store.as_ref().map(|store| store.replica().to_owned()),
     )
     .await?;
-    let runtime = runtime::Runtime::new(db, common.sandbox.settings(), metrics.clone()).await?;
-    if let Some(dir) = &common.sandbox.components_dir
-        && !common.sandbox.no_watch
-    {
-        runtime::watch::spawn(&runtime, dir.clone(), common.sandbox.watch_interval);
-    }
-    for component in runtime.components() {
-        tracing::info!(
-            component = component.name,
-            digest = &component.digest[..12],
-            source = component.source,
-            tools = ?component.tools,
-            "loaded"
-        );
-    }
-    let audit = match common.audit.audit_settings()? {
-        Some(mut settings) => {
-            settings.replica = store.as_ref().map(|store| store.replica().to_owned());
-            let audit = audit::Audit::start(settings, metrics.clone())?;
-            audit.reopen_on_sighup();
-            audit
-        }
-        None => audit::Audit::off(),
-    };
     let allowed_hosts = if common.http.allowed_hosts.is_empty() {
         Settings::default_allowed_hosts(listen)
     } else {
@@ -141,6 +123,66 @@ pub async fn build_app(
     )?;
     app.apply_admin_layer().await;
     Ok(app)
+}
+
+/// What every way of serving shares: the components over the pool, the metrics, the
+/// audit log.
+pub struct Core {
+    pub runtime: runtime::Runtime,
+    pub metrics: Arc<Metrics>,
+    pub audit: audit::Audit,
+}
+
+/// Opens the pool (checked: see [`check_database`]), loads the components (watching
+/// the directory unless told not to) and starts the audit log, which names `replica`.
+pub async fn build_core(
+    database_url: &str,
+    sandbox: &config::SandboxArgs,
+    database: &config::DatabaseArgs,
+    audit: &config::AuditArgs,
+    metrics: Arc<Metrics>,
+    replica: Option<String>,
+) -> anyhow::Result<Core> {
+    if database.db_role.is_some() {
+        anyhow::bail!(config::DB_ROLE_REMOVED);
+    }
+    let (pool, db_limits) = database.settings(sandbox.call_timeout);
+    let db = db::Db::new(database_url, pool, db_limits)?;
+    check_database(
+        &db,
+        database.connect_timeout,
+        database.allow_db_down_at_start,
+    )
+    .await?;
+    let runtime = runtime::Runtime::new(db, sandbox.settings(), metrics.clone()).await?;
+    if let Some(dir) = &sandbox.components_dir
+        && !sandbox.no_watch
+    {
+        runtime::watch::spawn(&runtime, dir.clone(), sandbox.watch_interval);
+    }
+    for component in runtime.components() {
+        tracing::info!(
+            component = component.name,
+            digest = &component.digest[..12],
+            source = component.source,
+            tools = ?component.tools,
+            "loaded"
+        );
+    }
+    let audit = match audit.audit_settings()? {
+        Some(mut settings) => {
+            settings.replica = replica;
+            let audit = audit::Audit::start(settings, metrics.clone())?;
+            audit.reopen_on_sighup();
+            audit
+        }
+        None => audit::Audit::off(),
+    };
+    Ok(Core {
+        runtime,
+        metrics,
+        audit,
+    })
 }
 
 /// Authentication as configured: static tokens, anonymous callers, OAuth (whose issuers

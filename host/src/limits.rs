@@ -253,7 +253,7 @@ impl Limiter {
                 .per_token
                 .get(&*identity.name)
                 .map_or(self.0.default, |l| l.or(self.0.default)),
-            Origin::OAuth | Origin::Anonymous => self.0.default,
+            Origin::OAuth | Origin::Anonymous | Origin::Local => self.0.default,
         }
     }
 
@@ -409,6 +409,8 @@ pub fn label(identity: &Identity) -> String {
         Origin::Token => identity.name.to_string(),
         Origin::OAuth => "oauth".to_owned(),
         Origin::Anonymous => "anonymous".to_owned(),
+        // One per process, but its name is the user's: the label stays bounded.
+        Origin::Local => "local".to_owned(),
     }
 }
 

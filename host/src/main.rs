@@ -1,4 +1,5 @@
-//! The `mcp-sandbox` binary: parse the command line, then serve (or run the demo).
+//! The `mcp-sandbox` binary: parse the command line, then serve (over HTTP or stdio), or
+//! run the demo or an offline command.
 
 use clap::Parser;
 use mcp_sandbox::config::{AuditCommand, Cli, Command, ComponentCommand, ServeArgs};
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
     let worker_threads = match &cli.command {
         Command::Serve(args) => args.common.sandbox.worker_threads,
         Command::Demo(args) => args.common.sandbox.worker_threads,
+        Command::Stdio(args) => args.sandbox.worker_threads,
         Command::Component(ComponentCommand::Check(args) | ComponentCommand::Compile(args)) => {
             args.common.sandbox.worker_threads
         }
@@ -47,10 +49,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await.map(|()| true),
             Command::Demo(args) => mcp_sandbox::demo::run(args).await.map(|()| true),
+            Command::Stdio(args) => mcp_sandbox::stdio::run(args).await.map(|()| true),
             Command::Component(command) => mcp_sandbox::component_cmd::run(command).await,
             Command::Audit(_) => Ok(true), // handled above, without a runtime
         }
     });
+    // A read of standard input (stdio, when it is not a pipe) cannot be cancelled: do
+    // not wait for it, nor for any other blocking task, to end the process.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

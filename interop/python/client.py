@@ -8,6 +8,9 @@ Usage: client.py MODE URL TOKEN, MODE one of
                      authorization server and sign in with client credentials
                      (OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_ISSUER, OAUTH_SCOPE);
                      TOKEN unused
+  stdio-legacy       stdio: launch URL (the mcp-sandbox binary) as `URL stdio`, with
+  stdio-auto         DATABASE_URL=TOKEN in its environment (the SDK passes on only a
+                     few variables of its own); initialize, or server/discover first
 
 Connects, lists the tools, calls each database tool, provokes a tool error and
 disconnects. Prints one JSON line of what it saw; exits non-zero on any surprise.
@@ -19,6 +22,7 @@ import sys
 
 from mcp.client import Client
 from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -68,6 +72,10 @@ async def run(mode, url, token):
         http = create_mcp_http_client(auth=auth)
         transport = streamable_http_client(url, http_client=http)
         connect_mode = "legacy"
+    elif mode.startswith("stdio-"):
+        server = StdioServerParameters(command=url, args=["stdio"], env={"DATABASE_URL": token})
+        transport = stdio_client(server)
+        connect_mode = mode.removeprefix("stdio-")
     elif mode == "sse":
         transport = sse_client(url, headers=headers)
         connect_mode = "legacy"

@@ -6,12 +6,15 @@
 //   streamable-oauth  Streamable HTTP with no token given: from the 401, discover the
 //               authorization server and sign in with client credentials (OAUTH_CLIENT_ID,
 //               OAUTH_CLIENT_SECRET, OAUTH_ISSUER, OAUTH_SCOPE); TOKEN unused
+//   stdio       launch URL (the mcp-sandbox binary) as `URL stdio`, with DATABASE_URL=TOKEN
+//               in its environment (the SDK passes on only a few variables of its own)
 //
 // Connects, lists the tools, calls each database tool, provokes a tool error and
 // disconnects. Prints one JSON line of what it saw; exits non-zero on any surprise.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { ClientCredentialsProvider } from "@modelcontextprotocol/sdk/client/auth-extensions.js";
 
 const EXPECTED_TOOLS = ["describe_table", "explain_query", "list_schemas", "list_tables", "query_sql"];
@@ -31,6 +34,8 @@ async function run(mode, url, token) {
         fetch: (input, init) => fetch(input, { ...init, headers: { ...init?.headers, ...headers } }),
       },
     });
+  } else if (mode === "stdio") {
+    transport = new StdioClientTransport({ command: url, args: ["stdio"], env: { DATABASE_URL: token } });
   } else if (mode === "streamable") {
     transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } });
   } else if (mode === "streamable-oauth") {

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::Command;
 
-crate::trials!(interop: python_streamable_http_legacy_handshake, python_streamable_http_auto_discovers_2026, python_sse_client, typescript_streamable_http, typescript_sse_client, python_over_https_with_the_test_ca, typescript_over_https_with_the_test_ca, python_signs_in_with_oauth, typescript_signs_in_with_oauth, python_calls_a_declared_sql_tool, typescript_calls_a_declared_sql_tool);
+crate::trials!(interop: python_streamable_http_legacy_handshake, python_streamable_http_auto_discovers_2026, python_sse_client, typescript_streamable_http, typescript_sse_client, python_over_https_with_the_test_ca, typescript_over_https_with_the_test_ca, python_signs_in_with_oauth, typescript_signs_in_with_oauth, python_calls_a_declared_sql_tool, typescript_calls_a_declared_sql_tool, python_over_stdio, typescript_over_stdio);
 
 /// One SDK client run, far longer than it needs (about a second), for a loaded machine.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -157,6 +157,40 @@ async fn typescript_streamable_http() {
 
 async fn typescript_sse_client() {
     let seen = typescript("sse", "/sse").await;
+    assert_eq!(seen["server"], "mcp-sandbox", "{seen}");
+}
+
+/// The SDK launches the real binary (`stdio`) itself, with the database URL in the
+/// `env` it is given (as a client's configuration would put it).
+async fn stdio_client(program: PathBuf, script: PathBuf, mode: &str) -> Value {
+    let binary = crate::binary::binary();
+    let url = crate::util::db::reader_url();
+    run_client_at(
+        binary.to_str().unwrap(),
+        &url,
+        None,
+        program,
+        script,
+        mode,
+        &[],
+    )
+    .await
+}
+
+async fn python_over_stdio() {
+    let script = tools::repo().join("interop/python/client.py");
+    let seen = stdio_client(tools::python(), script.clone(), "stdio-legacy").await;
+    assert_eq!(seen["protocol_version"], "2025-11-25", "{seen}");
+    // server/discover first: rmcp answers it over stdio too, or the SDK falls back.
+    let seen = stdio_client(tools::python(), script, "stdio-auto").await;
+    println!(
+        "interop: python stdio auto negotiated {}",
+        seen["protocol_version"]
+    );
+}
+
+async fn typescript_over_stdio() {
+    let seen = stdio_client("node".into(), tools::typescript_client(), "stdio").await;
     assert_eq!(seen["server"], "mcp-sandbox", "{seen}");
 }
 

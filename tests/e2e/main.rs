@@ -40,6 +40,7 @@ mod sql_guard;
 mod sql_tools;
 mod start;
 mod stateless;
+mod stdio;
 mod swap;
 mod tidy;
 
@@ -87,6 +88,7 @@ fn main() {
         sql_guard::trials(),
         sql_tools::trials(),
         start::trials(),
+        stdio::trials(),
         stateless::trials(),
         swap::trials(),
         tidy::trials(),

@@ -13,7 +13,7 @@ const MAX_LINES: usize = 600;
 /// The layers of `host/src`, top first: a module imports only modules of the layers
 /// below its own (`lib.rs` and `main.rs`, the root, are above them all).
 const LAYERS: &[&[&str]] = &[
-    &["", "main", "demo", "component_cmd", "telemetry"],
+    &["", "main", "demo", "component_cmd", "stdio", "telemetry"],
     &["config"],
     &["server"],
     &["mcp"],
@@ -37,6 +37,7 @@ const CONFIG_USERS: &[&str] = &[
     "config/",
     "demo/",
     "component_cmd.rs",
+    "stdio.rs",
     "telemetry.rs",
 ];
 

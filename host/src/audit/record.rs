@@ -176,6 +176,7 @@ pub fn caller_json(caller: Option<&Identity>) -> Value {
                 crate::access::Origin::Token => "token",
                 crate::access::Origin::OAuth => "oauth",
                 crate::access::Origin::Anonymous => "anonymous",
+                crate::access::Origin::Local => "local",
             },
             "issuer": c.issuer.as_deref(),
             "oauth_client": c.client.as_deref(),

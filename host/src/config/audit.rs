@@ -43,6 +43,11 @@ pub struct AuditArgs {
 }
 
 impl AuditArgs {
+    /// Whether the log goes to standard output (`--audit-log -`).
+    pub fn writes_to_stdout(&self) -> bool {
+        self.audit_log.as_deref() == Some("-")
+    }
+
     /// The audit log's settings, when it is on: the key read and the patterns compiled.
     pub fn audit_settings(&self) -> anyhow::Result<Option<audit::Settings>> {
         let Some(log) = &self.audit_log else {

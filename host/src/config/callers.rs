@@ -11,9 +11,11 @@ pub const DEFAULT_MAX_SESSIONS_PER_CALLER: u32 = 64;
 /// Sessions the server holds by default (about 52 KB each).
 pub const DEFAULT_MAX_SESSIONS: u32 = 1024;
 
+/// A caller's tool calls: its rate and how many at once (`serve`, and `stdio`'s one
+/// local caller).
 #[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Callers and limits")]
-pub struct CallersArgs {
+pub struct CallLimitArgs {
     /// Tool calls per caller: a token bucket, e.g. 120/min (also N/s, N/h); a token in
     /// the tokens file may set its own (`rate_limit`)
     #[arg(long, env = "MCP_SANDBOX_RATE_LIMIT")]
@@ -29,6 +31,24 @@ pub struct CallersArgs {
     #[arg(long, env = "MCP_SANDBOX_MAX_IN_FLIGHT_PER_CALLER",
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_in_flight_per_caller: Option<u32>,
+}
+
+impl CallLimitArgs {
+    /// Every caller's limits, unless its token sets its own.
+    pub fn caller_limits(&self) -> CallerLimits {
+        CallerLimits {
+            rate: self.rate_limit,
+            burst: self.rate_burst,
+            max_in_flight: self.max_in_flight_per_caller,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Callers and limits")]
+pub struct CallersArgs {
+    #[command(flatten)]
+    pub calls: CallLimitArgs,
 
     /// MCP sessions (Streamable HTTP and legacy SSE) one caller may hold; past it the
     /// caller's least recently used idle session is closed
@@ -60,11 +80,7 @@ pub struct CallersArgs {
 impl CallersArgs {
     /// Every caller's limits, unless its token sets its own.
     pub fn caller_limits(&self) -> CallerLimits {
-        CallerLimits {
-            rate: self.rate_limit,
-            burst: self.rate_burst,
-            max_in_flight: self.max_in_flight_per_caller,
-        }
+        self.calls.caller_limits()
     }
 
     /// The session caps.

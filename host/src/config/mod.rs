@@ -1,6 +1,7 @@
 //! Command line and environment: every flag also reads an environment variable; the
 //! flags shared by the commands come in groups by consumer (`sandbox.rs`, `database.rs`,
-//! `http.rs`, `callers.rs`, `audit.rs`), each with its defaults as named constants.
+//! `http.rs`, `callers.rs`, `audit.rs`; `stdio.rs` picks its own), each with its defaults
+//! as named constants.
 //! Secrets never appear in `Debug` output.
 
 mod audit;
@@ -8,6 +9,7 @@ mod callers;
 mod database;
 mod http;
 mod sandbox;
+mod stdio;
 mod store;
 pub mod tokens;
 
@@ -18,6 +20,7 @@ pub use callers::*;
 pub use database::*;
 pub use http::*;
 pub use sandbox::*;
+pub use stdio::StdioArgs;
 pub use store::*;
 
 use crate::server::{Access, TokenSpec};
@@ -26,6 +29,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// What `--db-role` (gone) is told.
+pub const DB_ROLE_REMOVED: &str = "--db-role (MCP_SANDBOX_DB_ROLE) was removed: PostgreSQL \
+    lets any statement reset its role (set_config('role', 'none', true)), so SET LOCAL ROLE \
+    bounded nothing. Log in as the read-only role itself: put it in the database URL";
 /// Browser origins accepted by default: pages served from this machine.
 pub const DEFAULT_ALLOWED_ORIGINS: &[&str] = &[
     "http://localhost:*",
@@ -63,6 +70,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve MCP over HTTP against your PostgreSQL database
     Serve(ServeArgs),
+    /// Serve one local MCP client over standard input and output (the client launches
+    /// the server; no token)
+    Stdio(StdioArgs),
     /// Start a throwaway PostgreSQL with a sample schema and serve it (no setup needed)
     Demo(DemoArgs),
     /// Check or precompile a component offline
@@ -323,11 +333,7 @@ impl CommonArgs {
             );
         }
         if self.database.db_role.is_some() {
-            anyhow::bail!(
-                "--db-role (MCP_SANDBOX_DB_ROLE) was removed: PostgreSQL lets any statement \
-                 reset its role (set_config('role', 'none', true)), so SET LOCAL ROLE bounded \
-                 nothing. Log in as the read-only role itself: put it in the database URL"
-            );
+            anyhow::bail!(DB_ROLE_REMOVED);
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! values to what crosses into the sandbox.
 
 mod connect;
+mod connect_error;
 mod decode;
 mod describe;
 mod dsn;

@@ -43,6 +43,15 @@ pub struct McpHandler {
     peers: Peers,
     audit: Audit,
     limiter: Limiter,
+    /// stdio's one caller, for requests that came through no HTTP authentication; None
+    /// over HTTP, where such a request may do nothing
+    local: Option<Arc<Local>>,
+}
+
+/// The caller of a stdio server, and its session's name for the audit log.
+struct Local {
+    identity: Identity,
+    session: Arc<str>,
 }
 
 impl McpHandler {
@@ -56,6 +65,53 @@ impl McpHandler {
             peers,
             audit,
             limiter,
+            local: None,
+        }
+    }
+
+    /// The handler of a stdio server: every request is `identity`'s (the user who
+    /// launched it), in the one session `session`.
+    pub fn local(
+        runtime: Runtime,
+        metrics: Arc<Metrics>,
+        audit: Audit,
+        limiter: Limiter,
+        identity: Identity,
+        session: &str,
+    ) -> Self {
+        let mut handler = Self::new(runtime, metrics, audit, limiter);
+        handler.local = Some(Arc::new(Local {
+            identity,
+            session: Arc::from(session),
+        }));
+        handler
+    }
+
+    /// The identity `server/` attached to the HTTP request, or stdio's caller. None
+    /// when neither: a request that did not come through authentication may do nothing.
+    fn identity(&self, context: &RequestContext<RoleServer>) -> Option<Identity> {
+        match (
+            context.extensions.get::<http::request::Parts>(),
+            &self.local,
+        ) {
+            (Some(_), _) => extension::<Identity>(context),
+            (None, Some(local)) => Some(local.identity.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// The request's facts for the audit log: the HTTP request's, or a stdio call's.
+    fn request_info(&self, context: &RequestContext<RoleServer>) -> RequestInfo {
+        match (
+            context.extensions.get::<http::request::Parts>(),
+            &self.local,
+        ) {
+            (None, Some(local)) => RequestInfo {
+                id: rmcp::transport::common::server_side_http::session_id(),
+                remote: None,
+                session: Some(local.session.clone()),
+            },
+            _ => extension::<RequestInfo>(context).unwrap_or_default(),
         }
     }
 }
@@ -109,12 +165,6 @@ impl Peers {
             }
         });
     }
-}
-
-/// The identity `server/` attached to the HTTP request. None when absent: a request
-/// that did not come through authentication may do nothing.
-fn identity(context: &RequestContext<RoleServer>) -> Option<Identity> {
-    extension::<Identity>(context)
 }
 
 /// What `server/` attached to the HTTP request (the identity, the request's facts).
@@ -198,7 +248,7 @@ impl ServerHandler for McpHandler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let caller = identity(&context);
+        let caller = self.identity(&context);
         let tools = self
             .runtime
             .tools()
@@ -220,11 +270,11 @@ impl ServerHandler for McpHandler {
     ) -> Result<CallToolResponse, ErrorData> {
         let audited = self.audit.is_on();
         let scope = CallScope {
-            caller: identity(&context),
+            caller: self.identity(&context),
             // The stateless path took this call's slot already (to answer 429).
             admitted: extension::<Admitted>(&context).and_then(|a| a.take()),
             info: match audited {
-                true => extension::<RequestInfo>(&context).unwrap_or_default(),
+                true => self.request_info(&context),
                 false => RequestInfo::default(),
             },
             rpc_id: context.id.clone(),

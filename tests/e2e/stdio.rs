@@ -1,0 +1,319 @@
+//! `mcp-sandbox stdio`: the real binary launched as clients launch it (a pipe each way, a
+//! short environment), driven line by line: the handshake, tools, a refusal, a tool
+//! list change, the audit log's local caller, the end of input and signals, and a start
+//! that cannot serve. The official SDKs' stdio clients are in `interop.rs`.
+
+use crate::binary::{binary, signal};
+use crate::util::{TempDir, db, free_port, tools};
+use serde_json::{Value, json};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+crate::trials!(stdio: serves_one_local_client, ends_when_input_closes_answering_first, stops_on_sigterm, a_bad_start_says_why_on_stderr_alone);
+
+/// A message's wait, far beyond what one takes (milliseconds), for a loaded machine.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The server as a client launches it: stdin and stdout piped, stderr kept, and only
+/// the variables the SDKs pass on (their whitelist), plus what `env` adds.
+fn launch(args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(binary());
+    command.env_clear();
+    for key in ["HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER"] {
+        if let Ok(value) = std::env::var(key) {
+            command.env(key, value);
+        }
+    }
+    command
+        .arg("stdio")
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting stdio")
+}
+
+/// One client's end of the pipes.
+struct Client {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+    /// notifications seen while waiting for answers
+    notifications: Vec<Value>,
+}
+
+impl Client {
+    fn new(mut child: Child) -> Self {
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Self {
+            child,
+            stdin,
+            stdout,
+            notifications: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, message: Value) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        let mut line = message.to_string();
+        line.push('\n');
+        stdin.write_all(line.as_bytes()).await.expect("writing");
+        stdin.flush().await.expect("flushing");
+    }
+
+    /// The next line on stdout, which must be one JSON-RPC 2.0 message; None at its end.
+    async fn next(&mut self) -> Option<Value> {
+        let line = tokio::time::timeout(WAIT, self.stdout.next_line())
+            .await
+            .expect("a message in time")
+            .expect("reading stdout")?;
+        let message: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stdout carries JSON-RPC alone ({e}): {line}"));
+        assert_eq!(message["jsonrpc"], "2.0", "{message}");
+        Some(message)
+    }
+
+    /// The answer to request `id`, keeping the notifications that come before it.
+    async fn answer(&mut self, id: u64) -> Value {
+        loop {
+            let message = self.next().await.expect("an answer before the end");
+            if message["id"] == id {
+                return message;
+            }
+            assert!(
+                message.get("id").is_none(),
+                "an answer to another request: {message}"
+            );
+            self.notifications.push(message);
+        }
+    }
+
+    async fn request(&mut self, id: u64, method: &str, params: Value) -> Value {
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        self.answer(id).await
+    }
+
+    async fn initialize(&mut self) -> Value {
+        let answer = self
+            .request(
+                0,
+                "initialize",
+                json!({
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "stdio-test", "version": "1.0"}
+                }),
+            )
+            .await;
+        self.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        answer
+    }
+
+    async fn call(&mut self, id: u64, tool: &str, arguments: Value) -> Value {
+        let answer = self
+            .request(
+                id,
+                "tools/call",
+                json!({"name": tool, "arguments": arguments}),
+            )
+            .await;
+        answer["result"].clone()
+    }
+
+    /// Closes stdin and waits (within `bound`) for the process to end; its exit code
+    /// and what was left on stdout.
+    async fn close(mut self, bound: Duration) -> (i32, Vec<Value>) {
+        drop(self.stdin.take());
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        while let Some(message) = self.next().await {
+            rest.push(message);
+        }
+        let status = tokio::time::timeout(bound, self.child.wait())
+            .await
+            .expect("the process ended in time")
+            .expect("its status");
+        println!(
+            "stdio: ended {:?} after its input closed",
+            started.elapsed()
+        );
+        (status.code().unwrap_or(-1), rest)
+    }
+}
+
+async fn serves_one_local_client() {
+    let dir = TempDir::new();
+    let components = dir.path().join("components");
+    std::fs::create_dir(&components).unwrap();
+    let audit = dir.path().join("audit.log");
+    let url = db::reader_url();
+    let child = launch(
+        &[
+            "--components-dir",
+            components.to_str().unwrap(),
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--caller-name",
+            "local:tester",
+        ],
+        &[("DATABASE_URL", &url)],
+    );
+    let mut client = Client::new(child);
+    let init = client.initialize().await;
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "mcp-sandbox",
+        "{init}"
+    );
+    assert!(
+        init["result"]["capabilities"]["tools"]["listChanged"] == true,
+        "{init}"
+    );
+
+    let listed = client.request(1, "tools/list", json!({})).await;
+    let mut names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, crate::util::BUILTIN_TOOLS, "{listed}");
+
+    let out = client
+        .call(
+            2,
+            "query_sql",
+            json!({"sql": "SELECT current_user::text AS who"}),
+        )
+        .await;
+    assert_eq!(
+        out["structuredContent"]["rows"],
+        json!([["mcp_reader"]]),
+        "{out}"
+    );
+    let refused = client
+        .call(3, "query_sql", json!({"sql": "DELETE FROM customers"}))
+        .await;
+    assert_eq!(refused["isError"], true, "{refused}");
+    assert!(
+        refused["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("read-only"),
+        "{refused}"
+    );
+
+    // A tool dropped into the components directory: the client is told, and sees it.
+    std::fs::copy(
+        tools::repo().join("components/examples/shop.sql.toml"),
+        components.join("shop.sql.toml"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !client
+        .notifications
+        .iter()
+        .any(|n| n["method"] == "notifications/tools/list_changed")
+    {
+        assert!(Instant::now() < deadline, "no list_changed");
+        let message = client.next().await.expect("a notification");
+        client.notifications.push(message);
+    }
+    let products = client
+        .call(4, "products_by_sku", json!({"skus": ["KB-01"]}))
+        .await;
+    assert_eq!(products["isError"], false, "{products}");
+
+    let (code, rest) = client.close(Duration::from_secs(10)).await;
+    assert_eq!(code, 0);
+    assert!(rest.is_empty(), "{rest:?}");
+
+    // The audit log names the local caller and its session.
+    let records = crate::audit::records(&audit);
+    let calls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "tool_call")
+        .collect();
+    assert_eq!(calls.len(), 3, "{records:?}");
+    for call in calls {
+        assert_eq!(
+            call["caller"],
+            json!({"name": "local:tester", "origin": "local", "issuer": null, "oauth_client": null}),
+            "{call}"
+        );
+        assert!(
+            call["session"].as_str().unwrap().starts_with("stdio:"),
+            "{call}"
+        );
+    }
+}
+
+/// A call in flight when the input closes is answered before the process exits 0.
+async fn ends_when_input_closes_answering_first() {
+    let url = db::reader_url();
+    let mut client = Client::new(launch(&[], &[("DATABASE_URL", &url)]));
+    client.initialize().await;
+    client
+        .send(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "query_sql", "arguments": {"sql": "SELECT pg_sleep(0.3)::text AS slept"}}}))
+        .await;
+    let (code, rest) = client.close(Duration::from_secs(10)).await;
+    assert_eq!(code, 0);
+    let answer = rest.iter().find(|m| m["id"] == 7).expect("the answer");
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+}
+
+/// SIGTERM (what clients send 2 s after closing the input) ends the server at once,
+/// with its input still open.
+async fn stops_on_sigterm() {
+    let url = db::reader_url();
+    let mut client = Client::new(launch(&[], &[("DATABASE_URL", &url)]));
+    client.initialize().await;
+    let started = Instant::now();
+    signal(&client.child, rustix::process::Signal::TERM);
+    let status = tokio::time::timeout(Duration::from_secs(10), client.child.wait())
+        .await
+        .expect("ended in time")
+        .expect("a status");
+    println!("stdio: ended {:?} after SIGTERM", started.elapsed());
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A start that cannot serve: a non-zero exit, the reason on stderr, nothing on stdout
+/// (which a client would read as protocol).
+async fn a_bad_start_says_why_on_stderr_alone() {
+    let down = format!("postgres://reader@127.0.0.1:{}/postgres", free_port());
+    let audit_stdout: &[&str] = &["--audit-log", "-"];
+    for (args, url, says) in [
+        (&[][..], down.as_str(), "is PostgreSQL running"),
+        (
+            audit_stdout,
+            down.as_str(),
+            "--audit-log - writes to standard output",
+        ),
+        (&[][..], "mysql://u:pw-4711@h/db", "is not a PostgreSQL URL"),
+    ] {
+        let child = launch(args, &[("DATABASE_URL", url)]);
+        let output = tokio::time::timeout(WAIT, child.wait_with_output())
+            .await
+            .expect("ended in time")
+            .expect("its output");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} {url}");
+        assert!(
+            output.stdout.is_empty(),
+            "{args:?}: stdout {:?}",
+            output.stdout
+        );
+        assert!(stderr.contains(says), "{args:?} {url}: {stderr}");
+        assert!(!stderr.contains("pw-4711"), "{stderr}");
+    }
+}
