@@ -60,10 +60,13 @@ impl Client {
     }
 
     async fn send(&mut self, message: Value) {
+        self.send_line(&message.to_string()).await;
+    }
+
+    async fn send_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
-        let mut line = message.to_string();
-        line.push('\n');
         stdin.write_all(line.as_bytes()).await.expect("writing");
+        stdin.write_all(b"\n").await.expect("writing");
         stdin.flush().await.expect("flushing");
     }
 
@@ -87,7 +90,7 @@ impl Client {
                 return message;
             }
             assert!(
-                message.get("id").is_none(),
+                message.get("id").is_none_or(Value::is_null),
                 "an answer to another request: {message}"
             );
             self.notifications.push(message);
@@ -163,6 +166,8 @@ async fn serves_one_local_client() {
             audit.to_str().unwrap(),
             "--caller-name",
             "local:tester",
+            "--max-request-kib",
+            "1",
         ],
         &[("DATABASE_URL", &url)],
     );
@@ -177,6 +182,15 @@ async fn serves_one_local_client() {
         "{init}"
     );
 
+    // What a confused or hostile client sends does not end the session: a line that is
+    // no JSON, one that is not JSON-RPC, and one over --max-request-kib (1 KiB here).
+    client.send_line("not json at all").await;
+    client.send_line(r#"{"hello": "world"}"#).await;
+    let padded = format!(
+        r#"{{"jsonrpc":"2.0","id":99,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(4096)
+    );
+    client.send_line(&padded).await;
     let listed = client.request(1, "tools/list", json!({})).await;
     let mut names: Vec<&str> = listed["result"]["tools"]
         .as_array()
