@@ -46,6 +46,7 @@ pub struct Metrics {
     pool_max: IntGauge,
     pool_encrypted: IntGauge,
     role_privileged: IntGauge,
+    components_rejected: IntGauge,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     auth_failures: IntCounterVec,
@@ -164,6 +165,11 @@ impl Metrics {
                 "1 when the database role can do more than read and --insecure-allow-privileged-role let it in",
             )
             .expect("a valid gauge"),
+            components_rejected: IntGauge::new(
+                "components_rejected",
+                "Files in the components directory that stand rejected (the last good version of each, or none, serves; /health names them)",
+            )
+            .expect("a valid gauge"),
             http_requests: counter(
                 "http_requests_total",
                 "HTTP requests by route and status",
@@ -273,6 +279,7 @@ impl Metrics {
             Box::new(m.pool_max.clone()),
             Box::new(m.pool_encrypted.clone()),
             Box::new(m.role_privileged.clone()),
+            Box::new(m.components_rejected.clone()),
             Box::new(m.http_requests.clone()),
             Box::new(m.http_duration.clone()),
             Box::new(m.auth_failures.clone()),
@@ -532,7 +539,15 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges that are read at scrape time refreshed.
-    pub fn render(&self, pool: PoolStatus, role_privileged: bool, sessions: usize) -> String {
+    pub fn render(
+        &self,
+        pool: PoolStatus,
+        role_privileged: bool,
+        sessions: usize,
+        rejected: usize,
+    ) -> String {
+        self.components_rejected
+            .set(i64::try_from(rejected).unwrap_or(i64::MAX));
         self.pool_encrypted.set(i64::from(pool.encrypted));
         self.role_privileged.set(i64::from(role_privileged));
         self.pool_connections

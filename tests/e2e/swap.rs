@@ -352,19 +352,31 @@ async fn rejected_candidates_leave_the_live_version_serving() {
         6.0
     );
 
-    // Through the directory: the broken file is rejected and readiness says so.
+    // Through the directory: the broken file is rejected, and readiness names it but
+    // holds (the last good version serves; every replica reads the same files, so
+    // failing readiness would take them all out at once); /health is degraded.
     std::fs::write(dir.path().join("swapper.wasm"), b"\0asm broken").unwrap();
     let started = Instant::now();
     loop {
         let ready = http.get("/ready", &[("authorization", TOKEN_AUTH)]).await;
-        if ready.status == StatusCode::SERVICE_UNAVAILABLE {
-            let body = ready.json();
-            assert_eq!(body["rejected"][0]["name"], "swapper", "{body}");
+        let body = ready.json();
+        if body["rejected"][0]["name"] == "swapper" {
+            assert_eq!(ready.status, StatusCode::OK, "{body}");
             assert!(
-                body["reasons"][0]
+                body["warnings"][0]
                     .as_str()
                     .unwrap()
-                    .contains("swapper was rejected")
+                    .contains("swapper was rejected"),
+                "{body}"
+            );
+            let health = http.get("/health", &[("authorization", TOKEN_AUTH)]).await;
+            let report = health.json();
+            assert_eq!(health.status, StatusCode::OK, "{report}");
+            assert_eq!(report["state"], "degraded", "{report}");
+            assert_eq!(report["rejected"][0]["name"], "swapper", "{report}");
+            assert_eq!(
+                count(&server.metrics().await, "components_rejected", &[]),
+                1.0
             );
             break;
         }
@@ -387,7 +399,7 @@ async fn rejected_candidates_leave_the_live_version_serving() {
     let started = Instant::now();
     loop {
         let ready = http.get("/ready", &[("authorization", TOKEN_AUTH)]).await;
-        if ready.status == StatusCode::OK {
+        if ready.status == StatusCode::OK && ready.json()["rejected"] == json!([]) {
             break;
         }
         assert!(
@@ -620,7 +632,7 @@ async fn a_half_written_file_is_never_served() {
     let started = Instant::now();
     loop {
         let ready = http.get("/ready", &[("authorization", TOKEN_AUTH)]).await;
-        if ready.status == StatusCode::OK {
+        if ready.status == StatusCode::OK && ready.json()["rejected"] == json!([]) {
             break;
         }
         assert!(

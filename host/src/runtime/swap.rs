@@ -316,7 +316,7 @@ impl Runtime {
         })
     }
 
-    /// Directory files currently rejected (readiness fails while there are any).
+    /// Directory files currently rejected (`/health` and `/ready` name them).
     pub fn rejected_components(&self) -> Arc<BTreeMap<String, Rejected>> {
         self.shared.rejected.load_full()
     }

@@ -4,9 +4,11 @@
 //! sandbox, under a short deadline). If that component traps, hangs or is missing, the
 //! host still answers, with 503 and the reason.
 //!
-//! `GET /ready`: 200 only when the database answers, every component instantiates and
-//! no file in the components directory stands rejected; 503 with the reasons
-//! otherwise, and from the moment shutdown begins.
+//! `GET /ready`: 200 only when the database answers and every component instantiates;
+//! 503 with the reasons otherwise, and from the moment shutdown begins. A file in the
+//! components directory that stands rejected does not fail it (the last good version
+//! serves; a typo in one file must not take every replica out of service): it is
+//! named in `warnings`, in `/health` (state `degraded`) and by a metric.
 //!
 //! For both, concurrent probes share one check and a result answers further probes for
 //! [`PROBE_CACHE`], so a flood of probes costs at most a few checks per second and never
@@ -78,6 +80,12 @@ async fn check(app: &App) -> (StatusCode, Value) {
         Ok(report) => (report.state, json!(report.checks), None),
         Err(fault) => (HealthState::Down, json!([]), Some(fault.to_string())),
     };
+    // A rejected file: what the operator shipped is not what serves.
+    let rejected = rejected_report(app);
+    let state = match state {
+        HealthState::Ok if !rejected.is_empty() => HealthState::Degraded,
+        state => state,
+    };
     let status = if state == HealthState::Down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -98,8 +106,18 @@ async fn check(app: &App) -> (StatusCode, Value) {
         "pool": app.runtime.db().status(),
         "database": database_report(app),
         "components": app.runtime.components(),
+        "rejected": rejected,
     });
     (status, body)
+}
+
+/// The files of the components directory that stand rejected, with the reasons.
+fn rejected_report(app: &App) -> Vec<Value> {
+    app.runtime
+        .rejected_components()
+        .iter()
+        .map(|(name, r)| json!({"name": name, "reason": r.reason}))
+        .collect()
 }
 
 /// How the server reaches the database: TLS, and what the login role may do.
@@ -179,14 +197,17 @@ async fn readiness(app: &App) -> (StatusCode, Value) {
         })
         .collect();
     // A file in the components directory that failed validation: the old version (or
-    // none) is serving, not what the operator shipped.
-    let rejected: Vec<Value> = app
-        .runtime
-        .rejected_components()
+    // none) is serving, not what the operator shipped. Not a reason to take this
+    // replica out: every replica reads the same files, so all would go at once.
+    let rejected = rejected_report(app);
+    let warnings: Vec<String> = rejected
         .iter()
-        .map(|(name, r)| {
-            reasons.push(format!("component {name} was rejected: {}", r.reason));
-            json!({"name": name, "reason": r.reason})
+        .map(|r| {
+            format!(
+                "component {} was rejected (its last good version, if any, serves): {}",
+                r["name"].as_str().unwrap_or_default(),
+                r["reason"].as_str().unwrap_or_default()
+            )
         })
         .collect();
     // The shared store: a replica without it still serves (stateless calls, its own
@@ -221,6 +242,7 @@ async fn readiness(app: &App) -> (StatusCode, Value) {
         json!({
             "ready": ready,
             "reasons": reasons,
+            "warnings": warnings,
             "database": database,
             "components": components,
             "rejected": rejected,

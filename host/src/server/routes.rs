@@ -192,7 +192,10 @@ impl App {
         let sessions = self.sessions.sessions.read().await.len() + self.legacy.len();
         let db = self.runtime.db();
         let privileged = db.role().is_some_and(|r| !r.read_only());
-        let text = self.metrics.render(db.status(), privileged, sessions);
+        let rejected = self.runtime.rejected_components().len();
+        let text = self
+            .metrics
+            .render(db.status(), privileged, sessions, rejected);
         let mut response = Response::new(respond::text(text));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
