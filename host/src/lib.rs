@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod client_config;
 pub mod component_cmd;
 pub mod config;
 pub mod db;

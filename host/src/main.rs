@@ -18,6 +18,15 @@ fn main() -> ExitCode {
     if let Command::Audit(AuditCommand::Verify { files, key_file }) = &cli.command {
         return verify_audit(files, key_file.as_deref());
     }
+    if let Command::ClientConfig(args) = &cli.command {
+        return match mcp_sandbox::client_config::run(args, mcp_sandbox::demo::postgres_bin_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     raise_open_files_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     let worker_threads = match &cli.command {
@@ -27,7 +36,7 @@ fn main() -> ExitCode {
         Command::Component(ComponentCommand::Check(args) | ComponentCommand::Compile(args)) => {
             args.common.sandbox.worker_threads
         }
-        Command::Audit(_) => None,
+        Command::Audit(_) | Command::ClientConfig(_) => None,
     };
     if let Some(threads) = worker_threads {
         builder.worker_threads(usize::from(threads));
@@ -51,7 +60,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => mcp_sandbox::demo::run(args).await.map(|()| true),
             Command::Stdio(args) => mcp_sandbox::stdio::run(args).await.map(|()| true),
             Command::Component(command) => mcp_sandbox::component_cmd::run(command).await,
-            Command::Audit(_) => Ok(true), // handled above, without a runtime
+            // handled above, without a runtime
+            Command::Audit(_) | Command::ClientConfig(_) => Ok(true),
         }
     });
     // A read of standard input (stdio, when it is not a pipe) cannot be cancelled: do

@@ -5,8 +5,8 @@
 //! Standard output carries JSON-RPC alone; logs go to standard error.
 
 use crate::access::Identity;
-use crate::config::StdioArgs;
-use crate::limits::Limiter;
+use crate::config::{AuditArgs, DatabaseArgs, SandboxArgs, StdioArgs};
+use crate::limits::{CallerLimits, Limiter};
 use crate::mcp::McpHandler;
 use crate::metrics::Metrics;
 use rmcp::ServiceExt;
@@ -21,34 +21,57 @@ use tokio_util::sync::CancellationToken;
 /// clients give a stdio server about 2 s after closing its input before they kill it.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// `mcp-sandbox stdio`.
+pub async fn run(args: StdioArgs) -> anyhow::Result<()> {
+    serve(
+        args.database_url.expose(),
+        Parts {
+            sandbox: &args.sandbox,
+            database: &args.database,
+            audit: &args.audit,
+            limits: args.limits.caller_limits(),
+            caller: args.caller_name(),
+            max_request_bytes: (args.max_request_kib as usize) << 10,
+        },
+    )
+    .await
+}
+
+/// What a stdio server is made of, beside its database.
+pub struct Parts<'a> {
+    pub sandbox: &'a SandboxArgs,
+    pub database: &'a DatabaseArgs,
+    pub audit: &'a AuditArgs,
+    pub limits: CallerLimits,
+    /// the local caller's name
+    pub caller: String,
+    pub max_request_bytes: usize,
+}
+
 /// Serves one client until it closes standard input (or SIGTERM / SIGINT); then lets
 /// calls in flight finish (briefly), and closes the pool and the audit log.
-pub async fn run(args: StdioArgs) -> anyhow::Result<()> {
-    if args.audit.writes_to_stdout() {
+pub async fn serve(database_url: &str, parts: Parts<'_>) -> anyhow::Result<()> {
+    if parts.audit.writes_to_stdout() {
         anyhow::bail!(
             "--audit-log - writes to standard output, which carries the MCP messages here: \
              give the audit log a file"
         );
     }
     let core = crate::build_core(
-        args.database_url.expose(),
-        &args.sandbox,
-        &args.database,
-        &args.audit,
+        database_url,
+        parts.sandbox,
+        parts.database,
+        parts.audit,
         Arc::new(Metrics::new()),
         None,
     )
     .await?;
-    let identity = Identity::local(&args.caller_name());
+    let identity = Identity::local(&parts.caller);
     tracing::info!(
         caller = &*identity.name,
         "serving one local client on stdio"
     );
-    let limiter = Limiter::new(
-        args.limits.caller_limits(),
-        HashMap::new(),
-        core.metrics.clone(),
-    );
+    let limiter = Limiter::new(parts.limits, HashMap::new(), core.metrics.clone());
     let session = format!("stdio:{}", std::process::id());
     let handler = McpHandler::local(
         core.runtime.clone(),
@@ -59,8 +82,8 @@ pub async fn run(args: StdioArgs) -> anyhow::Result<()> {
         &session,
     );
     let (read, write) = rmcp::transport::stdio_pipes();
-    let transport = AsyncRwTransport::new_server(read, write)
-        .with_max_line_length((args.max_request_kib as usize) << 10);
+    let transport =
+        AsyncRwTransport::new_server(read, write).with_max_line_length(parts.max_request_bytes);
     let ct = CancellationToken::new();
     let stop = crate::shutdown_signal();
     let served = async {

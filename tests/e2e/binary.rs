@@ -91,8 +91,11 @@ async fn demo_serves_the_sample_and_cleans_up() {
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let addr = line_after(&mut lines, "listening on http://").await;
     let token = line_after(&mut lines, "token:").await;
-    let config = line_after(&mut lines, "  \"mcpServers\"").await;
-    assert!(config.starts_with(':'), "a client configuration is printed");
+    let config = line_after(&mut lines, "  claude mcp add-json mcp-sandbox-demo ").await;
+    assert!(
+        config.contains("Bearer ${MCP_SANDBOX_TOKEN}") && !config.contains(&token),
+        "a client configuration, the token referenced: {config}"
+    );
 
     let http = Http::new(addr.parse().expect("an address"));
     let mut mcp = Mcp::connect(http.clone(), Some(token), "2025-06-18").await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-crate::trials!(stdio: serves_one_local_client, ends_when_input_closes_answering_first, stops_on_sigterm, a_bad_start_says_why_on_stderr_alone);
+crate::trials!(stdio: serves_one_local_client, ends_when_input_closes_answering_first, stops_on_sigterm, a_bad_start_says_why_on_stderr_alone, client_config_prints_no_secret, the_demo_runs_from_its_claude_desktop_snippet);
 
 /// A message's wait, far beyond what one takes (milliseconds), for a loaded machine.
 const WAIT: Duration = Duration::from_secs(30);
@@ -19,7 +19,14 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The server as a client launches it: stdin and stdout piped, stderr kept, and only
 /// the variables the SDKs pass on (their whitelist), plus what `env` adds.
 fn launch(args: &[&str], env: &[(&str, &str)]) -> Child {
-    let mut command = Command::new(binary());
+    let mut stdio = vec!["stdio"];
+    stdio.extend(args);
+    launch_command(&binary().to_string_lossy(), &stdio, env)
+}
+
+/// `program args…` launched the way [`launch`] says.
+fn launch_command(program: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(program);
     command.env_clear();
     for key in ["HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER"] {
         if let Ok(value) = std::env::var(key) {
@@ -27,7 +34,6 @@ fn launch(args: &[&str], env: &[(&str, &str)]) -> Child {
         }
     }
     command
-        .arg("stdio")
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
@@ -330,4 +336,112 @@ async fn a_bad_start_says_why_on_stderr_alone() {
         assert!(stderr.contains(says), "{args:?} {url}: {stderr}");
         assert!(!stderr.contains("pw-4711"), "{stderr}");
     }
+}
+
+/// `client-config` (the real binary, with a token and a database URL in its
+/// environment): every client's snippet, none holding either; the binary's absolute
+/// path; a client that cannot take a form says so; an unknown client is named.
+async fn client_config_prints_no_secret() {
+    let secrets = [
+        ("MCP_SANDBOX_TOKEN", "token-secret-0123456789"),
+        ("DATABASE_URL", "postgres://u:db-secret-4711@h/db"),
+    ];
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(binary())
+            .arg("client-config")
+            .args(args)
+            .envs(secrets)
+            .output()
+            .expect("running client-config");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let path = binary().canonicalize().unwrap();
+    for args in [
+        &["all"][..],
+        &["all", "--url", "http://127.0.0.1:8080/mcp"][..],
+    ] {
+        let (ok, stdout, stderr) = run(args);
+        assert!(ok, "{args:?}: {stderr}");
+        for (_, secret) in secrets {
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "{args:?}"
+            );
+        }
+        for heading in ["# Claude Desktop", "# Cursor", "# Codex", "# Goose"] {
+            assert!(stdout.contains(heading), "{args:?}: {stdout}");
+        }
+    }
+    let (_, stdout, _) = run(&["all"]);
+    assert!(stdout.contains(&*path.to_string_lossy()), "{stdout}");
+    let (ok, _, stderr) = run(&["claude-desktop", "--url", "https://db.example.com/mcp"]);
+    assert!(!ok && stderr.contains("only stdio servers"), "{stderr}");
+    let (ok, _, stderr) = run(&["notepad"]);
+    assert!(
+        !ok && stderr.contains("claude-desktop, claude-code"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run(&["cursor", "--name", "a b"]);
+    assert!(!ok && stderr.contains("--name"), "{stderr}");
+}
+
+/// What a newcomer pastes into Claude Desktop runs: `client-config claude-desktop
+/// --demo`'s command, arguments and environment, launched as a client launches them,
+/// serve the sample, and the throwaway database is gone after the input closes.
+async fn the_demo_runs_from_its_claude_desktop_snippet() {
+    let output = std::process::Command::new(binary())
+        .args(["client-config", "claude-desktop", "--demo"])
+        .output()
+        .expect("running client-config");
+    assert!(output.status.success());
+    let config: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let server = &config["mcpServers"]["postgres"];
+    let args: Vec<&str> = server["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let env: Vec<(&str, &str)> = server["env"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+        .collect();
+    let started = Instant::now();
+    let child = launch_command(server["command"].as_str().unwrap(), &args, &env);
+    let pid = child.id().expect("a pid");
+    let mut client = Client::new(child);
+    client.initialize().await;
+    println!(
+        "stdio: the demo answered initialize {:?} after launch",
+        started.elapsed()
+    );
+    let tables = client.call(1, "list_tables", json!({})).await;
+    assert_eq!(
+        tables["structuredContent"]["tables"]
+            .as_array()
+            .map(Vec::len),
+        Some(7),
+        "{tables}"
+    );
+    let (code, _) = client.close(Duration::from_secs(20)).await;
+    assert_eq!(code, 0);
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .expect("the temp dir")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("mcp-sandbox-pg-{pid}-"))
+        })
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the throwaway cluster is removed: {leftovers:?}"
+    );
 }

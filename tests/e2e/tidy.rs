@@ -13,7 +13,9 @@ const MAX_LINES: usize = 600;
 /// The layers of `host/src`, top first: a module imports only modules of the layers
 /// below its own (`lib.rs` and `main.rs`, the root, are above them all).
 const LAYERS: &[&[&str]] = &[
-    &["", "main", "demo", "component_cmd", "stdio", "telemetry"],
+    &["", "main", "component_cmd", "telemetry"],
+    &["demo"],
+    &["client_config", "stdio"],
     &["config"],
     &["server"],
     &["mcp"],
@@ -36,6 +38,7 @@ const CONFIG_USERS: &[&str] = &[
     "main.rs",
     "config/",
     "demo/",
+    "client_config.rs",
     "component_cmd.rs",
     "stdio.rs",
     "telemetry.rs",

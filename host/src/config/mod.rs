@@ -6,6 +6,7 @@
 
 mod audit;
 mod callers;
+mod client;
 mod database;
 mod http;
 mod sandbox;
@@ -17,6 +18,7 @@ pub use crate::secret::Secret;
 pub use crate::units::{parse_delay, parse_duration, parse_statement_timeout};
 pub use audit::AuditArgs;
 pub use callers::*;
+pub use client::{Client, ClientChoice, ClientConfigArgs};
 pub use database::*;
 pub use http::*;
 pub use sandbox::*;
@@ -75,6 +77,9 @@ pub enum Command {
     Stdio(StdioArgs),
     /// Start a throwaway PostgreSQL with a sample schema and serve it (no setup needed)
     Demo(DemoArgs),
+    /// Print an MCP client's configuration for this server (stdio, or --url for HTTP),
+    /// secrets referenced, never written
+    ClientConfig(ClientConfigArgs),
     /// Check or precompile a component offline
     #[command(subcommand)]
     Component(ComponentCommand),
@@ -297,6 +302,11 @@ pub struct DemoArgs {
     /// means 127.0.0.1:PORT
     #[arg(long, env = "MCP_SANDBOX_LISTEN", default_value = DEFAULT_LISTEN, value_parser = http::parse_listen)]
     pub listen: SocketAddr,
+
+    /// Serve the demo to one local client over standard input and output instead (what
+    /// a client launches: `mcp-sandbox demo --stdio`); the banner goes to stderr
+    #[arg(long)]
+    pub stdio: bool,
 
     #[command(flatten)]
     pub common: CommonArgs,

@@ -3,7 +3,7 @@
 
 mod postgres;
 
-pub use postgres::{ClusterConfig, TempPostgres};
+pub use postgres::{ClusterConfig, TempPostgres, bin_dir as postgres_bin_dir};
 
 use crate::config::tokens::TokenSpec;
 use crate::config::{DemoArgs, Secret};
@@ -18,13 +18,12 @@ pub const SAMPLE_SQL: &str = include_str!("sample.sql");
 pub const READER_ROLE: &str = "mcp_reader";
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if args.stdio {
+        return run_stdio(args).await;
+    }
     // Bound first: a taken port is said before PostgreSQL is set up for nothing.
     let (listener, metrics) = crate::bind_all(args.listen, &args.common).await?;
-    eprintln!("starting a throwaway PostgreSQL...");
-    let pg = tokio::task::spawn_blocking(TempPostgres::start)
-        .await
-        .context("starting PostgreSQL")??;
-    load_sample(&pg.url("postgres", "postgres")).await?;
+    let pg = start_sample().await?;
     let token = generate_token()?;
     let app = crate::build_app(
         &pg.url(READER_ROLE, "postgres"),
@@ -50,6 +49,39 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!("removing the throwaway PostgreSQL...");
     tokio::task::spawn_blocking(move || drop(pg)).await?;
     Ok(())
+}
+
+/// A throwaway PostgreSQL with the sample loaded (progress on stderr).
+async fn start_sample() -> anyhow::Result<TempPostgres> {
+    eprintln!("starting a throwaway PostgreSQL...");
+    let pg = tokio::task::spawn_blocking(TempPostgres::start)
+        .await
+        .context("starting PostgreSQL")??;
+    load_sample(&pg.url("postgres", "postgres")).await?;
+    Ok(pg)
+}
+
+/// `demo --stdio`: the sample served to the one client that launched it; standard
+/// output is the client's, so everything said goes to stderr.
+async fn run_stdio(args: DemoArgs) -> anyhow::Result<()> {
+    let pg = start_sample().await?;
+    let common = &args.common;
+    eprintln!("serving the sample shop database over stdio; closing the input stops it");
+    let served = crate::stdio::serve(
+        &pg.url(READER_ROLE, "postgres"),
+        crate::stdio::Parts {
+            sandbox: &common.sandbox,
+            database: &common.database,
+            audit: &common.audit,
+            limits: common.callers.caller_limits(),
+            caller: "local:demo".into(),
+            max_request_bytes: (common.http.max_request_kib as usize) << 10,
+        },
+    )
+    .await;
+    eprintln!("removing the throwaway PostgreSQL...");
+    tokio::task::spawn_blocking(move || drop(pg)).await?;
+    served
 }
 
 /// Loads [`SAMPLE_SQL`] as the superuser.
@@ -79,18 +111,14 @@ fn generate_token() -> anyhow::Result<String> {
 }
 
 fn print_banner(addr: SocketAddr, token: &str, https: bool) {
+    use crate::client_config::{Form, render};
+    use crate::config::Client;
     let scheme = if https { "https" } else { "http" };
     let url = format!("{scheme}://{addr}/mcp");
-    let config = serde_json::json!({
-        "mcpServers": {
-            "mcp-sandbox-demo": {
-                "type": "http",
-                "url": url,
-                "headers": { "Authorization": format!("Bearer {token}") }
-            }
-        }
-    });
-    let config = serde_json::to_string_pretty(&config).unwrap_or_default();
+    let form = Form::Http {
+        url: url.clone(),
+        token_env: "MCP_SANDBOX_TOKEN".into(),
+    };
     println!("listening on {scheme}://{addr}");
     println!();
     println!("MCP endpoint: {url}");
@@ -98,8 +126,15 @@ fn print_banner(addr: SocketAddr, token: &str, https: bool) {
     println!("health:       {scheme}://{addr}/health");
     println!("metrics:      {scheme}://{addr}/metrics (with the token)");
     println!();
-    println!("client configuration (Claude Desktop, Cursor, VS Code and others):");
-    println!("{config}");
+    println!("connect Claude Code (it reads the token from the environment when it connects):");
+    println!("  export MCP_SANDBOX_TOKEN={token}");
+    if let Ok(snippet) = render(Client::ClaudeCode, "mcp-sandbox-demo", &form) {
+        println!("  {}", snippet.text.trim_end());
+    }
+    println!("other clients: mcp-sandbox client-config CLIENT --url {url}");
+    println!("  (CLIENT: cursor, vscode, windsurf, zed, codex, gemini, goose, or all);");
+    println!("  Claude Desktop launches the demo itself:");
+    println!("  mcp-sandbox client-config claude-desktop --demo");
     println!();
     println!("Ctrl-C stops the server and removes the throwaway database.");
 }

@@ -55,7 +55,7 @@ impl TempPostgres {
 
     /// Creates and starts a cluster configured by `config`.
     pub fn start_with(config: ClusterConfig) -> anyhow::Result<Self> {
-        let bin = find_bin_dir()?;
+        let bin = bin_dir()?;
         let root = unique_temp_dir()?;
         let owner = if rustix::process::geteuid().is_root() {
             let ids = lookup_user("postgres").context(
@@ -270,7 +270,7 @@ impl Drop for TempPostgres {
 
 /// `MCP_SANDBOX_PG_BIN`, else the directory of `initdb` on `PATH`, else the newest
 /// `/usr/lib/postgresql/N/bin`.
-fn find_bin_dir() -> anyhow::Result<PathBuf> {
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("MCP_SANDBOX_PG_BIN") {
         return Ok(PathBuf::from(dir));
     }
