@@ -211,6 +211,8 @@ pub struct Invocation<T> {
     pub timings: Timings,
     /// a statement of this invocation found the database unavailable
     pub db_unavailable: bool,
+    /// a statement of this invocation ran past its statement timeout, this long
+    pub statement_timed_out: Option<Duration>,
 }
 
 impl Invocation<ToolOutput> {

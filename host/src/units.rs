@@ -50,9 +50,24 @@ pub fn parse_delay(text: &str) -> Result<Duration, String> {
     parse_duration(text)
 }
 
+/// A duration as [`parse_duration`] reads it back: `300ms`, `5s`, `1500ms`.
+pub fn format_duration(duration: Duration) -> String {
+    match duration.subsec_millis() {
+        0 if duration.as_secs() > 0 => format!("{}s", duration.as_secs()),
+        _ => format!("{}ms", duration.as_millis()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_as_they_are_written() {
+        for text in ["300ms", "5s", "1500ms", "120s"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
+    }
 
     #[test]
     fn delays_may_be_zero() {

@@ -306,6 +306,10 @@ async fn per_component_limits_apply_to_builtins() {
         .tool_error("query_sql", json!({"sql": "SELECT pg_sleep(5)"}))
         .await;
     assert!(text.contains("time limit"), "{text}");
+    assert!(
+        text.contains("The statement timeout is 200ms"),
+        "the component's own limit: {text}"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     // Other components keep the server's limits.
     let tables = mcp.structured("list_tables", json!({})).await;

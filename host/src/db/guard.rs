@@ -55,6 +55,9 @@ pub struct SessionStats {
     /// a statement found the database unavailable (a host fault, whatever the component
     /// then made of it)
     pub unavailable: bool,
+    /// a statement ran past its statement timeout, this long (the model is told the
+    /// limit: the component's error names none)
+    pub timed_out: Option<Duration>,
 }
 
 /// The database side of one invocation.
@@ -101,10 +104,19 @@ impl Session {
             self.stats.rows += rows.rows.len() as u64;
         }
         self.stats.db_time += started.elapsed();
-        if matches!(result, Err(QueryError::Unavailable(_))) {
-            self.stats.unavailable = true;
+        match result {
+            Err(QueryError::Unavailable(_)) => self.stats.unavailable = true,
+            Err(QueryError::Timeout) => self.stats.timed_out = Some(self.statement_timeout()),
+            _ => {}
         }
         result
+    }
+
+    /// This session's statement timeout: the component's own, else the server's.
+    fn statement_timeout(&self) -> Duration {
+        self.options
+            .statement_timeout
+            .unwrap_or_else(|| self.db.statement_timeout())
     }
 
     async fn run(
@@ -158,12 +170,7 @@ impl Session {
         let prelude = begin_sql(self.options.statement_timeout);
         // Each statement has the timeout: the plan (with --max-query-cost), then the run.
         let statements = if max_cost.is_some() { 2 } else { 1 };
-        let deadline = self
-            .options
-            .statement_timeout
-            .unwrap_or_else(|| self.db.statement_timeout())
-            * statements
-            + TIMEOUT_GRACE;
+        let deadline = self.statement_timeout() * statements + TIMEOUT_GRACE;
         // Another attempt only after a cached statement went stale (see `STALE_PLAN`) or
         // when a text parameter's type could not be inferred (`Value::param_type`).
         let (mut stale_retried, mut text_typed) = (false, false);

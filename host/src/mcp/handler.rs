@@ -526,7 +526,16 @@ pub(crate) fn to_mcp_result(
 ) -> Result<CallToolResult, ErrorData> {
     let component = invocation.component.as_deref().unwrap_or("").to_owned();
     match invocation.result {
-        Ok(output) => {
+        Ok(mut output) => {
+            // The component's error cannot name the limit (the WIT `timeout` carries
+            // none); the host knows it, and the model needs it to write a faster query.
+            if let Some(limit) = invocation.statement_timed_out.filter(|_| output.is_error) {
+                output.text.push_str(&format!(
+                    "\n\nThe statement timeout is {}: narrow the statement (a WHERE clause an index serves, a LIMIT, fewer \
+                     rows joined) to finish within it.",
+                    crate::units::format_duration(limit)
+                ));
+            }
             let content = vec![ContentBlock::text(output.text)];
             let mut result = if output.is_error {
                 CallToolResult::error(content)

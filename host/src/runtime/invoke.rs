@@ -38,6 +38,7 @@ impl<T> Invocation<T> {
                 ..Timings::default()
             },
             db_unavailable: false,
+            statement_timed_out: None,
         }
     }
 }
@@ -207,6 +208,7 @@ impl Shared {
         };
         let mut invocation = InvocationResult::new(loaded, result, timings);
         invocation.0.db_unavailable = stats.unavailable;
+        invocation.0.statement_timed_out = stats.timed_out;
         invocation
     }
 }
@@ -248,6 +250,7 @@ impl<R> InvocationResult<R> {
             result,
             timings,
             db_unavailable: false,
+            statement_timed_out: None,
         })
     }
 
@@ -258,6 +261,7 @@ impl<R> InvocationResult<R> {
             result,
             timings,
             db_unavailable,
+            statement_timed_out,
         } = self.0;
         Invocation {
             component,
@@ -265,6 +269,7 @@ impl<R> InvocationResult<R> {
             result: result.and_then(f),
             timings,
             db_unavailable,
+            statement_timed_out,
         }
     }
 }
