@@ -27,6 +27,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::RoleSql(args) = &cli.command {
+        print!(
+            "{}",
+            mcp_sandbox::db::recipe::render(&mcp_sandbox::db::recipe::Recipe {
+                role: &args.role,
+                database: &args.database,
+                schemas: &args.schemas,
+                owners: &args.owners,
+            })
+        );
+        return ExitCode::SUCCESS;
+    }
     raise_open_files_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     let worker_threads = match &cli.command {
@@ -36,7 +48,7 @@ fn main() -> ExitCode {
         Command::Component(ComponentCommand::Check(args) | ComponentCommand::Compile(args)) => {
             args.common.sandbox.worker_threads
         }
-        Command::Audit(_) | Command::ClientConfig(_) => None,
+        Command::Audit(_) | Command::ClientConfig(_) | Command::RoleSql(_) => None,
     };
     if let Some(threads) = worker_threads {
         builder.worker_threads(usize::from(threads));
@@ -61,7 +73,7 @@ fn main() -> ExitCode {
             Command::Stdio(args) => mcp_sandbox::stdio::run(args).await.map(|()| true),
             Command::Component(command) => mcp_sandbox::component_cmd::run(command).await,
             // handled above, without a runtime
-            Command::Audit(_) | Command::ClientConfig(_) => Ok(true),
+            Command::Audit(_) | Command::ClientConfig(_) | Command::RoleSql(_) => Ok(true),
         }
     });
     // A read of standard input (stdio, when it is not a pipe) cannot be cancelled: do

@@ -32,6 +32,7 @@ mod query_sql;
 mod red_team;
 mod replicas;
 mod resumable;
+mod role_recipe;
 mod routing;
 mod sandbox;
 mod scaleout;
@@ -81,6 +82,7 @@ fn main() {
         red_team::trials(),
         replicas::trials(),
         resumable::trials(),
+        role_recipe::trials(),
         routing::trials(),
         sandbox::trials(),
         scaleout::trials(),

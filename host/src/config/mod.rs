@@ -9,6 +9,7 @@ mod callers;
 mod client;
 mod database;
 mod http;
+mod role_sql;
 mod sandbox;
 mod stdio;
 mod store;
@@ -21,6 +22,7 @@ pub use callers::*;
 pub use client::{Client, ClientChoice, ClientConfigArgs};
 pub use database::*;
 pub use http::*;
+pub use role_sql::RoleSqlArgs;
 pub use sandbox::*;
 pub use stdio::StdioArgs;
 pub use store::*;
@@ -80,6 +82,8 @@ pub enum Command {
     /// Print an MCP client's configuration for this server (stdio, or --url for HTTP),
     /// secrets referenced, never written
     ClientConfig(ClientConfigArgs),
+    /// Print the SQL that makes a login role able to read your schemas and nothing else
+    RoleSql(RoleSqlArgs),
     /// Check or precompile a component offline
     #[command(subcommand)]
     Component(ComponentCommand),

@@ -10,6 +10,7 @@ mod dsn;
 mod frames;
 mod guard;
 mod pool;
+pub mod recipe;
 mod retire;
 mod role;
 mod statement;

@@ -68,7 +68,11 @@ SELECT me.rolname::text,
        current_database()::text,
        ARRAY(SELECT rolname::text FROM reach WHERE oid <> me.oid AND rolname NOT LIKE 'pg\\_%'
              ORDER BY rolname),
-       current_user::text
+       current_user::text,
+       -- Every role may create in public: PostgreSQL 14 and older, and clusters upgraded
+       -- from them, grant it to PUBLIC.
+       EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+               WHERE n.nspname = 'public' AND a.grantee = 0 AND a.privilege_type = 'CREATE')
 FROM me, predefined";
 
 /// Predefined roles that only read: reported, never a reason to refuse.
@@ -91,36 +95,27 @@ impl RoleReport {
         self.capabilities.is_empty()
     }
 
-    /// The refusal: what the role can do, and how to make one that can only read.
+    /// The refusal: what the role can do, and how to make one that can only read
+    /// (the recipe `mcp-sandbox role-sql` prints, for schema public).
     pub fn refusal(&self) -> String {
+        let recipe = super::recipe::render(&super::recipe::Recipe {
+            role: "mcp_reader",
+            database: &self.database,
+            schemas: &["public".to_owned()],
+            owners: &[],
+        });
         format!(
             "the database role `{role}` can do more than read: {what}. mcp-sandbox connects \
              as a role that can only read, because PostgreSQL lets any statement reset its \
-             role, so the login role is the boundary. Create one, e.g.:\n\
-             \n  CREATE ROLE mcp_reader LOGIN PASSWORD '...';\
-             \n  GRANT CONNECT ON DATABASE {database} TO mcp_reader;\
-             \n  GRANT USAGE ON SCHEMA public TO mcp_reader;\
-             \n  GRANT SELECT ON ALL TABLES IN SCHEMA public TO mcp_reader;\
-             \n  ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO mcp_reader;\n\
-             \nand put it in the database URL; or, knowing the risk, pass \
+             role, so the login role is the boundary. Create one with this SQL (for other \
+             schemas, and tables your migrations create later: mcp-sandbox role-sql \
+             --database {database} --schemas A,B --owner ROLE):\n\n{recipe}\n\
+             and put it in the database URL; or, knowing the risk, pass \
              --insecure-allow-privileged-role",
             role = self.role,
             what = self.capabilities.join("; "),
-            database = quote_ident(&self.database),
+            database = super::recipe::quote_ident(&self.database),
         )
-    }
-}
-
-fn quote_ident(name: &str) -> String {
-    if !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-    {
-        name.to_owned()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
     }
 }
 
@@ -187,10 +182,14 @@ pub async fn inspect(
     }
     let creatable: Vec<String> = row.try_get(12)?;
     if !creatable.is_empty() {
-        capabilities.push(format!(
-            "may create objects in schema {}",
-            creatable.join(", ")
-        ));
+        let mut what = format!("may create objects in schema {}", creatable.join(", "));
+        if creatable.iter().any(|s| s == "public") && row.try_get::<_, bool>(16)? {
+            what.push_str(
+                " (every role may create in public here, as PostgreSQL 14 and older let them: \
+                 REVOKE CREATE ON SCHEMA public FROM PUBLIC, PostgreSQL 15's default)",
+            );
+        }
+        capabilities.push(what);
     }
     let others: Vec<String> = row.try_get(14)?;
     if !others.is_empty() && !capabilities.is_empty() {
