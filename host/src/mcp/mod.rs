@@ -4,6 +4,7 @@
 pub mod direct;
 mod handler;
 pub mod legacy_sse;
+mod results;
 pub mod validate;
 
 pub use handler::{Admitted, McpHandler};
