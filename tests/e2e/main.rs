@@ -30,6 +30,7 @@ mod oauth;
 mod protocol;
 mod query_sql;
 mod red_team;
+mod release;
 mod replicas;
 mod resumable;
 mod role_recipe;
@@ -80,6 +81,7 @@ fn main() {
         protocol::trials(),
         query_sql::trials(),
         red_team::trials(),
+        release::trials(),
         replicas::trials(),
         resumable::trials(),
         role_recipe::trials(),

@@ -25,7 +25,7 @@ fn launch(args: &[&str], env: &[(&str, &str)]) -> Child {
 }
 
 /// `program args…` launched the way [`launch`] says.
-fn launch_command(program: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
+pub(crate) fn launch_command(program: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut command = Command::new(program);
     command.env_clear();
     for key in ["HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER"] {
@@ -45,7 +45,7 @@ fn launch_command(program: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
 }
 
 /// One client's end of the pipes.
-struct Client {
+pub(crate) struct Client {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: Lines<BufReader<ChildStdout>>,
@@ -54,7 +54,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(mut child: Child) -> Self {
+    pub(crate) fn new(mut child: Child) -> Self {
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
         Self {
@@ -103,13 +103,13 @@ impl Client {
         }
     }
 
-    async fn request(&mut self, id: u64, method: &str, params: Value) -> Value {
+    pub(crate) async fn request(&mut self, id: u64, method: &str, params: Value) -> Value {
         self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
             .await;
         self.answer(id).await
     }
 
-    async fn initialize(&mut self) -> Value {
+    pub(crate) async fn initialize(&mut self) -> Value {
         let answer = self
             .request(
                 0,
@@ -139,7 +139,7 @@ impl Client {
 
     /// Closes stdin and waits (within `bound`) for the process to end; its exit code
     /// and what was left on stdout.
-    async fn close(mut self, bound: Duration) -> (i32, Vec<Value>) {
+    pub(crate) async fn close(mut self, bound: Duration) -> (i32, Vec<Value>) {
         drop(self.stdin.take());
         let started = Instant::now();
         let mut rest = Vec::new();

@@ -92,3 +92,8 @@ pub fn promtool() -> PathBuf {
     }
     installed("target/promtool/usr/bin/promtool")
 }
+
+/// The official MCPB packer and validator `scripts/release` uses (`packaging/`).
+pub fn mcpb() -> PathBuf {
+    installed("packaging/node_modules/.bin/mcpb")
+}
