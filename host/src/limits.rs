@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// JSON-RPC code of a call refused by a per-caller limit (documented in README.md).
+/// JSON-RPC code of a call refused by a per-caller limit (documented in docs/operating.md).
 pub const LIMITED_CODE: i32 = -32029;
 /// Past this many callers tracked, idle OAuth subjects (full bucket by their own limits,
 /// nothing in flight) are forgotten: they are not a bounded set. Configured tokens are,

@@ -81,7 +81,7 @@ async fn the_archives_install_and_serve() {
         .arg("-C")
         .arg(&unpacked));
     let installed = unpacked.join(&name).join("mcp-sandbox");
-    for doc in ["README.md", "SECURITY.md"] {
+    for doc in ["README.md", "SECURITY.md", "docs/configuration.md"] {
         assert!(unpacked.join(&name).join(doc).is_file(), "{doc}");
     }
     let (full, stripped) = (

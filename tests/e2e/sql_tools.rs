@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-crate::trials!(sql_tools: the_example_file_is_served_with_derived_schemas, arguments_outside_the_declaration_are_refused_before_any_instance, parameters_are_bound_never_spliced, broken_files_are_refused_with_file_line_and_reason, declared_tools_swap_roll_back_and_are_removed, curated_tools_alone_with_query_sql_disabled, a_file_the_database_cannot_check_yet_is_retried, component_check_reads_sql_tool_files, fifty_tools_load_quickly, the_readme_quotes_the_example_and_its_listing, token_scopes_name_declared_tools);
+crate::trials!(sql_tools: the_example_file_is_served_with_derived_schemas, arguments_outside_the_declaration_are_refused_before_any_instance, parameters_are_bound_never_spliced, broken_files_are_refused_with_file_line_and_reason, declared_tools_swap_roll_back_and_are_removed, curated_tools_alone_with_query_sql_disabled, a_file_the_database_cannot_check_yet_is_retried, component_check_reads_sql_tool_files, fifty_tools_load_quickly, the_docs_quote_the_example_and_its_listing, token_scopes_name_declared_tools);
 
 const ADMIN: &str = "admin-token-0123456789ab";
 const ADMIN_AUTH: &str = "Bearer admin-token-0123456789ab";
@@ -715,16 +715,17 @@ async fn fifty_tools_load_quickly() {
     assert!(load_ms < 3000.0, "{load_ms} ms");
 }
 
-/// README's operator section quotes the example file and the `tools/list` entry a server
+/// docs/components.md quotes the example file and the `tools/list` entry a server
 /// derives from it, both exactly: the docs show what the code does.
-async fn the_readme_quotes_the_example_and_its_listing() {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
+async fn the_docs_quote_the_example_and_its_listing() {
+    let readme = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/components.md"),
+    )
+    .unwrap();
     let file = std::fs::read_to_string(example()).unwrap();
     assert!(
         readme.contains(file.trim_end()),
-        "README.md must quote components/examples/shop.sql.toml exactly"
+        "docs/components.md must quote components/examples/shop.sql.toml exactly"
     );
     let dir = shop_dir();
     let server = server(&dir, &[]).await;
@@ -736,7 +737,7 @@ async fn the_readme_quotes_the_example_and_its_listing() {
     let pretty = serde_json::to_string_pretty(entry).unwrap();
     assert!(
         readme.contains(&pretty),
-        "README.md must quote the tools/list entry of orders_of_customer exactly:\n{pretty}"
+        "docs/components.md must quote the tools/list entry of orders_of_customer exactly:\n{pretty}"
     );
 }
 

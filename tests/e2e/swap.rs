@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-crate::trials!(swap: a_swap_succeeds_while_calls_fill_every_slot, admin_api_puts_replaces_rolls_back_and_removes, admin_api_refuses_bad_requests, rejected_candidates_leave_the_live_version_serving, swaps_under_load_fail_no_call_and_never_mix_versions, a_call_in_flight_finishes_on_the_version_it_started_on, directory_writes_renames_and_deletes_are_picked_up, kubernetes_configmap_updates_are_picked_up, a_half_written_file_is_never_served, sessions_are_told_when_the_tools_change, compiled_components_are_cached, component_check_and_compile_on_the_command_line, the_readme_example_tool_is_served);
+crate::trials!(swap: a_swap_succeeds_while_calls_fill_every_slot, admin_api_puts_replaces_rolls_back_and_removes, admin_api_refuses_bad_requests, rejected_candidates_leave_the_live_version_serving, swaps_under_load_fail_no_call_and_never_mix_versions, a_call_in_flight_finishes_on_the_version_it_started_on, directory_writes_renames_and_deletes_are_picked_up, kubernetes_configmap_updates_are_picked_up, a_half_written_file_is_never_served, sessions_are_told_when_the_tools_change, compiled_components_are_cached, component_check_and_compile_on_the_command_line, the_documented_example_tool_is_served);
 
 const ADMIN: &str = "admin-token-0123456789ab";
 const ADMIN_AUTH: &str = "Bearer admin-token-0123456789ab";
@@ -788,15 +788,15 @@ async fn component_check_and_compile_on_the_command_line() {
     assert!(files_under(cache.path()) >= 1, "nothing cached: {stderr}");
 }
 
-async fn the_readme_example_tool_is_served() {
+async fn the_documented_example_tool_is_served() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join("docs/components.md")).unwrap();
     let source =
         std::fs::read_to_string(root.join("components/examples/largest-tables/src/lib.rs"))
             .unwrap();
     assert!(
         readme.contains(source.trim_end()),
-        "README.md must quote components/examples/largest-tables/src/lib.rs exactly"
+        "docs/components.md must quote components/examples/largest-tables/src/lib.rs exactly"
     );
     let server = server(&[]).await;
     let (status, body) = put(&server.http(), "largest-tables", "largest-tables").await;

@@ -154,7 +154,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MCP_SANDBOX_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
 
-    /// TOML file of named tokens with scopes (see README)
+    /// TOML file of named tokens with scopes (docs/operating.md, Authentication)
     #[arg(long, env = "MCP_SANDBOX_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
 

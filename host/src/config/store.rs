@@ -30,7 +30,7 @@ pub struct StoreArgs {
     pub replica_id: Option<String>,
 
     /// How long one store operation may take; past it the store counts as down and the
-    /// replica degrades (README, "Several replicas")
+    /// replica degrades (docs/deployment.md, "Several replicas")
     #[arg(long, env = "MCP_SANDBOX_STORE_TIMEOUT", default_value = DEFAULT_STORE_TIMEOUT,
           value_parser = parse_duration)]
     pub store_timeout: Duration,

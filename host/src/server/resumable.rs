@@ -28,7 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 const POLL_REQUEST: Duration = Duration::from_millis(200);
 const POLL_COMMON: Duration = Duration::from_secs(1);
 /// JSON-RPC code for a request whose replica died before answering (implementation-
-/// defined, beside the other server codes in README's limits table).
+/// defined, beside the other server codes in docs/operating.md's limits table).
 const REPLICA_LOST_CODE: i32 = -32012;
 
 /// Why a session operation failed.

@@ -56,7 +56,7 @@ return admit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], now)
 /// window µs, session id, record key prefix (up to the `{`), replica.
 /// Returns {1, evicted ids...} opened, {0} no record, {-1, evicted ids...} full (the new
 /// one removed). It reads the caller's session records by name, outside KEYS: standalone
-/// only, like every script here (README: a standalone Valkey/Redis).
+/// only, like every script here (docs/deployment.md: a standalone Valkey/Redis).
 pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
