@@ -97,11 +97,12 @@ pub fn render(client: Client, name: &str, form: &Form) -> Result<Snippet, String
                 }
                 Client::Gemini => pretty(&json!({"mcpServers": {name: stdio(format!("${var}"))}})),
                 Client::Goose => format!(
-                    "extensions:\n  {name}:\n    name: {name}\n    type: stdio\n    cmd: {}\n    \
+                    "extensions:\n  {key}:\n    name: {key}\n    type: stdio\n    cmd: {}\n    \
                      args: [stdio]\n    envs:\n      DATABASE_URL: {}\n    enabled: true\n    \
                      timeout: 300\n",
                     json_string(command),
-                    json_string(&placeholder())
+                    json_string(&placeholder()),
+                    key = json_string(name),
                 ),
             }
         }
@@ -164,11 +165,12 @@ pub fn render(client: Client, name: &str, form: &Form) -> Result<Snippet, String
                 Client::Gemini => pretty(&json!({"mcpServers": {name: {"httpUrl": url,
                     "headers": {"Authorization": bearer(format!("${var}"))}}}})),
                 Client::Goose => format!(
-                    "extensions:\n  {name}:\n    name: {name}\n    type: streamable_http\n    \
+                    "extensions:\n  {key}:\n    name: {key}\n    type: streamable_http\n    \
                      uri: {}\n    headers:\n      Authorization: {}\n    enabled: true\n    \
                      timeout: 300\n",
                     json_string(url),
-                    json_string(&pasted())
+                    json_string(&pasted()),
+                    key = json_string(name),
                 ),
             }
         }
@@ -203,11 +205,12 @@ fn render_demo(client: Client, name: &str, command: &str, pg_bin: &str) -> Strin
             toml_string(pg_bin)
         ),
         Client::Goose => format!(
-            "extensions:\n  {name}:\n    name: {name}\n    type: stdio\n    cmd: {}\n    \
+            "extensions:\n  {key}:\n    name: {key}\n    type: stdio\n    cmd: {}\n    \
              args: [demo, --stdio]\n    envs:\n      MCP_SANDBOX_PG_BIN: {}\n    enabled: \
              true\n    timeout: 300\n",
             json_string(command),
-            json_string(pg_bin)
+            json_string(pg_bin),
+            key = json_string(name),
         ),
     }
 }
@@ -231,14 +234,22 @@ fn toml_string(text: &str) -> String {
     toml::Value::from(text).to_string()
 }
 
-/// Whether `name` may name a server in every client's file: a TOML bare key, a YAML
-/// plain scalar and a shell word without quoting.
+/// Whether `name` may name a server in every client's file: a TOML bare key and a shell
+/// word without quoting that no command reads as an option (it starts with a letter).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Whether `name` is an environment variable every client's expansion reads whole
+/// (`$A-B` is `$A` and then `-B` to a shell-like expander).
+pub fn valid_variable(name: &str) -> bool {
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `client-config`: each chosen client's snippet on stdout (with a heading per client
@@ -250,14 +261,17 @@ pub fn run(
 ) -> anyhow::Result<()> {
     if !valid_name(&args.name) {
         anyhow::bail!(
-            "--name `{}`: use 1-64 of a-z, A-Z, 0-9, - and _ (every client's file takes it \
-             as a key)",
+            "--name `{}`: use 1-64 of a-z, A-Z, 0-9, - and _, starting with a letter (every \
+             client's file takes it as a key, and Claude Code's command as an argument)",
             args.name
         );
     }
     for var in [&args.token_env, &args.database_url_env] {
-        if !valid_name(var) {
-            anyhow::bail!("`{var}` is not an environment variable name");
+        if !valid_variable(var) {
+            anyhow::bail!(
+                "`{var}` is not an environment variable name every client expands: use A-Z, \
+                 a-z, 0-9 and _, not starting with a digit"
+            );
         }
     }
     let command = || -> anyhow::Result<String> {

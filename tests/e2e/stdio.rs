@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-crate::trials!(stdio: serves_one_local_client, ends_when_input_closes_answering_first, stops_on_sigterm, a_bad_start_says_why_on_stderr_alone, client_config_prints_no_secret, the_demo_runs_from_its_claude_desktop_snippet);
+crate::trials!(stdio: serves_one_local_client, ends_when_input_closes_answering_first, stops_on_sigterm, a_bad_start_says_why_on_stderr_alone, client_config_prints_no_secret, the_demo_runs_from_its_claude_desktop_snippet, a_killed_demos_cluster_is_reaped);
 
 /// A message's wait, far beyond what one takes (milliseconds), for a loaded machine.
 const WAIT: Duration = Duration::from_secs(30);
@@ -412,6 +412,9 @@ async fn the_demo_runs_from_its_claude_desktop_snippet() {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
         .collect();
+    let temp = std::env::temp_dir();
+    let mut env = env;
+    env.push(("TMPDIR", temp.to_str().expect("a UTF-8 temp dir")));
     let started = Instant::now();
     let child = launch_command(server["command"].as_str().unwrap(), &args, &env);
     let pid = child.id().expect("a pid");
@@ -431,7 +434,16 @@ async fn the_demo_runs_from_its_claude_desktop_snippet() {
     );
     let (code, _) = client.close(Duration::from_secs(20)).await;
     assert_eq!(code, 0);
-    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+    let leftovers = clusters_of(pid);
+    assert!(
+        leftovers.is_empty(),
+        "the throwaway cluster is removed: {leftovers:?}"
+    );
+}
+
+/// The throwaway clusters process `pid` made, in the temp dir.
+fn clusters_of(pid: u32) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(std::env::temp_dir())
         .expect("the temp dir")
         .flatten()
         .filter(|e| {
@@ -439,9 +451,56 @@ async fn the_demo_runs_from_its_claude_desktop_snippet() {
                 .to_string_lossy()
                 .starts_with(&format!("mcp-sandbox-pg-{pid}-"))
         })
-        .collect();
-    assert!(
-        leftovers.is_empty(),
-        "the throwaway cluster is removed: {leftovers:?}"
-    );
+        .map(|e| e.path())
+        .collect()
+}
+
+/// A client may SIGKILL the demo it launched, which then cannot remove its cluster; the
+/// next throwaway cluster made on the machine stops that postgres and removes it.
+async fn a_killed_demos_cluster_is_reaped() {
+    let temp = std::env::temp_dir();
+    let mut command = Command::new(binary());
+    command
+        .args(["demo", "--stdio"])
+        .env("TMPDIR", &temp)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut client = Client::new(command.spawn().expect("starting the demo"));
+    client.initialize().await;
+    let pid = client.child.id().expect("a pid");
+    let dirs = clusters_of(pid);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let pid_file = dirs[0].join("data/postmaster.pid");
+    let server: i32 = std::fs::read_to_string(&pid_file)
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("the postgres pid");
+    // A zombie (exited, not yet reaped by whoever adopted it) counts as gone.
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            !state.is_some_and(|s| s.starts_with('Z') || s.starts_with('X'))
+        })
+    };
+    client.child.start_kill().expect("SIGKILL");
+    client.child.wait().await.expect("the demo ended");
+    assert!(alive(server), "killed, the demo left its postgres running");
+
+    let next = tokio::task::spawn_blocking(mcp_sandbox::demo::TempPostgres::start)
+        .await
+        .unwrap()
+        .expect("another throwaway cluster");
+    let deadline = Instant::now() + WAIT;
+    while alive(server) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(server), "the orphaned postgres was stopped");
+    assert!(clusters_of(pid).is_empty(), "and its directory removed");
+    tokio::task::spawn_blocking(move || drop(next))
+        .await
+        .unwrap();
 }

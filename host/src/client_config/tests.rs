@@ -104,7 +104,7 @@ fn stdio_forms_launch_the_binary_with_the_url_referenced() {
     let goose = render(Client::Goose, "pg", &stdio()).unwrap().text;
     for line in [
         "extensions:",
-        "  pg:",
+        "  \"pg\":",
         "    type: stdio",
         &format!("    cmd: \"{COMMAND}\""),
         "    args: [stdio]",
@@ -210,9 +210,21 @@ fn hostile_paths_and_urls_stay_strings() {
         .unwrap();
     assert_eq!(codex["mcp_servers"]["pg"]["command"].as_str(), Some(odd));
     assert!(valid_name("pg-main_2"));
-    for bad in ["", "a b", "x]\n[y", "a'b", "é"] {
+    for bad in [
+        "", "a b", "x]\n[y", "a'b", "é", "-x", "--help", "-", "1st", "_x",
+    ] {
         assert!(!valid_name(bad), "{bad:?}");
     }
+    assert!(valid_variable("DATABASE_URL") && valid_variable("_PG"));
+    for bad in ["A-B", "1X", "", "A B", "$A", "A}"] {
+        assert!(!valid_variable(bad), "{bad:?}");
+    }
+    // A name YAML would read as another type stays a string in Goose's file.
+    let goose = render(Client::Goose, "true", &form).unwrap().text;
+    assert!(
+        goose.contains("  \"true\":\n    name: \"true\"\n"),
+        "{goose}"
+    );
 }
 
 #[test]

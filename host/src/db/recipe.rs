@@ -14,17 +14,18 @@ pub struct Recipe<'a> {
 }
 
 /// The recipe as SQL for psql, each step with why. Every name is quoted as an
-/// identifier, so a name cannot end its statement, and none is written in a comment,
-/// which a line break in it would end.
+/// identifier, so a name cannot end its statement; the one name written in a comment,
+/// the role's, is left out if it holds a control character, which could end the comment.
 pub fn render(recipe: &Recipe) -> String {
     let role = quote_ident(recipe.role);
     let mut sql = format!(
         "-- A login role that can read the schemas below and nothing else (PostgreSQL 13\n\
-         -- and later). Run it as a superuser, or as the owner of the database and its\n\
-         -- schemas, connected to that database: psql -d DATABASE -f FILE\n\
+         -- and later). Run it as a superuser, connected to that database (psql -d DATABASE\n\
+         -- -f FILE): another role's GRANTs on tables it does not own only warn, FOR ROLE\n\
+         -- needs membership in that role, and on 14 and older public belongs to one.\n\
          CREATE ROLE {role} LOGIN;\n\
          -- Its password, set in psql so it reaches neither the server's log nor your history:\n\
-         --   \\password {role}\n\
+         --   \\password {shown}\n\
          GRANT CONNECT ON DATABASE {database} TO {role};\n\
          \n\
          -- PostgreSQL 14 and older, and clusters upgraded from them, let every role create\n\
@@ -33,7 +34,20 @@ pub fn render(recipe: &Recipe) -> String {
          -- GRANT CREATE ON SCHEMA public TO it.\n\
          REVOKE CREATE ON SCHEMA public FROM PUBLIC;\n",
         database = quote_ident(recipe.database),
+        // The one name in a comment: a line break in it would end the comment.
+        shown = if recipe.role.chars().any(char::is_control) {
+            "ROLE".to_owned()
+        } else {
+            role.clone()
+        },
     );
+    for owner in recipe.owners {
+        // The REVOKE must not stop a migration that creates tables in public.
+        sql.push_str(&format!(
+            "GRANT CREATE ON SCHEMA public TO {};\n",
+            quote_ident(owner)
+        ));
+    }
     for schema in recipe.schemas {
         let schema = quote_ident(schema);
         sql.push_str(&format!(
@@ -210,6 +224,7 @@ mod tests {
             "GRANT USAGE ON SCHEMA \"Sales\" TO mcp_reader;",
             "GRANT SELECT ON ALL TABLES IN SCHEMA public TO mcp_reader;",
             "ALTER DEFAULT PRIVILEGES FOR ROLE etl IN SCHEMA \"Sales\" GRANT SELECT ON TABLES TO mcp_reader;",
+            "GRANT CREATE ON SCHEMA public TO app;",
         ] {
             assert!(sql.lines().any(|l| l == line), "{line:?} in\n{sql}");
         }
@@ -237,6 +252,16 @@ mod tests {
             !sql.lines()
                 .any(|l| l.starts_with("--") && l.contains("DROP")),
             "a name in a comment: {sql}"
+        );
+        let sql = render(&Recipe {
+            role: "r\nDROP TABLE t; --",
+            database: "d",
+            schemas: &names(&["s"]),
+            owners: &[],
+        });
+        assert!(
+            sql.contains("--   \\password ROLE\n"),
+            "the role's name left out of its comment: {sql}"
         );
     }
 }

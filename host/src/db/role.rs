@@ -114,8 +114,22 @@ impl RoleReport {
              --insecure-allow-privileged-role",
             role = self.role,
             what = self.capabilities.join("; "),
-            database = super::recipe::quote_ident(&self.database),
+            database = shell_word(&self.database),
         )
+    }
+}
+
+/// `text` as one POSIX shell word: bare when it is plainly one, else single-quoted (a
+/// database's name is pasted into a shell from this message).
+fn shell_word(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 

@@ -56,6 +56,7 @@ impl TempPostgres {
     /// Creates and starts a cluster configured by `config`.
     pub fn start_with(config: ClusterConfig) -> anyhow::Result<Self> {
         let bin = bin_dir()?;
+        reap_orphans(&std::env::temp_dir());
         let root = unique_temp_dir()?;
         let owner = if rustix::process::geteuid().is_root() {
             let ids = lookup_user("postgres").context(
@@ -296,6 +297,63 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
         "no PostgreSQL server binaries found (install postgresql, or set MCP_SANDBOX_PG_BIN \
          to the directory holding initdb and postgres)",
     )
+}
+
+/// Clusters left by a process that is gone: a client may SIGKILL the `demo --stdio` it
+/// launched before it removes its cluster, and nothing else would stop that postgres.
+/// A directory's name carries its creator's pid; a live creator's is left alone, and a
+/// server is stopped only if its process still serves that data directory (pids are
+/// reused).
+fn reap_orphans(base: &std::path::Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let creator = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.strip_prefix("mcp-sandbox-pg-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok());
+        let Some(creator) = creator else { continue };
+        if alive(creator) {
+            continue;
+        }
+        let data = entry.path().join("data");
+        let server = fs::read_to_string(data.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok());
+        if let Some(server) = server
+            && serves(server, &data)
+            && let Some(pid) = Pid::from_raw(server)
+        {
+            // Immediate shutdown: the data is thrown away.
+            let _ = rustix::process::kill_process(pid, Signal::QUIT);
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while alive(server) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = fs::remove_dir_all(entry.path());
+    }
+}
+
+/// Whether process `pid` runs: it has an entry in /proc that is not a zombie (exited,
+/// waiting for whoever adopted it to reap it).
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        !state.is_some_and(|s| s.starts_with('Z') || s.starts_with('X'))
+    })
+}
+
+/// Whether process `pid` is a postgres serving `data` (its command line names it).
+fn serves(pid: i32, data: &std::path::Path) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let data = data.as_os_str().as_encoded_bytes();
+    cmdline.split(|b| *b == 0).any(|arg| arg == data)
 }
 
 fn unique_temp_dir() -> anyhow::Result<PathBuf> {

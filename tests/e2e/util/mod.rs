@@ -92,10 +92,13 @@ impl Drop for TempDir {
 }
 
 /// Tests that keep both cores busy for seconds (a Postgres backend in uninterruptible
-/// work): they run alone, so tests that time how well the server shares the cores do
-/// not see them.
-const RUN_ALONE: &[&str] =
-    &["red_team::a_statement_past_its_timeout_holds_its_slot_until_postgres_lets_go"];
+/// work; stripping and compressing the release binary, which starved
+/// `sandbox::spinning_guest_stops_at_its_deadline`'s client): they run alone, so tests
+/// that time how well the server shares the cores do not see them.
+const RUN_ALONE: &[&str] = &[
+    "red_team::a_statement_past_its_timeout_holds_its_slot_until_postgres_lets_go",
+    "release::the_archives_install_and_serve",
+];
 
 /// Held shared by every test, exclusively by those in [`RUN_ALONE`].
 static CORES: std::sync::RwLock<()> = std::sync::RwLock::new(());
