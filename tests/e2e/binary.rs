@@ -111,15 +111,7 @@ async fn demo_serves_the_sample_and_cleans_up() {
     signal(&child, rustix::process::Signal::INT);
     let stderr = drain_stderr(&mut child);
     let _ = exits_cleanly(child, stderr).await;
-    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-        .expect("the temp dir")
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("mcp-sandbox-pg-{pid}-"))
-        })
-        .collect();
+    let leftovers = crate::stdio::clusters_of(pid);
     assert!(
         leftovers.is_empty(),
         "the throwaway cluster is removed: {leftovers:?}"

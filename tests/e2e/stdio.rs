@@ -442,7 +442,7 @@ async fn the_demo_runs_from_its_claude_desktop_snippet() {
 }
 
 /// The throwaway clusters process `pid` made, in the temp dir.
-fn clusters_of(pid: u32) -> Vec<std::path::PathBuf> {
+pub(crate) fn clusters_of(pid: u32) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(std::env::temp_dir())
         .expect("the temp dir")
         .flatten()
