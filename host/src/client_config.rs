@@ -65,10 +65,7 @@ pub fn render(client: Client, name: &str, form: &Form) -> Result<Snippet, String
                         "Claude Code expands ${{{var}}} when it starts the server: export {var} \
                          in the shell that runs it"
                     ));
-                    format!(
-                        "claude mcp add-json {name} {}\n",
-                        shell_quote(&server.to_string())
-                    )
+                    claude_add(name, &server)
                 }
                 Client::Cursor | Client::Windsurf => {
                     pretty(&json!({"mcpServers": {name: stdio(format!("${{env:{var}}}"))}}))
@@ -96,13 +93,14 @@ pub fn render(client: Client, name: &str, form: &Form) -> Result<Snippet, String
                     )
                 }
                 Client::Gemini => pretty(&json!({"mcpServers": {name: stdio(format!("${var}"))}})),
-                Client::Goose => format!(
-                    "extensions:\n  {key}:\n    name: {key}\n    type: stdio\n    cmd: {}\n    \
-                     args: [stdio]\n    envs:\n      DATABASE_URL: {}\n    enabled: true\n    \
-                     timeout: 300\n",
-                    json_string(command),
-                    json_string(&placeholder()),
-                    key = json_string(name),
+                Client::Goose => goose(
+                    name,
+                    "stdio",
+                    &format!(
+                        "    cmd: {}\n    args: [stdio]\n    envs:\n      DATABASE_URL: {}\n",
+                        json_string(command),
+                        json_string(&placeholder()),
+                    ),
                 ),
             }
         }
@@ -134,10 +132,7 @@ pub fn render(client: Client, name: &str, form: &Form) -> Result<Snippet, String
                         "Claude Code expands ${{{var}}} when it connects: export {var} in the \
                          shell that runs it"
                     ));
-                    format!(
-                        "claude mcp add-json {name} {}\n",
-                        shell_quote(&server.to_string())
-                    )
+                    claude_add(name, &server)
                 }
                 Client::Cursor => pretty(&json!({"mcpServers": {name: {"url": url,
                     "headers": {"Authorization": bearer(format!("${{env:{var}}}"))}}}})),
@@ -164,13 +159,14 @@ pub fn render(client: Client, name: &str, form: &Form) -> Result<Snippet, String
                 // Streamable HTTP.
                 Client::Gemini => pretty(&json!({"mcpServers": {name: {"httpUrl": url,
                     "headers": {"Authorization": bearer(format!("${var}"))}}}})),
-                Client::Goose => format!(
-                    "extensions:\n  {key}:\n    name: {key}\n    type: streamable_http\n    \
-                     uri: {}\n    headers:\n      Authorization: {}\n    enabled: true\n    \
-                     timeout: 300\n",
-                    json_string(url),
-                    json_string(&pasted()),
-                    key = json_string(name),
+                Client::Goose => goose(
+                    name,
+                    "streamable_http",
+                    &format!(
+                        "    uri: {}\n    headers:\n      Authorization: {}\n",
+                        json_string(url),
+                        json_string(&pasted()),
+                    ),
                 ),
             }
         }
@@ -192,10 +188,7 @@ fn render_demo(client: Client, name: &str, command: &str, pg_bin: &str) -> Strin
         Client::ClaudeDesktop | Client::Cursor | Client::Windsurf | Client::Gemini => {
             pretty(&json!({"mcpServers": {name: server(false)}}))
         }
-        Client::ClaudeCode => format!(
-            "claude mcp add-json {name} {}\n",
-            shell_quote(&server(true).to_string())
-        ),
+        Client::ClaudeCode => claude_add(name, &server(true)),
         Client::Vscode => pretty(&json!({"servers": {name: server(true)}})),
         Client::Zed => pretty(&json!({"context_servers": {name: server(false)}})),
         Client::Codex => format!(
@@ -204,15 +197,34 @@ fn render_demo(client: Client, name: &str, command: &str, pg_bin: &str) -> Strin
             toml_string(command),
             toml_string(pg_bin)
         ),
-        Client::Goose => format!(
-            "extensions:\n  {key}:\n    name: {key}\n    type: stdio\n    cmd: {}\n    \
-             args: [demo, --stdio]\n    envs:\n      MCP_SANDBOX_PG_BIN: {}\n    enabled: \
-             true\n    timeout: 300\n",
-            json_string(command),
-            json_string(pg_bin),
-            key = json_string(name),
+        Client::Goose => goose(
+            name,
+            "stdio",
+            &format!(
+                "    cmd: {}\n    args: [demo, --stdio]\n    envs:\n      MCP_SANDBOX_PG_BIN: {}\n",
+                json_string(command),
+                json_string(pg_bin),
+            ),
         ),
     }
+}
+
+/// Claude Code's command that adds `server` as `name`.
+fn claude_add(name: &str, server: &Value) -> String {
+    format!(
+        "claude mcp add-json {name} {}\n",
+        shell_quote(&server.to_string())
+    )
+}
+
+/// A Goose extension of `kind` (stdio, streamable_http) with its own `lines`; the key and
+/// name quoted, since YAML reads `true` or `123` as other types.
+fn goose(name: &str, kind: &str, lines: &str) -> String {
+    let key = json_string(name);
+    format!(
+        "extensions:\n  {key}:\n    name: {key}\n    type: {kind}\n{lines}    enabled: true\n    \
+         timeout: 300\n"
+    )
 }
 
 fn pretty(value: &Value) -> String {
