@@ -144,8 +144,15 @@ fn main() -> anyhow::Result<()> {
         };
         let common = &serve.common;
         let (pool, db_limits) = common.database.settings(common.sandbox.call_timeout);
-        let db = Db::new(serve.database_url.expose(), pool.clone(), db_limits.clone())?;
-        let sandbox = Runtime::new(db, common.sandbox.settings(), Arc::new(Metrics::new())).await?;
+        let url = serve
+            .database_url
+            .as_ref()
+            .map(|url| url.expose())
+            .unwrap_or_default();
+        let db = Db::new(url, pool.clone(), db_limits.clone())?;
+        let sources = mcp_sandbox::db::Sources::single(db);
+        let sandbox =
+            Runtime::new(sources, common.sandbox.settings(), Arc::new(Metrics::new())).await?;
         let wasm = std::fs::read(std::path::Path::new(BUILD_DIR).join("swap_v1.wasm"))?;
         sandbox
             .put_component("swapper", wasm)

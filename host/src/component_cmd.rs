@@ -1,9 +1,10 @@
 //! `mcp-sandbox component check|compile FILE`: what the server would say of a component,
 //! offline (no database needed), and compiling it into the cache ahead of time. A file of
-//! declared SQL tools (`NAME.sql.toml`) is checked against a database (`--database-url`).
+//! declared SQL tools (`NAME.sql.toml`) is checked against a database (`--database-url`,
+//! or the sources of `--sources`).
 
 use crate::config::{ComponentArgs, ComponentCommand};
-use crate::db::Db;
+use crate::db::{Db, Sources};
 use crate::metrics::Metrics;
 use crate::runtime::{Inspection, Kind, Runtime, SQL_TOOLS_SUFFIX};
 use anyhow::Context;
@@ -64,17 +65,37 @@ async fn offline_runtime(
     kind: Kind,
 ) -> anyhow::Result<Runtime> {
     let common = &args.common;
-    let (pool, db_limits) = common.database.settings(common.sandbox.call_timeout);
-    let db = match (kind, &args.database_url) {
-        (Kind::Wasm, _) => Db::new("postgres://localhost/unused", pool, db_limits)?,
-        (Kind::Sql, Some(url)) => {
+    let call_timeout = common.sandbox.call_timeout;
+    let (pool, db_limits) = common.database.settings(call_timeout);
+    let sources = match (kind, &args.database_url, &common.database.sources) {
+        (_, Some(_), Some(_)) => {
+            anyhow::bail!("give --database-url (DATABASE_URL) or --sources, not both")
+        }
+        // As `serve --sources` would: tools take `database`, SQL tools name their source.
+        (kind, None, Some(path)) => {
+            let specs = crate::config::sources::load(path, &common.database, call_timeout)?;
+            let sources = Sources::named(specs)
+                .map_err(|e| anyhow::anyhow!("the sources file {}: {e}", path.display()))?;
+            if kind == Kind::Sql {
+                for source in sources.list().iter() {
+                    crate::check_database(&source.db, common.database.connect_timeout, false)
+                        .await
+                        .with_context(|| format!("source `{}`", source.name))?;
+                }
+            }
+            sources
+        }
+        (Kind::Wasm, _, None) => {
+            Sources::single(Db::new("postgres://localhost/unused", pool, db_limits)?)
+        }
+        (Kind::Sql, Some(url), None) => {
             let db = Db::new(url.expose(), pool, db_limits)?;
             crate::check_database(&db, common.database.connect_timeout, false).await?;
-            db
+            Sources::single(db)
         }
-        (Kind::Sql, None) => anyhow::bail!(
+        (Kind::Sql, None, None) => anyhow::bail!(
             "checking a {SQL_TOOLS_SUFFIX} file prepares its statements against the database: \
-             pass --database-url (or set DATABASE_URL)"
+             pass --database-url (or set DATABASE_URL), or --sources"
         ),
     };
     let mut settings = common.sandbox.settings();
@@ -85,7 +106,7 @@ async fn offline_runtime(
     if !compile {
         settings.cache_dir = None; // checking must not fill the cache
     }
-    Runtime::bare(db, settings, Arc::new(Metrics::new()))
+    Runtime::bare(sources, settings, Arc::new(Metrics::new()))
 }
 
 fn describe(report: &Inspection) -> serde_json::Value {

@@ -213,6 +213,8 @@ pub struct Invocation<T> {
     pub db_unavailable: bool,
     /// a statement of this invocation ran past its statement timeout, this long
     pub statement_timed_out: Option<Duration>,
+    /// the named source its queries went to (a server with a sources file)
+    pub database: Option<Arc<str>>,
 }
 
 impl Invocation<ToolOutput> {

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod secret;
 pub mod server;
+pub mod sources_watch;
 pub mod sql_tools;
 pub mod stdio;
 pub mod store;
@@ -34,8 +35,8 @@ use tokio::net::TcpListener;
 /// Builds the pool, loads the components and wires the HTTP app. Components that fail
 /// to load stop the start; so does a database that cannot be used, unless
 /// `--allow-db-down-at-start` (`/health` then reports it).
-pub async fn build_app(
-    database_url: &str,
+pub async fn build_app<'a>(
+    database_url: impl Into<Option<&'a str>>,
     auth: Auth,
     listen: SocketAddr,
     common: &CommonArgs,
@@ -68,7 +69,7 @@ pub async fn build_app(
         metrics,
         audit,
     } = build_core(
-        database_url,
+        database_url.into(),
         &common.sandbox,
         &common.database,
         &common.audit,
@@ -134,10 +135,11 @@ pub struct Core {
     pub audit: audit::Audit,
 }
 
-/// Opens the pool (checked: see [`check_database`]), loads the components (watching
-/// the directory unless told not to) and starts the audit log, which names `replica`.
+/// Opens the pool of `database_url`, or of each source of the sources file (each
+/// checked: see [`check_database`]), loads the components (watching the directory and
+/// the sources file unless told not to) and starts the audit log, which names `replica`.
 pub async fn build_core(
-    database_url: &str,
+    database_url: Option<&str>,
     sandbox: &config::SandboxArgs,
     database: &config::DatabaseArgs,
     audit: &config::AuditArgs,
@@ -147,19 +149,54 @@ pub async fn build_core(
     if database.db_role.is_some() {
         anyhow::bail!(config::DB_ROLE_REMOVED);
     }
-    let (pool, db_limits) = database.settings(sandbox.call_timeout);
-    let db = db::Db::new(database_url, pool, db_limits)?;
-    check_database(
-        &db,
-        database.connect_timeout,
-        database.allow_db_down_at_start,
-    )
-    .await?;
-    let runtime = runtime::Runtime::new(db, sandbox.settings(), metrics.clone()).await?;
+    let sources = match (database_url, &database.sources) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "both a database URL (--database-url or DATABASE_URL) and a sources file \
+             (--sources) are given: the sources file names every database; unset \
+             DATABASE_URL, or add it to the file as a [[source]]"
+        ),
+        (None, None) => anyhow::bail!(
+            "no database: give --database-url (or DATABASE_URL), or a sources file naming \
+             several (--sources)"
+        ),
+        (Some(url), None) => {
+            let (pool, db_limits) = database.settings(sandbox.call_timeout);
+            db::Sources::single(db::Db::new(url, pool, db_limits)?)
+        }
+        (None, Some(path)) => {
+            let specs = config::sources::load(path, database, sandbox.call_timeout)?;
+            db::Sources::named(specs)
+                .map_err(|e| anyhow::anyhow!("the sources file {}: {e}", path.display()))?
+        }
+    };
+    let list = sources.list();
+    let checks = list.iter().map(|source| {
+        let named = sources.is_named().then(|| source.name.clone());
+        let db = source.db.clone();
+        async move {
+            check_database(
+                &db,
+                database.connect_timeout,
+                database.allow_db_down_at_start,
+            )
+            .await
+            .map_err(|e| match named {
+                Some(name) => e.context(format!("source `{name}`")),
+                None => e,
+            })
+        }
+    });
+    futures::future::try_join_all(checks).await?;
+    let runtime = runtime::Runtime::new(sources, sandbox.settings(), metrics.clone()).await?;
     if let Some(dir) = &sandbox.components_dir
         && !sandbox.no_watch
     {
         runtime::watch::spawn(&runtime, dir.clone(), sandbox.watch_interval);
+    }
+    if let Some(path) = &database.sources
+        && !sandbox.no_watch
+    {
+        sources_watch::spawn(&runtime, path.clone(), database, sandbox);
     }
     for component in runtime.components() {
         tracing::info!(

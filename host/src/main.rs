@@ -101,7 +101,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Bound first: a taken port is said at once, before the database and components.
     let (listener, metrics) = mcp_sandbox::bind_all(args.listen, &args.common).await?;
     let app = mcp_sandbox::build_app(
-        args.database_url.expose(),
+        args.database_url.as_ref().map(|url| url.expose()),
         auth,
         args.listen,
         &args.common,

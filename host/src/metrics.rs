@@ -42,6 +42,7 @@ pub struct Metrics {
     health_check_duration: HistogramVec,
     traps: IntCounterVec,
     pool_connections: IntGaugeVec,
+    source_connections: IntGaugeVec,
     pool_waiting: IntGauge,
     pool_max: IntGauge,
     pool_encrypted: IntGauge,
@@ -144,6 +145,11 @@ impl Metrics {
                 "db_pool_connections",
                 "Database connections in the pool by state",
                 &["state"],
+            ),
+            source_connections: gauge(
+                "db_source_connections",
+                "Each source's pool (its name from the sources file, or default) by state: idle, in_use, retired, waiting, max",
+                &["source", "state"],
             ),
             pool_waiting: IntGauge::new(
                 "db_pool_waiting",
@@ -275,6 +281,7 @@ impl Metrics {
             Box::new(m.health_check_duration.clone()),
             Box::new(m.traps.clone()),
             Box::new(m.pool_connections.clone()),
+            Box::new(m.source_connections.clone()),
             Box::new(m.pool_waiting.clone()),
             Box::new(m.pool_max.clone()),
             Box::new(m.pool_encrypted.clone()),
@@ -538,29 +545,46 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the gauges that are read at scrape time refreshed.
+    /// The metrics text, after setting the gauges of the pools (each source's, and
+    /// their sums), the role, sessions and rejected files.
     pub fn render(
         &self,
-        pool: PoolStatus,
+        pools: &[(&str, PoolStatus)],
         role_privileged: bool,
         sessions: usize,
         rejected: usize,
     ) -> String {
         self.components_rejected
             .set(i64::try_from(rejected).unwrap_or(i64::MAX));
-        self.pool_encrypted.set(i64::from(pool.encrypted));
         self.role_privileged.set(i64::from(role_privileged));
-        self.pool_connections
-            .with_label_values(&["idle"])
-            .set(i64::from(pool.idle));
-        self.pool_connections
-            .with_label_values(&["in_use"])
-            .set(i64::from(pool.in_use));
-        self.pool_connections
-            .with_label_values(&["retired"])
-            .set(i64::from(pool.retired));
-        self.pool_waiting.set(i64::from(pool.waiting));
-        self.pool_max.set(i64::from(pool.max));
+        // A source removed by a reload leaves no stale series.
+        self.source_connections.reset();
+        for (source, pool) in pools {
+            for (state, n) in [
+                ("idle", pool.idle),
+                ("in_use", pool.in_use),
+                ("retired", pool.retired),
+                ("waiting", pool.waiting),
+                ("max", pool.max),
+            ] {
+                self.source_connections
+                    .with_label_values(&[source, state])
+                    .set(i64::from(n));
+            }
+        }
+        let sum: PoolStatus = pools.iter().map(|(_, pool)| *pool).sum();
+        self.pool_encrypted.set(i64::from(sum.encrypted));
+        for (state, n) in [
+            ("idle", sum.idle),
+            ("in_use", sum.in_use),
+            ("retired", sum.retired),
+        ] {
+            self.pool_connections
+                .with_label_values(&[state])
+                .set(i64::from(n));
+        }
+        self.pool_waiting.set(i64::from(sum.waiting));
+        self.pool_max.set(i64::from(sum.max));
         self.sessions
             .set(i64::try_from(sessions).unwrap_or(i64::MAX));
         let mut out = Vec::new();

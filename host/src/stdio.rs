@@ -24,7 +24,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
 /// `mcp-sandbox stdio`.
 pub async fn run(args: StdioArgs) -> anyhow::Result<()> {
     serve(
-        args.database_url.expose(),
+        args.database_url
+            .as_ref()
+            .map(crate::secret::Secret::expose),
         Parts {
             sandbox: &args.sandbox,
             database: &args.database,
@@ -50,7 +52,10 @@ pub struct Parts<'a> {
 
 /// Serves one client until it closes standard input (or SIGTERM / SIGINT); then lets
 /// calls in flight finish (briefly), and closes the pool and the audit log.
-pub async fn serve(database_url: &str, parts: Parts<'_>) -> anyhow::Result<()> {
+pub async fn serve<'a>(
+    database_url: impl Into<Option<&'a str>>,
+    parts: Parts<'_>,
+) -> anyhow::Result<()> {
     if parts.audit.writes_to_stdout() {
         anyhow::bail!(
             "--audit-log - writes to standard output, which carries the MCP messages here: \
@@ -58,7 +63,7 @@ pub async fn serve(database_url: &str, parts: Parts<'_>) -> anyhow::Result<()> {
         );
     }
     let core = crate::build_core(
-        database_url,
+        database_url.into(),
         parts.sandbox,
         parts.database,
         parts.audit,
@@ -117,7 +122,7 @@ pub async fn serve(database_url: &str, parts: Parts<'_>) -> anyhow::Result<()> {
     if !core.runtime.drain(DRAIN_TIMEOUT).await {
         tracing::warn!("tool calls still running after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
-    core.runtime.db().close();
+    core.runtime.sources().close();
     core.audit.close(Duration::from_secs(1)).await;
     Ok(())
 }

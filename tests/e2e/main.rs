@@ -38,6 +38,7 @@ mod routing;
 mod sandbox;
 mod scaleout;
 mod shutdown;
+mod sources;
 mod sql_guard;
 mod sql_tools;
 mod start;
@@ -90,6 +91,7 @@ fn main() {
         scaleout::trials(),
         shutdown::trials(),
         sql_guard::trials(),
+        sources::trials(),
         sql_tools::trials(),
         start::trials(),
         stdio::trials(),

@@ -688,6 +688,41 @@ async fn component_check_reads_sql_tool_files() {
         stderr.contains("broken.sql.toml line 4") && stderr.contains("42703"),
         "{stderr}"
     );
+
+    // A file naming its source is checked against the sources file, as `serve
+    // --sources` would load it; against one database it is refused, saying why.
+    let named = dir.path().join("named.sql.toml");
+    std::fs::write(
+        &named,
+        "source = \"shop\"\n[[tool]]\nname = \"n\"\ndescription = \"d\"\nstatement = \"SELECT \
+         count(*) AS n FROM customers\"\n",
+    )
+    .unwrap();
+    let named = named.to_str().unwrap();
+    let (ok, _, stderr) = run_binary(&["component", "check", named], Some(&url));
+    assert!(!ok);
+    assert!(
+        stderr.contains("it names source `shop`, but this server serves one database"),
+        "{stderr}"
+    );
+    let sources = dir.path().join("sources.toml");
+    std::fs::write(
+        &sources,
+        format!("[[source]]\nname = \"shop\"\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = run_binary(
+        &[
+            "component",
+            "check",
+            named,
+            "--sources",
+            sources.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("\"n\""), "{stdout}");
 }
 
 /// A file of fifty tools loads (every statement prepared) well within a second; the

@@ -15,7 +15,7 @@ const MAX_LINES: usize = 600;
 const LAYERS: &[&[&str]] = &[
     &["", "main", "component_cmd", "telemetry"],
     &["demo"],
-    &["client_config", "stdio"],
+    &["client_config", "stdio", "sources_watch"],
     &["config"],
     &["server"],
     &["mcp"],
@@ -40,6 +40,7 @@ const CONFIG_USERS: &[&str] = &[
     "demo/",
     "client_config.rs",
     "component_cmd.rs",
+    "sources_watch.rs",
     "stdio.rs",
     "telemetry.rs",
 ];

@@ -34,6 +34,9 @@ pub struct CallRecord {
 struct Ran {
     component: Option<Arc<str>>,
     digest: Option<Arc<str>>,
+    /// the source its queries went to (a server with a sources file)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<Arc<str>>,
     queries: u32,
     rows: u64,
     timings_us: PhaseMicros,
@@ -116,6 +119,7 @@ impl CallRecord {
         self.ran = Some(Ran {
             component: invocation.component.clone(),
             digest: invocation.digest.clone(),
+            database: invocation.database.clone(),
             queries: t.queries,
             rows: t.rows,
             timings_us: PhaseMicros {

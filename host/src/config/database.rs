@@ -1,4 +1,5 @@
-//! Flags of the database: the pool, the guard's caps and the statement timeout.
+//! Flags of the database: the sources file, the pool, the guard's caps and the statement
+//! timeout.
 
 use crate::db::{Limits as DbLimits, PoolSettings};
 use crate::units::{parse_duration, parse_statement_timeout};
@@ -15,6 +16,12 @@ pub const DEFAULT_STATEMENT_TIMEOUT: &str = "5s";
 #[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Database")]
 pub struct DatabaseArgs {
+    /// TOML file naming several databases (docs/configuration.md, Several databases),
+    /// instead of --database-url: tools then take a `database` argument (default: the
+    /// first). Reloaded when it changes, unless --no-watch
+    #[arg(long, env = "MCP_SANDBOX_SOURCES", value_name = "FILE")]
+    pub sources: Option<std::path::PathBuf>,
+
     /// Postgres statement_timeout for every statement (e.g. 5s; at least 1ms)
     #[arg(long, env = "MCP_SANDBOX_STATEMENT_TIMEOUT", default_value = DEFAULT_STATEMENT_TIMEOUT, value_parser = parse_statement_timeout)]
     pub statement_timeout: Duration,

@@ -11,6 +11,7 @@ mod database;
 mod http;
 mod role_sql;
 mod sandbox;
+pub mod sources;
 mod stdio;
 mod store;
 pub mod tokens;
@@ -141,9 +142,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MCP_SANDBOX_LISTEN", default_value = DEFAULT_LISTEN, value_parser = http::parse_listen)]
     pub listen: SocketAddr,
 
-    /// PostgreSQL connection URL (postgres://user:password@host:port/db)
+    /// PostgreSQL connection URL (postgres://user:password@host:port/db); or name several
+    /// databases in a sources file (--sources)
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Secret,
+    pub database_url: Option<Secret>,
 
     /// Bearer token clients must send (named "default"; every tool, no admin)
     #[arg(long, env = "MCP_SANDBOX_TOKEN", hide_env_values = true)]

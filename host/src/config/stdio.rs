@@ -9,9 +9,9 @@ use clap::Args;
 pub struct StdioArgs {
     /// PostgreSQL connection URL (postgres://user:password@host:port/db); clients pass
     /// only a few variables on to the servers they launch, so put it in the client's
-    /// `env` for this server
+    /// `env` for this server; or name several databases in a sources file (--sources)
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Secret,
+    pub database_url: Option<Secret>,
 
     /// The local caller's name in logs and the audit log [default: local:$USER]
     #[arg(long, env = "MCP_SANDBOX_CALLER_NAME")]

@@ -13,6 +13,7 @@ mod pool;
 pub mod recipe;
 mod retire;
 mod role;
+mod sources;
 mod statement;
 mod tls;
 mod value;
@@ -28,6 +29,10 @@ pub use guard::{Session, SessionOptions, SessionStats};
 pub use pool::Limits;
 pub use pool::{CheckError, Db, DbConfigError, PoolSettings, PoolStatus};
 pub use role::RoleReport;
+pub use sources::{
+    MAX_NAME_LEN as MAX_SOURCE_NAME_LEN, Prepared, Source, SourceSpec, Sources, SourcesError,
+    UNNAMED, UnknownSource, valid_name as valid_source_name,
+};
 pub use statement::denied as denied_function;
 
 /// Whether the guard's statement check (keywords, denied functions) admits `sql`; for

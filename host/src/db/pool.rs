@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Pool settings (see `config.rs` for the flags and their defaults).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PoolSettings {
     pub max_size: usize,
     /// How long a caller waits for a free connection before failing fast.
@@ -30,7 +30,7 @@ pub struct PoolSettings {
 }
 
 /// Caps every invocation's queries share.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
     /// rows per statement; a caller may ask for fewer
     pub max_rows: u32,
@@ -45,7 +45,7 @@ pub struct Limits {
 }
 
 /// Numbers for `/health` and the pool gauges.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PoolStatus {
     pub size: u32,
     pub idle: u32,
@@ -56,6 +56,21 @@ pub struct PoolStatus {
     pub max: u32,
     /// connections that negotiated TLS
     pub encrypted: u32,
+}
+
+/// Several pools' numbers added up (the gauges of every source together).
+impl std::iter::Sum for PoolStatus {
+    fn sum<I: Iterator<Item = Self>>(pools: I) -> Self {
+        pools.fold(Self::default(), |a, b| Self {
+            size: a.size + b.size,
+            idle: a.idle + b.idle,
+            in_use: a.in_use + b.in_use,
+            retired: a.retired + b.retired,
+            waiting: a.waiting + b.waiting,
+            max: a.max + b.max,
+            encrypted: a.encrypted + b.encrypted,
+        })
+    }
 }
 
 /// Why the database URL or its TLS settings cannot be used.

@@ -26,7 +26,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let pg = start_sample().await?;
     let token = generate_token()?;
     let app = crate::build_app(
-        &pg.url(READER_ROLE, "postgres"),
+        pg.url(READER_ROLE, "postgres").as_str(),
         Auth::new(Access {
             tokens: vec![TokenSpec {
                 name: "demo".into(),
@@ -68,7 +68,7 @@ async fn run_stdio(args: DemoArgs) -> anyhow::Result<()> {
     let common = &args.common;
     eprintln!("serving the sample shop database over stdio; closing the input stops it");
     let served = crate::stdio::serve(
-        &pg.url(READER_ROLE, "postgres"),
+        pg.url(READER_ROLE, "postgres").as_str(),
         crate::stdio::Parts {
             sandbox: &common.sandbox,
             database: &common.database,

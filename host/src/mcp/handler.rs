@@ -509,6 +509,7 @@ pub(crate) fn log_invocation(
         client = caller.and_then(|c| c.client.as_deref()),
         component = invocation.component.as_deref(),
         digest,
+        database = invocation.database.as_deref(),
         outcome = outcome.as_str(),
         instantiate_us = t.instantiate.as_micros() as u64,
         guest_us = t.guest.as_micros() as u64,

@@ -39,6 +39,7 @@ impl<T> Invocation<T> {
             },
             db_unavailable: false,
             statement_timed_out: None,
+            database: None,
         }
     }
 }
@@ -51,6 +52,7 @@ impl Shared {
         arguments: &str,
         started: Instant,
         cancel: &CancellationToken,
+        db: crate::db::Db,
     ) -> Invocation<ToolOutput> {
         let deadline = started + loaded.limits.timeout;
         let Pre::Tool(pre) = &loaded.pre else {
@@ -59,7 +61,7 @@ impl Shared {
         let max_result = loaded.limits.max_result_bytes;
         self.run(
             &self.slots,
-            &loaded,
+            (&loaded, db),
             deadline,
             started,
             cancel,
@@ -92,6 +94,7 @@ impl Shared {
         &self,
         loaded: Arc<Loaded>,
         started: Instant,
+        db: crate::db::Db,
     ) -> Invocation<HealthReport> {
         let deadline = started + self.limits.health_timeout;
         let Pre::Health(pre) = &loaded.pre else {
@@ -105,7 +108,7 @@ impl Shared {
         // From the spare slots: a saturated server still answers its probes.
         self.run(
             &self.spare,
-            &loaded,
+            (&loaded, db),
             deadline,
             started,
             &never,
@@ -130,7 +133,7 @@ impl Shared {
     async fn run<R>(
         &self,
         slots: &tokio::sync::Semaphore,
-        loaded: &Loaded,
+        (loaded, db): (&Loaded, crate::db::Db),
         deadline: Instant,
         started: Instant,
         cancel: &CancellationToken,
@@ -155,7 +158,7 @@ impl Shared {
         loaded
             .calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut store = self.new_store(loaded.name.clone(), &loaded.limits, deadline);
+        let mut store = self.new_store(loaded.name.clone(), &loaded.limits, deadline, db);
         let before = Instant::now();
         let outcome = tokio::select! {
             outcome = tokio::time::timeout_at(
@@ -230,7 +233,12 @@ impl Shared {
             return Ok(());
         };
         let deadline = Instant::now() + self.limits.health_timeout;
-        let mut store = self.new_store(loaded.name.clone(), &loaded.limits, deadline);
+        let mut store = self.new_store(
+            loaded.name.clone(),
+            &loaded.limits,
+            deadline,
+            self.default_db(),
+        );
         let result = match &loaded.pre {
             Pre::Tool(pre) => pre.instantiate_async(&mut store).await.map(drop),
             Pre::Health(pre) => pre.instantiate_async(&mut store).await.map(drop),
@@ -251,6 +259,7 @@ impl<R> InvocationResult<R> {
             timings,
             db_unavailable: false,
             statement_timed_out: None,
+            database: None,
         })
     }
 
@@ -262,6 +271,7 @@ impl<R> InvocationResult<R> {
             timings,
             db_unavailable,
             statement_timed_out,
+            database,
         } = self.0;
         Invocation {
             component,
@@ -270,6 +280,7 @@ impl<R> InvocationResult<R> {
             timings,
             db_unavailable,
             statement_timed_out,
+            database,
         }
     }
 }

@@ -82,6 +82,20 @@ pub(super) async fn load(
             (Pre::Health(pre), Vec::new())
         }
     };
+    // With a sources file the host adds `database` to every tool: a tool that declares
+    // its own would have it taken away before it runs.
+    if shared.sources.is_named()
+        && let Some(t) = tools
+            .iter()
+            .find(|t| super::database_arg::declared_by(&t.input_schema))
+    {
+        return Err(fail(format!(
+            "tool `{}` declares a `{}` argument, which this server reserves: it serves a \
+             sources file (--sources) and chooses the database by it; rename the argument",
+            t.name,
+            super::database_arg::NAME
+        )));
+    }
     let schemas = tools
         .iter()
         .map(|t| {
@@ -134,7 +148,7 @@ pub(super) async fn load_sql(
         ))
     })?;
     let component: Arc<str> = Arc::from(name);
-    let declared = sql_tools::load(&shared.db, &file, text, &component)
+    let declared = sql_tools::load(&shared.sources, &file, text, &component)
         .await
         .map_err(|e| LoadError {
             name: name.to_owned(),
@@ -236,7 +250,7 @@ async fn list_tools(
         .await
         .map_err(|_| "every spare sandbox slot stayed busy".to_owned())?
         .map_err(|_| "the server is shutting down".to_owned())?;
-    let mut store = shared.new_store(name.clone(), limits, deadline);
+    let mut store = shared.new_store(name.clone(), limits, deadline, shared.default_db());
     let instance = pre
         .instantiate_async(&mut store)
         .await

@@ -5,6 +5,7 @@
 mod bindings;
 mod builtin;
 mod catalog;
+mod database_arg;
 mod engine;
 mod imports;
 mod invoke;
@@ -30,7 +31,7 @@ pub use loader::{LoadError, hex_sha256};
 pub use registry::{Kind, Source, World};
 pub use swap::{ComponentView, Inspection, SwapError};
 
-use crate::db::Db;
+use crate::db::{Db, Source as DbSource, Sources};
 use crate::metrics::Metrics;
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -67,7 +68,8 @@ pub(crate) struct Shared {
     /// bumped after every change that alters the live set
     changes: tokio::sync::watch::Sender<u64>,
     components_dir: Option<PathBuf>,
-    db: Db,
+    /// the databases calls go to (one, or a sources file's)
+    sources: Sources,
     limits: Limits,
     metrics: Arc<Metrics>,
     /// one permit per pooled instance slot for tool calls
@@ -79,6 +81,15 @@ pub(crate) struct Shared {
     /// the `sql-tool` component, compiled when the first `.sql.toml` file loads
     sql_tool: tokio::sync::OnceCell<bindings::ToolComponentPre<HostState>>,
     _ticker: EpochTicker,
+}
+
+/// A [`Runtime`] that does not keep it alive (for background tasks).
+pub struct WeakRuntime(std::sync::Weak<Shared>);
+
+impl WeakRuntime {
+    pub fn upgrade(&self) -> Option<Runtime> {
+        self.0.upgrade().map(|shared| Runtime { shared })
+    }
 }
 
 /// Where components come from and how they are compiled.
@@ -98,10 +109,14 @@ impl Runtime {
     /// directory (a name that matches a built-in replaces it). A built-in that fails to
     /// load stops the start; a directory file that fails is rejected, logged and shown
     /// by readiness, and the rest is served.
-    pub async fn new(db: Db, settings: Settings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub async fn new(
+        sources: Sources,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         let components_dir = settings.components_dir.clone();
         let disabled = settings.disabled_builtins.clone();
-        let runtime = Self::bare(db, settings, metrics)?;
+        let runtime = Self::bare(sources, settings, metrics)?;
         let shared = runtime.shared.clone();
         let enabled = builtin::DEFAULTS
             .iter()
@@ -143,7 +158,11 @@ impl Runtime {
     }
 
     /// The engine and linkers with no components loaded (for `component check`).
-    pub fn bare(db: Db, settings: Settings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub fn bare(
+        sources: Sources,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         let Settings {
             limits,
             components_dir,
@@ -181,7 +200,7 @@ impl Runtime {
             serving: std::sync::atomic::AtomicBool::new(false),
             changes: tokio::sync::watch::Sender::new(0),
             components_dir: components_dir.clone(),
-            db,
+            sources,
             limits,
             metrics,
             slots,
@@ -192,17 +211,37 @@ impl Runtime {
         Ok(Self { shared })
     }
 
+    pub fn downgrade(&self) -> WeakRuntime {
+        WeakRuntime(Arc::downgrade(&self.shared))
+    }
+
     /// A receiver that sees a new value after every change of the live components.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.changes.subscribe()
     }
 
-    /// Every tool, ordered by name.
+    /// Every tool, ordered by name, as served (with the `database` argument the host
+    /// adds when it serves a sources file).
     pub fn tools(&self) -> Vec<ToolSpec> {
-        self.shared.registry.load().tools().cloned().collect()
+        let registry = self.shared.registry.load();
+        registry
+            .tools()
+            .map(
+                |spec| match self.shared.takes_database(&registry, &spec.name) {
+                    true => ToolSpec {
+                        input_schema: Arc::new(database_arg::add_to_schema(
+                            &spec.input_schema,
+                            &self.shared.sources,
+                        )),
+                        ..spec.clone()
+                    },
+                    false => spec.clone(),
+                },
+            )
+            .collect()
     }
 
-    /// The spec of one tool.
+    /// The spec of one tool (as the component declared it).
     pub fn tool(&self, name: &str) -> Option<ToolSpec> {
         self.with_tool(name, ToolSpec::clone)
     }
@@ -214,9 +253,20 @@ impl Runtime {
         loaded.tools.iter().find(|t| t.name == name).map(read)
     }
 
-    /// One tool's input schema (shared), without copying the rest of its spec.
+    /// One tool's input schema as served (shared, unless the host adds `database`),
+    /// without copying the rest of its spec.
     pub fn input_schema(&self, name: &str) -> Option<Arc<serde_json::Map<String, Value>>> {
-        self.with_tool(name, |spec| spec.input_schema.clone())
+        let schema = self.with_tool(name, |spec| spec.input_schema.clone())?;
+        if self
+            .shared
+            .takes_database(&self.shared.registry.load(), name)
+        {
+            return Some(Arc::new(database_arg::add_to_schema(
+                &schema,
+                &self.shared.sources,
+            )));
+        }
+        Some(schema)
     }
 
     /// Every loaded component, ordered by name.
@@ -233,8 +283,15 @@ impl Runtime {
         &self.shared.limits
     }
 
-    pub fn db(&self) -> &Db {
-        &self.shared.db
+    /// The databases calls go to.
+    pub fn sources(&self) -> &Sources {
+        &self.shared.sources
+    }
+
+    /// Tells every session the tools changed (their `database` argument lists the
+    /// sources): after a reload of the sources file.
+    pub fn sources_changed(&self) {
+        self.shared.changes.send_modify(|n| *n += 1);
     }
 
     /// Calls `tool` in a fresh instance, after checking `arguments` against the tool's
@@ -252,10 +309,14 @@ impl Runtime {
             None => Invocation::failed(Fault::UnknownTool(tool.to_owned()), started),
             Some(loaded) => match self.shared.admit(&loaded, tool, arguments) {
                 Err(fault) => Invocation::failed(fault, started).served_by(&loaded),
-                Ok(json) => {
-                    self.shared
-                        .invoke_tool(loaded, tool, &json, started, cancel)
-                        .await
+                Ok((json, source)) => {
+                    let named = self.shared.sources.is_named().then(|| source.name.clone());
+                    let mut invocation = self
+                        .shared
+                        .invoke_tool(loaded, tool, &json, started, cancel, source.db.clone())
+                        .await;
+                    invocation.database = named;
+                    invocation
                 }
             },
         };
@@ -266,8 +327,8 @@ impl Runtime {
         invocation
     }
 
-    /// Runs the health component's `check()` under its own short deadline.
-    pub async fn check_health(&self) -> Invocation<HealthReport> {
+    /// Runs the health component's `check()` on `source` under its own short deadline.
+    pub async fn check_health(&self, source: &DbSource) -> Invocation<HealthReport> {
         let started = Instant::now();
         let loaded = self.shared.registry.load().health().cloned();
         let invocation = match loaded {
@@ -275,7 +336,11 @@ impl Runtime {
                 Fault::Unavailable("no health component is loaded".into()),
                 started,
             ),
-            Some(loaded) => self.shared.invoke_health(loaded, started).await,
+            Some(loaded) => {
+                self.shared
+                    .invoke_health(loaded, started, source.db.clone())
+                    .await
+            }
         };
         let state = match &invocation.result {
             Ok(report) => match report.state {
@@ -321,8 +386,14 @@ impl Runtime {
 
 impl Shared {
     /// Checks a call's arguments before any instance exists: their size, then the
-    /// tool's input schema. The arguments as the component will receive them.
-    fn admit(&self, loaded: &Loaded, tool: &str, arguments: &Value) -> Result<String, Fault> {
+    /// tool's input schema. The arguments as the component will receive them, and the
+    /// source its queries go to.
+    fn admit(
+        &self,
+        loaded: &Loaded,
+        tool: &str,
+        arguments: &Value,
+    ) -> Result<(String, Arc<DbSource>), Fault> {
         let json = arguments.to_string();
         let max = loaded.limits.max_argument_bytes;
         if json.len() > max {
@@ -331,16 +402,51 @@ impl Shared {
                 json.len()
             )));
         }
-        if let Some(schema) = loaded.schemas.get(tool) {
-            schema.check(arguments).map_err(Fault::InvalidArguments)?;
-        }
-        // A declared SQL tool: its component receives the statement and the parameters.
+        // A declared SQL tool reads the source its file names; its component receives
+        // the statement and the parameters.
         if let Some(declared) = loaded.sql.get(tool) {
-            return declared
+            if let Some(schema) = loaded.schemas.get(tool) {
+                schema.check(arguments).map_err(Fault::InvalidArguments)?;
+            }
+            let source = self.sources.pick(declared.source.as_deref()).map_err(|e| {
+                Fault::Unavailable(format!(
+                    "the database this tool reads is no longer served: {e}"
+                ))
+            })?;
+            let envelope = declared
                 .envelope(arguments)
-                .map_err(Fault::InvalidArguments);
+                .map_err(Fault::InvalidArguments)?;
+            return Ok((envelope, source));
         }
-        Ok(json)
+        let (source, arguments, json) = if self.sources.is_named() {
+            let (source, rest) = database_arg::take(&self.sources, arguments)?;
+            let json = rest.to_string();
+            (source, std::borrow::Cow::Owned(rest), json)
+        } else {
+            (
+                self.sources.first(),
+                std::borrow::Cow::Borrowed(arguments),
+                json,
+            )
+        };
+        if let Some(schema) = loaded.schemas.get(tool) {
+            schema.check(&arguments).map_err(Fault::InvalidArguments)?;
+        }
+        Ok((json, source))
+    }
+
+    /// Whether `tool` (in `registry`) takes the host's `database` argument: a
+    /// component's tool, when a sources file is served.
+    fn takes_database(&self, registry: &Registry, tool: &str) -> bool {
+        self.sources.is_named()
+            && registry
+                .tool(tool)
+                .is_some_and(|loaded| !loaded.sql.contains_key(tool))
+    }
+
+    /// The default source's pool: for instances that run no call (listing, probing).
+    fn default_db(&self) -> Db {
+        self.sources.first().db.clone()
     }
 
     fn count_trap<T>(&self, component: &str, result: &Result<T, Fault>) {
@@ -358,8 +464,9 @@ impl Shared {
         component: Arc<str>,
         limits: &Limits,
         deadline: Instant,
+        db: Db,
     ) -> Store<HostState> {
-        let state = HostState::new(component, self.db.clone(), limits, self.metrics.clone());
+        let state = HostState::new(component, db, limits, self.metrics.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);

@@ -379,7 +379,7 @@ impl Shared {
         let loaded = Arc::new(loaded);
         if loaded.world == super::World::Health
             && let Err(fault) = self
-                .invoke_health(loaded.clone(), std::time::Instant::now())
+                .invoke_health(loaded.clone(), std::time::Instant::now(), self.default_db())
                 .await
                 .result
         {

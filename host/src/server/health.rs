@@ -10,6 +10,10 @@
 //! serves; a typo in one file must not take every replica out of service): it is
 //! named in `warnings`, in `/health` (state `degraded`) and by a metric.
 //!
+//! With a sources file each source is checked and reported on its own: one down makes
+//! `/health` degraded and `/ready` warn (its tools fail, the others serve); only every
+//! source down fails them.
+//!
 //! For both, concurrent probes share one check and a result answers further probes for
 //! [`PROBE_CACHE`], so a flood of probes costs at most a few checks per second and never
 //! starves tool calls. Anyone gets the states; the full report (components, digests,
@@ -17,6 +21,7 @@
 
 use super::App;
 use super::respond::{self, Body};
+use crate::db::{Db, Source};
 use crate::runtime::HealthState;
 use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Value, json};
@@ -71,19 +76,29 @@ pub async fn health(app: &App, headers: &HeaderMap) -> Response<Body> {
         .flatten()
         .map(|c| json!({"name": c["name"], "state": c["state"]}))
         .collect();
-    respond::json(status, &json!({"state": body["state"], "checks": checks}))
+    let mut summary = json!({"state": body["state"], "checks": checks});
+    if let Some(sources) = body["sources"].as_array() {
+        let states: Vec<Value> = sources
+            .iter()
+            .map(|s| json!({"name": s["name"], "state": s["state"]}))
+            .collect();
+        summary["sources"] = json!(states);
+    }
+    respond::json(status, &summary)
 }
 
 async fn check(app: &App) -> (StatusCode, Value) {
-    let invocation = app.runtime.check_health().await;
-    let (state, checks, error) = match &invocation.result {
-        Ok(report) => (report.state, json!(report.checks), None),
-        Err(fault) => (HealthState::Down, json!([]), Some(fault.to_string())),
-    };
+    let sources = app.runtime.sources();
+    let list = sources.list();
+    let reports = futures::future::join_all(list.iter().map(|s| source_report(app, s))).await;
     // A rejected file: what the operator shipped is not what serves.
     let rejected = rejected_report(app);
+    let sources_rejected = sources.rejected();
+    let state = combined(reports.iter().map(|(state, _)| *state));
     let state = match state {
-        HealthState::Ok if !rejected.is_empty() => HealthState::Degraded,
+        HealthState::Ok if !rejected.is_empty() || sources_rejected.is_some() => {
+            HealthState::Degraded
+        }
         state => state,
     };
     let status = if state == HealthState::Down {
@@ -91,10 +106,56 @@ async fn check(app: &App) -> (StatusCode, Value) {
     } else {
         StatusCode::OK
     };
-    let body = json!({
+    let mut body = json!({
         "service": "mcp-sandbox",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": app.started.elapsed().as_secs(),
+        "state": state,
+        "components": app.runtime.components(),
+        "rejected": rejected,
+    });
+    if sources.is_named() {
+        // Each source on its own; the checks named by source, for the summary.
+        let checks: Vec<Value> = reports
+            .iter()
+            .flat_map(|(_, report)| {
+                let source = report["name"].as_str().unwrap_or_default().to_owned();
+                report["checks"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |mut check| {
+                        let name = check["name"].as_str().unwrap_or_default();
+                        check["name"] = json!(format!("{source}/{name}"));
+                        check
+                    })
+            })
+            .collect();
+        body["checks"] = json!(checks);
+        body["sources"] = json!(reports.into_iter().map(|(_, r)| r).collect::<Vec<_>>());
+        body["sources_rejected"] = json!(sources_rejected);
+    } else if let Some((_, Value::Object(report))) = reports.into_iter().next() {
+        // One database: its report is the body, as before sources had names (the state
+        // stays the server's, which counts rejected files).
+        for (key, value) in report {
+            if key != "name" && key != "state" {
+                body[key] = value;
+            }
+        }
+    }
+    (status, body)
+}
+
+/// The health component's report on one source, with its pool and how it is reached.
+async fn source_report(app: &App, source: &Source) -> (HealthState, Value) {
+    let invocation = app.runtime.check_health(source).await;
+    let (state, checks, error) = match &invocation.result {
+        Ok(report) => (report.state, json!(report.checks), None),
+        Err(fault) => (HealthState::Down, json!([]), Some(fault.to_string())),
+    };
+    let report = json!({
+        "name": &*source.name,
         "state": state,
         "checks": checks,
         "error": error,
@@ -103,12 +164,26 @@ async fn check(app: &App) -> (StatusCode, Value) {
             "digest": invocation.digest.as_deref(),
             "micros": invocation.timings.total.as_micros() as u64,
         },
-        "pool": app.runtime.db().status(),
-        "database": database_report(app),
-        "components": app.runtime.components(),
-        "rejected": rejected,
+        "pool": source.db.status(),
+        "database": database_report(&source.db),
     });
-    (status, body)
+    (state, report)
+}
+
+/// Several sources' states as one: down only when every source is down (the others
+/// still serve), degraded when any is not ok.
+fn combined(states: impl Iterator<Item = HealthState>) -> HealthState {
+    let (mut any, mut all_down, mut all_ok) = (false, true, true);
+    for state in states {
+        any = true;
+        all_down &= state == HealthState::Down;
+        all_ok &= state == HealthState::Ok;
+    }
+    match (any, all_down, all_ok) {
+        (false, _, _) | (true, true, _) => HealthState::Down,
+        (true, false, true) => HealthState::Ok,
+        (true, false, false) => HealthState::Degraded,
+    }
 }
 
 /// The files of the components directory that stand rejected, with the reasons.
@@ -120,9 +195,8 @@ fn rejected_report(app: &App) -> Vec<Value> {
         .collect()
 }
 
-/// How the server reaches the database: TLS, and what the login role may do.
-fn database_report(app: &App) -> Value {
-    let db = app.runtime.db();
+/// How the server reaches a database: TLS, and what the login role may do.
+fn database_report(db: &Db) -> Value {
     let status = db.status();
     json!({
         "tls": {
@@ -159,13 +233,45 @@ pub async fn ready(app: &App, headers: &HeaderMap) -> Response<Body> {
 
 async fn readiness(app: &App) -> (StatusCode, Value) {
     let mut reasons = Vec::new();
-    let database = match app.runtime.db().ping(READY_PING_TIMEOUT).await {
-        Ok(latency) => json!({"ok": true, "micros": latency.as_micros() as u64}),
-        Err(reason) => {
-            reasons.push(format!("database: {reason}"));
-            json!({"ok": false, "error": reason})
+    let mut warnings = Vec::new();
+    let sources = app.runtime.sources();
+    let list = sources.list();
+    let pings =
+        futures::future::join_all(list.iter().map(|source| source.db.ping(READY_PING_TIMEOUT)))
+            .await;
+    let all_down = pings.iter().all(Result::is_err);
+    let mut database = Value::Null;
+    let mut named = Vec::new();
+    for (source, ping) in list.iter().zip(pings) {
+        let report = match ping {
+            Ok(latency) => json!({"ok": true, "micros": latency.as_micros() as u64}),
+            Err(reason) => {
+                // One source down leaves the others serving: only all down is unready
+                // (every replica sees the same databases).
+                match (sources.is_named(), all_down) {
+                    (false, _) => reasons.push(format!("database: {reason}")),
+                    (true, true) => reasons.push(format!("source {}: {reason}", source.name)),
+                    (true, false) => warnings.push(format!(
+                        "source {} is down (its tools fail; the other sources serve): {reason}",
+                        source.name
+                    )),
+                }
+                json!({"ok": false, "error": reason})
+            }
+        };
+        if sources.is_named() {
+            let mut report = report;
+            report["name"] = json!(&*source.name);
+            named.push(report);
+        } else {
+            database = report;
         }
-    };
+    }
+    if let Some(reason) = sources.rejected() {
+        warnings.push(format!(
+            "the sources file was refused (the previous sources serve): {reason}"
+        ));
+    }
     let components: Vec<Value> = app
         .runtime
         .instantiate_all()
@@ -200,16 +306,13 @@ async fn readiness(app: &App) -> (StatusCode, Value) {
     // none) is serving, not what the operator shipped. Not a reason to take this
     // replica out: every replica reads the same files, so all would go at once.
     let rejected = rejected_report(app);
-    let warnings: Vec<String> = rejected
-        .iter()
-        .map(|r| {
-            format!(
-                "component {} was rejected (its last good version, if any, serves): {}",
-                r["name"].as_str().unwrap_or_default(),
-                r["reason"].as_str().unwrap_or_default()
-            )
-        })
-        .collect();
+    warnings.extend(rejected.iter().map(|r| {
+        format!(
+            "component {} was rejected (its last good version, if any, serves): {}",
+            r["name"].as_str().unwrap_or_default(),
+            r["reason"].as_str().unwrap_or_default()
+        )
+    }));
     // The shared store: a replica without it still serves (stateless calls, its own
     // sessions, its share of the limits), so an outage degrades but never fails
     // readiness: failing it everywhere would turn a store outage into a full one.
@@ -244,6 +347,7 @@ async fn readiness(app: &App) -> (StatusCode, Value) {
             "reasons": reasons,
             "warnings": warnings,
             "database": database,
+            "sources": sources.is_named().then_some(named),
             "components": components,
             "rejected": rejected,
             "oauth": oauth,

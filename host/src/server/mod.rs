@@ -380,7 +380,7 @@ pub async fn run(
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
-    app.runtime.db().close();
+    app.runtime.sources().close();
     app.settings.audit.close(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())

@@ -190,12 +190,13 @@ impl App {
 
     async fn metrics_response(&self) -> Response<Body> {
         let sessions = self.sessions.sessions.read().await.len() + self.legacy.len();
-        let db = self.runtime.db();
-        let privileged = db.role().is_some_and(|r| !r.read_only());
+        let sources = self.runtime.sources().list();
+        let privileged = sources
+            .iter()
+            .any(|s| s.db.role().is_some_and(|r| !r.read_only()));
+        let pools: Vec<(&str, _)> = sources.iter().map(|s| (&*s.name, s.db.status())).collect();
         let rejected = self.runtime.rejected_components().len();
-        let text = self
-            .metrics
-            .render(db.status(), privileged, sessions, rejected);
+        let text = self.metrics.render(&pools, privileged, sessions, rejected);
         let mut response = Response::new(respond::text(text));
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -42,10 +42,12 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Vec<Parsed>, DeclarationEr
                 format!("tool `{}` is declared twice", decl.name),
             ));
         }
+        let source = decl.source.clone().or_else(|| parsed.source.clone());
         tools.push(Parsed {
             decl,
             line,
             statement_line,
+            source,
         });
     }
     Ok(tools)

@@ -13,8 +13,11 @@
 //!   { name = "limit", type = "integer", default = 20, minimum = 1, maximum = 100 },
 //! ]
 //! ```
+//!
+//! With a sources file (`--sources`), `source = "NAME"` (at the top of the file, or in a
+//! `[[tool]]`) names the database a tool reads; without it, the default (first) source.
 
-use crate::db::{Db, Description, QueryError};
+use crate::db::{Description, QueryError, Sources};
 use crate::invocation::{Annotations, ToolSpec};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -55,11 +58,15 @@ pub struct SqlTool {
     statement: Arc<str>,
     params: Vec<Param>,
     max_rows: Option<u32>,
+    /// the source it reads (None: the default)
+    pub source: Option<Arc<str>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// the source of every tool that names none
+    source: Option<String>,
     #[serde(default)]
     tool: Vec<toml::Spanned<Decl>>,
 }
@@ -75,6 +82,8 @@ struct Decl {
     param: Vec<toml::Spanned<ParamDecl>>,
     /// at most this many rows per call (the server's cap still applies)
     max_rows: Option<u32>,
+    /// the source it reads (`--sources`)
+    source: Option<String>,
     #[serde(default)]
     annotations: AnnotationsDecl,
 }
@@ -196,34 +205,55 @@ struct Parsed {
     decl: Decl,
     line: usize,
     statement_line: usize,
+    /// the tool's source, or the file's
+    source: Option<String>,
 }
 
-/// Parses `text` (the file `file`) and checks each statement against the database:
-/// every declared tool, or the first reason the file cannot be served.
+/// Parses `text` (the file `file`) and checks each statement against the database it
+/// names: every declared tool, or the first reason the file cannot be served.
 pub async fn load(
-    db: &Db,
+    sources: &Sources,
     file: &str,
     text: &str,
     component: &Arc<str>,
 ) -> Result<Vec<SqlTool>, DeclarationError> {
     let parsed = parse(file, text)?;
-    let statements: Vec<&str> = parsed
-        .iter()
-        .map(|p| p.decl.statement.get_ref().as_str())
-        .collect();
-    let described = db
-        .describe(&statements)
-        .await
-        .map_err(|e| DeclarationError {
+    let mut described = Vec::with_capacity(parsed.len());
+    for p in &parsed {
+        // An unknown source may be added by a reload of the sources file: tried again.
+        let source = resolve(sources, p).map_err(|reason| DeclarationError {
             file: file.to_owned(),
-            line: None,
-            reason: format!("cannot check the statements against the database: {e}"),
-            retry: true,
+            line: Some(p.line),
+            reason: format!("tool `{}`: {reason}", p.decl.name),
+            retry: sources.is_named(),
         })?;
+        // (One statement at a time: a file's tools may read different sources.)
+        let mut one = source
+            .db
+            .describe(&[p.decl.statement.get_ref().as_str()])
+            .await
+            .map_err(|e| DeclarationError {
+                file: file.to_owned(),
+                line: None,
+                reason: format!(
+                    "cannot check the statements against the database{}: {e}",
+                    if sources.is_named() {
+                        format!(" `{}`", source.name)
+                    } else {
+                        String::new()
+                    }
+                ),
+                retry: true,
+            })?;
+        let answer = one
+            .pop()
+            .unwrap_or_else(|| Err(QueryError::Unavailable("no description came back".into())));
+        described.push((answer, source.name.clone()));
+    }
     parsed
         .into_iter()
         .zip(described)
-        .map(|(p, description)| {
+        .map(|(p, (description, source))| {
             let tool = p.decl.name.clone();
             let at = |line: usize, reason: String| DeclarationError {
                 file: file.to_owned(),
@@ -235,9 +265,25 @@ pub async fn load(
                 retry: matches!(e, QueryError::Unavailable(_) | QueryError::Timeout),
                 ..at(p.statement_line, statement_error(&e))
             })?;
-            build(p.decl, &description, component).map_err(|reason| at(p.line, reason))
+            let named = p.source.is_some().then_some(source);
+            let mut tool = build(p.decl, &description, component).map_err(|r| at(p.line, r))?;
+            tool.source = named;
+            Ok(tool)
         })
         .collect()
+}
+
+/// The source a declared tool names, among those served.
+fn resolve(sources: &Sources, p: &Parsed) -> Result<Arc<crate::db::Source>, String> {
+    match (&p.source, sources.is_named()) {
+        (None, _) => Ok(sources.first()),
+        (Some(name), false) => Err(format!(
+            "it names source `{}`, but this server serves one database (--database-url); \
+             serve a sources file (--sources) that names it",
+            name.chars().take(64).collect::<String>()
+        )),
+        (Some(name), true) => sources.pick(Some(name)).map_err(|e| e.to_string()),
+    }
 }
 
 fn statement_error(error: &QueryError) -> String {
@@ -367,5 +413,6 @@ fn build(decl: Decl, description: &Description, component: &Arc<str>) -> Result<
         statement: Arc::from(decl.statement.into_inner()),
         params,
         max_rows: decl.max_rows,
+        source: None,
     })
 }

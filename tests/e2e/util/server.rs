@@ -59,7 +59,7 @@ impl TestServer {
         let auth = mcp_sandbox::auth(&serve).expect("valid authentication settings");
         let store = serve.store.settings().expect("valid store settings");
         let app = mcp_sandbox::build_app(
-            serve.database_url.expose(),
+            serve.database_url.as_ref().map(|url| url.expose()),
             auth,
             serve.listen,
             &serve.common,
@@ -167,13 +167,18 @@ impl Drop for TestServer {
 /// Builds the app for `url` with `flags` exactly as `serve` does, without serving; the
 /// start-up error, if any (a refused role, a TLS failure, a bad flag).
 pub async fn start_error(url: &str, flags: &[&str]) -> Option<String> {
+    let mut all = vec!["--database-url", url];
+    all.extend(flags);
+    start_error_with(&all).await
+}
+
+/// [`start_error`] with the database given in `flags` (a sources file, or nothing).
+pub async fn start_error_with(flags: &[&str]) -> Option<String> {
     let mut args = vec![
         "mcp-sandbox",
         "serve",
         "--listen",
         "127.0.0.1:0",
-        "--database-url",
-        url,
         "--token",
         TOKEN,
     ];
@@ -194,7 +199,7 @@ pub async fn start_error(url: &str, flags: &[&str]) -> Option<String> {
         Err(e) => return Some(format!("{e:#}")),
     };
     mcp_sandbox::build_app(
-        serve.database_url.expose(),
+        serve.database_url.as_ref().map(|url| url.expose()),
         auth,
         serve.listen,
         &serve.common,
