@@ -62,7 +62,9 @@ async fn sandboxed(runtime: &Runtime, threads: usize) -> Stats {
                 let mut phases = Vec::with_capacity(CALLS);
                 for _ in 0..CALLS {
                     let t = Instant::now();
-                    let invocation = runtime.call_tool("which_version", &arguments, &never).await;
+                    let invocation = runtime
+                        .call_tool("which_version", &arguments, &never, None)
+                        .await;
                     samples.push(t.elapsed());
                     assert!(invocation.result.is_ok(), "{:?}", invocation.result);
                     phases.push((invocation.timings.instantiate, invocation.timings.guest));
@@ -161,7 +163,9 @@ fn main() -> anyhow::Result<()> {
 
         let never = CancellationToken::new();
         for _ in 0..WARMUP {
-            sandbox.call_tool("which_version", &json!({}), &never).await;
+            sandbox
+                .call_tool("which_version", &json!({}), &never, None)
+                .await;
         }
         let sandbox_1 = sandboxed(&sandbox, 1).await;
         let sandbox_2 = sandboxed(&sandbox, 2).await;

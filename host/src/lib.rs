@@ -188,6 +188,9 @@ pub async fn build_core(
     });
     futures::future::try_join_all(checks).await?;
     let runtime = runtime::Runtime::new(sources, sandbox.settings(), metrics.clone()).await?;
+    if let Some(path) = &database.caller_roles {
+        runtime.set_roles(config::roles::load(path)?);
+    }
     if let Some(dir) = &sandbox.components_dir
         && !sandbox.no_watch
     {

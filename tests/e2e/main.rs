@@ -13,6 +13,7 @@ mod audit_fleet;
 mod auth;
 mod bad_input;
 mod binary;
+mod caller_roles;
 mod cancellation;
 mod connections;
 mod db_tls;
@@ -65,6 +66,7 @@ fn main() {
         auth::trials(),
         bad_input::trials(),
         binary::trials(),
+        caller_roles::trials(),
         cancellation::trials(),
         connections::trials(),
         db_tls::trials(),

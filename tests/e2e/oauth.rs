@@ -29,7 +29,7 @@ pub(crate) async fn servers(
     (auth, server)
 }
 
-async fn resource_server(auth: &AuthServer, port: u16, flags: &[&str]) -> TestServer {
+pub(crate) async fn resource_server(auth: &AuthServer, port: u16, flags: &[&str]) -> TestServer {
     resource_server_trusting(auth, &auth.ca_file, port, flags).await
 }
 

@@ -22,6 +22,12 @@ pub struct DatabaseArgs {
     #[arg(long, env = "MCP_SANDBOX_SOURCES", value_name = "FILE")]
     pub sources: Option<std::path::PathBuf>,
 
+    /// TOML file mapping callers (static tokens by name, OAuth subjects) to Postgres
+    /// login roles, so row-level security and grants apply to each caller; a pool per
+    /// role (docs/configuration.md, Per-caller database roles)
+    #[arg(long, env = "MCP_SANDBOX_CALLER_ROLES", value_name = "FILE")]
+    pub caller_roles: Option<std::path::PathBuf>,
+
     /// Postgres statement_timeout for every statement (e.g. 5s; at least 1ms)
     #[arg(long, env = "MCP_SANDBOX_STATEMENT_TIMEOUT", default_value = DEFAULT_STATEMENT_TIMEOUT, value_parser = parse_statement_timeout)]
     pub statement_timeout: Duration,

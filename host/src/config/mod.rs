@@ -10,6 +10,7 @@ mod client;
 mod database;
 mod http;
 mod role_sql;
+pub mod roles;
 mod sandbox;
 pub mod sources;
 mod stdio;

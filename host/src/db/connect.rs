@@ -94,6 +94,21 @@ impl Connector {
         self.mode
     }
 
+    /// The same target, TLS and bounds, logging in as `user` with `password` (none: an
+    /// empty one, so the source's own password is never sent for another role).
+    pub fn as_user(&self, user: &str, password: Option<&str>) -> Self {
+        let mut config = self.config.clone();
+        config.user(user);
+        config.password(password.unwrap_or_default());
+        Self {
+            config,
+            mode: self.mode,
+            tls: self.tls.clone(),
+            result_cap: self.result_cap,
+            connect_timeout: self.connect_timeout,
+        }
+    }
+
     /// Tries each host of the URL in turn; the first connection made, or the last error.
     pub async fn connect(&self) -> Result<Conn, ConnectError> {
         let hosts = self.config.get_hosts();

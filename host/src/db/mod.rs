@@ -13,6 +13,7 @@ mod pool;
 pub mod recipe;
 mod retire;
 mod role;
+mod roles;
 mod sources;
 mod statement;
 mod tls;
@@ -29,6 +30,9 @@ pub use guard::{Session, SessionOptions, SessionStats};
 pub use pool::Limits;
 pub use pool::{CheckError, Db, DbConfigError, PoolSettings, PoolStatus};
 pub use role::RoleReport;
+pub use roles::{
+    NotMapped, RoleLogin, RoleMap, RolePoolError, RolePoolSettings, Unmapped as UnmappedCallers,
+};
 pub use sources::{
     MAX_NAME_LEN as MAX_SOURCE_NAME_LEN, Prepared, Source, SourceSpec, Sources, SourcesError,
     UNNAMED, UnknownSource, valid_name as valid_source_name,

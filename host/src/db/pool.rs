@@ -11,6 +11,7 @@ use super::tls::SslMode;
 use deadpool::managed::{
     self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, Timeouts,
 };
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -82,6 +83,13 @@ pub enum DbConfigError {
     Tls(#[from] super::tls::TlsConfigError),
     #[error("building the connection pool: {0}")]
     Pool(String),
+}
+
+/// One caller role's pool on a source (`roles.rs`), and when it was last used.
+pub(super) struct RolePool {
+    pub password: Option<crate::secret::Secret>,
+    pub db: Db,
+    pub used: Instant,
 }
 
 /// A pooled connection; counted as encrypted while it lives, if it is.
@@ -174,6 +182,8 @@ struct Inner {
     settings: PoolSettings,
     encrypted: Arc<AtomicUsize>,
     role: Arc<Mutex<Option<RoleReport>>>,
+    /// the pools of the callers' own login roles, by role (`roles.rs`)
+    role_pools: Mutex<HashMap<Arc<str>, RolePool>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -224,6 +234,15 @@ impl Db {
             limits.max_bytes,
             settings.connect_timeout,
         ));
+        Self::with_connector(connector, settings, limits)
+    }
+
+    /// A pool of `connector`'s connections.
+    pub(super) fn with_connector(
+        connector: Arc<Connector>,
+        settings: PoolSettings,
+        limits: Limits,
+    ) -> Result<Self, DbConfigError> {
         let encrypted = Arc::new(AtomicUsize::new(0));
         let role = Arc::new(Mutex::new(None));
         let manager = Manager {
@@ -253,12 +272,21 @@ impl Db {
                 settings,
                 encrypted,
                 role,
+                role_pools: Default::default(),
             }),
         })
     }
 
     pub(crate) fn pool(&self) -> &Pool<Manager> {
         &self.inner.pool
+    }
+
+    pub(super) fn role_pools(&self) -> &Mutex<HashMap<Arc<str>, RolePool>> {
+        &self.inner.role_pools
+    }
+
+    pub(super) fn settings(&self) -> &PoolSettings {
+        &self.inner.settings
     }
 
     pub(crate) fn connector(&self) -> &Arc<Connector> {

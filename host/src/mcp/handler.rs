@@ -325,6 +325,41 @@ impl McpHandler {
             CallRecord::new(&request.name, arguments, info, rpc_id, client, started)
         });
         let allowed = caller.as_ref().is_some_and(|c| c.may_call(&request.name));
+        // The caller's own login role (`--caller-roles`); a caller it does not map is
+        // refused whatever the tool (even one not loaded yet), when so configured.
+        let login = match self.runtime.roles().map(|r| r.login_for(caller.as_ref())) {
+            None => None,
+            Some(Ok(login)) => login,
+            Some(Err(unmapped)) => {
+                let label = self
+                    .runtime
+                    .tool(&request.name)
+                    .map(|s| (s.name, s.component));
+                let (tool, component) = label.unwrap_or_else(|| (UNKNOWN_TOOL.into(), "".into()));
+                self.metrics.tool_call(
+                    &tool,
+                    &component,
+                    Outcome::Denied,
+                    std::time::Duration::ZERO,
+                );
+                tracing::info!(
+                    target: "mcp_sandbox::invocation",
+                    tool = &*request.name,
+                    caller = caller.as_ref().map(|c| &*c.name),
+                    outcome = Outcome::Denied.as_str(),
+                    reason = "unmapped",
+                    "tools/call"
+                );
+                let refusal = ErrorData::new(
+                    DENIED_CODE,
+                    unmapped.to_string(),
+                    Some(json!({"kind": "unmapped"})),
+                );
+                return self
+                    .refuse(audit.as_mut(), caller.as_ref(), Outcome::Denied, refusal)
+                    .await;
+            }
+        };
         if !allowed && let Some(spec) = self.runtime.tool(&request.name) {
             self.metrics.tool_call(
                 &spec.name,
@@ -376,7 +411,10 @@ impl McpHandler {
         }
         // The audit record took its own copy; the call takes the arguments themselves.
         let arguments = Value::Object(request.arguments.take().unwrap_or_default());
-        let invocation = self.runtime.call_tool(&request.name, &arguments, &ct).await;
+        let invocation = self
+            .runtime
+            .call_tool(&request.name, &arguments, &ct, login.as_deref())
+            .await;
         // The slot is free before the answer leaves: the caller's next call finds it so.
         if let Some(permit) = permit {
             permit.release().await;

@@ -31,7 +31,7 @@ pub use loader::{LoadError, hex_sha256};
 pub use registry::{Kind, Source, World};
 pub use swap::{ComponentView, Inspection, SwapError};
 
-use crate::db::{Db, Source as DbSource, Sources};
+use crate::db::{Db, RoleLogin, RoleMap, Source as DbSource, Sources};
 use crate::metrics::Metrics;
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     components_dir: Option<PathBuf>,
     /// the databases calls go to (one, or a sources file's)
     sources: Sources,
+    /// the login role of each caller (`--caller-roles`), set once before serving
+    roles: std::sync::OnceLock<RoleMap>,
     limits: Limits,
     metrics: Arc<Metrics>,
     /// one permit per pooled instance slot for tool calls
@@ -201,6 +203,7 @@ impl Runtime {
             changes: tokio::sync::watch::Sender::new(0),
             components_dir: components_dir.clone(),
             sources,
+            roles: std::sync::OnceLock::new(),
             limits,
             metrics,
             slots,
@@ -288,6 +291,33 @@ impl Runtime {
         &self.shared.sources
     }
 
+    /// Runs each caller's queries as the login role `roles` maps it to, and closes the
+    /// role pools left unused (checked every quarter of `idle_close`). Once, before serving.
+    pub fn set_roles(&self, roles: RoleMap) {
+        let idle_close = roles.pools.idle_close;
+        if self.shared.roles.set(roles).is_err() {
+            return;
+        }
+        let weak = self.downgrade();
+        tokio::spawn(async move {
+            let every = (idle_close / 4).max(Duration::from_millis(100));
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(runtime) = weak.upgrade() else {
+                    return;
+                };
+                for source in runtime.sources().list().iter() {
+                    source.db.close_idle_roles(idle_close);
+                }
+            }
+        });
+    }
+
+    /// The caller-to-role map, when one is set.
+    pub fn roles(&self) -> Option<&RoleMap> {
+        self.shared.roles.get()
+    }
+
     /// Tells every session the tools changed (their `database` argument lists the
     /// sources): after a reload of the sources file.
     pub fn sources_changed(&self) {
@@ -295,13 +325,15 @@ impl Runtime {
     }
 
     /// Calls `tool` in a fresh instance, after checking `arguments` against the tool's
-    /// input schema (the component never sees arguments that do not match). `cancel`
-    /// stops it early: the client cancelled the request or went away.
+    /// input schema (the component never sees arguments that do not match), its queries
+    /// logging in as `login` (None: the source's own role). `cancel` stops it early: the
+    /// client cancelled the request or went away.
     pub async fn call_tool(
         &self,
         tool: &str,
         arguments: &Value,
         cancel: &CancellationToken,
+        login: Option<&RoleLogin>,
     ) -> Invocation<ToolOutput> {
         let started = Instant::now();
         let loaded = self.shared.registry.load().tool(tool).cloned();
@@ -309,15 +341,18 @@ impl Runtime {
             None => Invocation::failed(Fault::UnknownTool(tool.to_owned()), started),
             Some(loaded) => match self.shared.admit(&loaded, tool, arguments) {
                 Err(fault) => Invocation::failed(fault, started).served_by(&loaded),
-                Ok((json, source)) => {
-                    let named = self.shared.sources.is_named().then(|| source.name.clone());
-                    let mut invocation = self
-                        .shared
-                        .invoke_tool(loaded, tool, &json, started, cancel, source.db.clone())
-                        .await;
-                    invocation.database = named;
-                    invocation
-                }
+                Ok((json, source)) => match self.shared.pool_for(&source, login) {
+                    Err(fault) => Invocation::failed(fault, started).served_by(&loaded),
+                    Ok(db) => {
+                        let named = self.shared.sources.is_named().then(|| source.name.clone());
+                        let mut invocation = self
+                            .shared
+                            .invoke_tool(loaded, tool, &json, started, cancel, db)
+                            .await;
+                        invocation.database = named;
+                        invocation
+                    }
+                },
             },
         };
         // (The call itself is counted by `mcp/`, where every transport's calls pass.)
@@ -442,6 +477,17 @@ impl Shared {
             && registry
                 .tool(tool)
                 .is_some_and(|loaded| !loaded.sql.contains_key(tool))
+    }
+
+    /// The pool a call's queries use: the source's, or its pool of the caller's role.
+    fn pool_for(&self, source: &DbSource, login: Option<&RoleLogin>) -> Result<Db, Fault> {
+        match (login, self.roles.get()) {
+            (Some(login), Some(roles)) => source
+                .db
+                .for_role(login, &roles.pools)
+                .map_err(|e| Fault::Unavailable(e.to_string())),
+            _ => Ok(source.db.clone()),
+        }
     }
 
     /// The default source's pool: for instances that run no call (listing, probing).

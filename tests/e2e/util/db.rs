@@ -66,6 +66,23 @@ async fn install_test_objects(url: &str) -> Result<(), tokio_postgres::Error> {
              GRANT SELECT ON test_objects.sealed TO PUBLIC",
         )
         .await?;
+    // Row-level security for the callers' own roles (`caller_roles`): each of two
+    // roles sees only its notes, the server's reader only its own (none); a third role
+    // can write, and is refused; two more whose pools one test watches.
+    client
+        .batch_execute(
+            "CREATE SCHEMA rls; GRANT USAGE ON SCHEMA rls TO PUBLIC; \
+             CREATE TABLE rls.notes (owner name NOT NULL, body text NOT NULL); \
+             INSERT INTO rls.notes VALUES ('rls_alice', 'alice 1'), ('rls_alice', 'alice 2'), \
+             ('rls_bob', 'bob 1'); \
+             ALTER TABLE rls.notes ENABLE ROW LEVEL SECURITY; \
+             CREATE POLICY mine ON rls.notes FOR SELECT USING (owner = current_user); \
+             GRANT SELECT ON rls.notes TO PUBLIC; \
+             CREATE ROLE rls_alice LOGIN; CREATE ROLE rls_bob LOGIN; \
+             CREATE ROLE rls_writer LOGIN; GRANT INSERT ON rls.notes TO rls_writer; \
+             CREATE ROLE rls_pooled_a LOGIN; CREATE ROLE rls_pooled_b LOGIN",
+        )
+        .await?;
     // Login roles for the role checks (`sql_guard`): what each may do is set here, once,
     // since concurrent GRANTs on one table collide in the catalog.
     let mut roles = String::from(
