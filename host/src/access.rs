@@ -45,6 +45,9 @@ pub struct Identity {
     /// may use the admin API
     pub admin: bool,
     pub origin: Origin,
+    /// an OAuth token that named its subject (`sub`); without one, `name` is its
+    /// client, which must never pass for a user of that name (`--caller-roles`)
+    pub subject_claimed: bool,
 }
 
 impl Identity {
@@ -58,6 +61,7 @@ impl Identity {
             tools: None,
             admin: false,
             origin: Origin::Anonymous,
+            subject_claimed: false,
         }
     }
 
@@ -71,6 +75,7 @@ impl Identity {
             tools: None,
             admin: false,
             origin: Origin::Local,
+            subject_claimed: false,
         }
     }
 
@@ -109,6 +114,7 @@ mod tests {
             tools: Some(Arc::new(BTreeSet::new())),
             admin: false,
             origin: Origin::OAuth,
+            subject_claimed: true,
         }
     }
 

@@ -77,6 +77,16 @@ pub async fn build_app<'a>(
         store.as_ref().map(|store| store.replica().to_owned()),
     )
     .await?;
+    if !auth.is_enabled()
+        && runtime
+            .roles()
+            .is_some_and(|r| r.unmapped == db::UnmappedCallers::Refuse)
+    {
+        tracing::warn!(
+            "--caller-roles with --insecure-no-auth: anonymous callers are never mapped and \
+             unmapped callers are refused, so every call will be; set unmapped = \"default\""
+        );
+    }
     let allowed_hosts = if common.http.allowed_hosts.is_empty() {
         Settings::default_allowed_hosts(listen)
     } else {

@@ -449,6 +449,7 @@ mod tests {
             tools: None::<Arc<BTreeSet<String>>>,
             admin: false,
             origin: Origin::Token,
+            subject_claimed: false,
         }
     }
 

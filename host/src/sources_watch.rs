@@ -24,7 +24,9 @@ pub fn spawn(
     let interval = sandbox.watch_interval;
     let call_timeout = sandbox.call_timeout;
     tokio::spawn(async move {
-        let mut applied = std::fs::read(&path).ok();
+        // Nothing applied yet: the file as read at start may have changed while the
+        // server started; a first look that finds it the same changes nothing.
+        let mut applied: Option<Vec<u8>> = None;
         let mut pending: Option<Option<Vec<u8>>> = None;
         loop {
             tokio::time::sleep(interval).await;

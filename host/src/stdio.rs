@@ -71,6 +71,16 @@ pub async fn serve<'a>(
         None,
     )
     .await?;
+    if core
+        .runtime
+        .roles()
+        .is_some_and(|r| r.unmapped == crate::db::UnmappedCallers::Refuse)
+    {
+        tracing::warn!(
+            "--caller-roles: the local caller of stdio is never mapped and unmapped callers \
+             are refused, so every call will be; set unmapped = \"default\" in the roles file"
+        );
+    }
     let identity = Identity::local(&parts.caller);
     tracing::info!(
         caller = &*identity.name,

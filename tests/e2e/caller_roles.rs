@@ -97,11 +97,16 @@ async fn each_caller_reads_as_its_own_role() {
     assert_eq!(tables["tables"][0]["name"], "notes", "{tables}");
 
     // The login is the boundary: a statement cannot take another role.
-    for sql in [
-        "SELECT set_config('role', 'rls_bob', false)",
-        "SET ROLE rls_bob",
-        "RESET SESSION AUTHORIZATION",
-    ] {
+    // Postgres itself refuses the switch (the guard lets set_config through): the
+    // login role is not a member of bob's.
+    let error = alice
+        .tool_error(
+            "query_sql",
+            json!({"sql": "SELECT set_config('role', 'rls_bob', false)"}),
+        )
+        .await;
+    assert!(error.contains("permission denied to set role"), "{error}");
+    for sql in ["SET ROLE rls_bob", "RESET SESSION AUTHORIZATION"] {
         let response = alice.call("query_sql", json!({ "sql": sql })).await;
         let refused = response.get("error").is_some() || response["result"]["isError"] == true;
         assert!(refused, "{sql}: {response}");
@@ -207,21 +212,29 @@ async fn until_backends(role: &str, want: i64) {
 
 async fn role_pools_are_bounded_and_close_when_idle() {
     let dir = TempDir::new();
-    // One role pool at a time, one connection each, closed after 300 ms unused.
-    let roles = "max_pools = 1\npool_size = 1\nidle_close = \"300ms\"\n\
-                 [[role]]\nlogin = \"rls_pooled_a\"\ntokens = [\"alice\"]\n\n\
-                 [[role]]\nlogin = \"rls_pooled_b\"\ntokens = [\"bob\"]\n";
-    let server = server(&dir, roles).await;
-    let mut alice = server.mcp_as(Some(ALICE)).await;
-    let mut bob = server.mcp_as(Some(BOB)).await;
+    let mapping = "[[role]]\nlogin = \"rls_pooled_a\"\ntokens = [\"alice\"]\n\n\
+                   [[role]]\nlogin = \"rls_pooled_b\"\ntokens = [\"bob\"]\n";
+    // One role pool at a time, one connection each, none closed for being idle.
+    let server_one = server(
+        &dir,
+        &format!("max_pools = 1\npool_size = 1\nidle_close = \"1h\"\n{mapping}"),
+    )
+    .await;
+    let mut alice = server_one.mcp_as(Some(ALICE)).await;
+    let mut bob = server_one.mcp_as(Some(BOB)).await;
     assert_eq!(reads(&mut alice).await.0, json!("rls_pooled_a"));
     assert_eq!(backends_of("rls_pooled_a").await, 1);
-    // Bob's pool takes the one place: alice's, idle, is closed for it.
+    // Bob's pool takes the one place: alice's, which no call holds, is closed for it.
     assert_eq!(reads(&mut bob).await.0, json!("rls_pooled_b"));
     until_backends("rls_pooled_a", 0).await;
     assert_eq!(backends_of("rls_pooled_b").await, 1);
-    // Unused, bob's closes on its own, with no call to close it.
+    drop((alice, bob, server_one));
     until_backends("rls_pooled_b", 0).await;
-    // And opens again when needed.
+
+    // Closed after 300 ms unused, with no call to close it; opened again when needed.
+    let server_two = server(&dir, &format!("idle_close = \"300ms\"\n{mapping}")).await;
+    let mut alice = server_two.mcp_as(Some(ALICE)).await;
+    assert_eq!(reads(&mut alice).await.0, json!("rls_pooled_a"));
+    until_backends("rls_pooled_a", 0).await;
     assert_eq!(reads(&mut alice).await.0, json!("rls_pooled_a"));
 }

@@ -177,6 +177,7 @@ mod tests {
         Identity {
             origin: Origin::OAuth,
             issuer: Some(Arc::from(issuer)),
+            subject_claimed: true,
             ..Identity::local(name)
         }
     }
@@ -203,7 +204,12 @@ mod tests {
         assert_eq!(by_subject.unwrap().name, alice.name);
         // Not the same subject of another issuer, nor a token of the subject's name, nor
         // an OAuth subject named like the token.
+        let client_only = Identity {
+            subject_claimed: false,
+            ..oauth("https://idp", "alice@x")
+        };
         for caller in [
+            client_only,
             oauth("https://evil", "alice@x"),
             token("alice@x"),
             oauth("https://idp", "alice"),
@@ -243,6 +249,7 @@ mod tests {
             ),
             ("pool_size = 0", "pool_size"),
             ("idle_close = \"soon\"", "idle_close"),
+            ("idle_close = \"0s\"", "must be positive"),
             ("[[role]]\nlogin = \"a\"\npassword = \"x\"", "unknown field"),
         ];
         for (text, expected) in cases {

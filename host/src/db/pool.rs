@@ -406,9 +406,16 @@ impl Db {
         }
     }
 
-    /// Closes the pool: new checkouts fail, idle connections close.
+    /// Closes the pool and its callers' role pools: new checkouts fail, idle
+    /// connections close.
     pub fn close(&self) {
         self.inner.pool.close();
+        self.close_roles();
+    }
+
+    /// Handles to this pool alive now (a role pool no call holds has one: its map's).
+    pub(super) fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
     }
 }
 

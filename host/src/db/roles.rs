@@ -104,11 +104,12 @@ impl RoleMap {
     ) -> Result<Option<Arc<RoleLogin>>, NotMapped> {
         let mapped = caller.and_then(|c| match c.origin {
             Origin::Token => self.tokens.get(&*c.name),
-            Origin::OAuth => c.issuer.as_deref().and_then(|issuer| {
+            // Only a subject the token named: a client standing in for one is not it.
+            Origin::OAuth if c.subject_claimed => c.issuer.as_deref().and_then(|issuer| {
                 let issuer = issuer.trim_end_matches('/').to_owned();
                 self.subjects.get(&(issuer, c.name.to_string()))
             }),
-            Origin::Anonymous | Origin::Local => None,
+            Origin::OAuth | Origin::Anonymous | Origin::Local => None,
         });
         match (mapped, self.unmapped) {
             (Some(login), _) => Ok(Some(login.clone())),
@@ -144,7 +145,7 @@ impl Db {
             // The least recently used pool with nothing in flight makes room.
             let idle = pools
                 .iter()
-                .filter(|(_, e)| e.db.status().in_use == 0)
+                .filter(|(_, e)| e.db.handles() == 1)
                 .min_by_key(|(_, e)| e.used)
                 .map(|(name, _)| name.clone());
             match idle {
@@ -193,8 +194,31 @@ impl Db {
     }
 }
 
-/// Drops the pools unused for `idle_close` with nothing in flight: their idle
-/// connections close with them (a call still holding one keeps it until it ends).
+/// Drops the pools unused for `idle_close` that no call holds (only the map has a
+/// handle): their connections close with them.
 fn close_idle(pools: &mut HashMap<Arc<str>, RolePool>, idle_close: Duration, now: Instant) {
-    pools.retain(|_, e| now.duration_since(e.used) < idle_close || e.db.status().in_use > 0);
+    pools.retain(|_, e| now.duration_since(e.used) < idle_close || e.db.handles() > 1);
+}
+
+impl Db {
+    /// How many role pools this source holds open now.
+    pub fn role_pool_count(&self) -> usize {
+        self.role_pools()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Closes every role pool (shutdown).
+    pub(super) fn close_roles(&self) {
+        let pools = std::mem::take(
+            &mut *self
+                .role_pools()
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for pool in pools.into_values() {
+            pool.db.close();
+        }
+    }
 }

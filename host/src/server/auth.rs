@@ -118,6 +118,7 @@ impl Auth {
                     tools: spec.tools.map(Arc::new),
                     admin: spec.admin,
                     origin: Origin::Token,
+                    subject_claimed: false,
                 };
                 (TokenDigest::of(spec.secret.expose().as_bytes()), identity)
             })

@@ -165,6 +165,7 @@ async fn source_report(app: &App, source: &Source) -> (HealthState, Value) {
             "micros": invocation.timings.total.as_micros() as u64,
         },
         "pool": source.db.status(),
+        "role_pools": source.db.role_pool_count(),
         "database": database_report(&source.db),
     });
     (state, report)
@@ -340,18 +341,18 @@ async fn readiness(app: &App) -> (StatusCode, Value) {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        json!({
-            "ready": ready,
-            "reasons": reasons,
-            "warnings": warnings,
-            "database": database,
-            "sources": sources.is_named().then_some(named),
-            "components": components,
-            "rejected": rejected,
-            "oauth": oauth,
-            "store": store,
-        }),
-    )
+    let mut body = json!({
+        "ready": ready,
+        "reasons": reasons,
+        "warnings": warnings,
+        "database": database,
+        "components": components,
+        "rejected": rejected,
+        "oauth": oauth,
+        "store": store,
+    });
+    if sources.is_named() {
+        body["sources"] = json!(named);
+    }
+    (status, body)
 }

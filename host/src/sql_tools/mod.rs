@@ -265,7 +265,9 @@ pub async fn load(
                 retry: matches!(e, QueryError::Unavailable(_) | QueryError::Timeout),
                 ..at(p.statement_line, statement_error(&e))
             })?;
-            let named = p.source.is_some().then_some(source);
+            // Pinned by name to the source it was described on (not "the first", which
+            // a reload may change).
+            let named = sources.is_named().then_some(source);
             let mut tool = build(p.decl, &description, component).map_err(|r| at(p.line, r))?;
             tool.source = named;
             Ok(tool)

@@ -86,6 +86,7 @@ fn grant(answer: &Value, audience: &str) -> Result<Grant, Rejection> {
         return Err(Rejection::BadAudience);
     }
     let client = answer["client_id"].as_str().map(str::to_owned);
+    let subject_claimed = answer["sub"].is_string();
     let subject = answer["sub"]
         .as_str()
         .map(str::to_owned)
@@ -93,6 +94,7 @@ fn grant(answer: &Value, audience: &str) -> Result<Grant, Rejection> {
         .ok_or(Rejection::Malformed)?;
     Ok(Grant {
         subject,
+        subject_claimed,
         issuer: answer["iss"].as_str().map(str::to_owned),
         client,
         scopes: scopes(answer.get("scope")),

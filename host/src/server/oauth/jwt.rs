@@ -107,12 +107,14 @@ pub fn validate(
         return Err(Rejection::Bound);
     }
     let client = claims.client_id.or(claims.azp);
+    let subject_claimed = claims.sub.is_some();
     let subject = claims
         .sub
         .or_else(|| client.clone())
         .ok_or(Rejection::Malformed)?;
     Ok(Grant {
         subject,
+        subject_claimed,
         issuer: Some(issuer.to_owned()),
         client,
         scopes: scopes(claims.scope.as_ref().or(claims.scp.as_ref())),

@@ -86,6 +86,8 @@ pub enum OAuthError {
 pub struct Grant {
     /// `sub`, else the client
     pub subject: String,
+    /// whether `subject` is a `sub` claim (not the client standing in for one)
+    pub subject_claimed: bool,
     /// the issuer that vouched for it (`None` for an introspection answer without `iss`)
     pub issuer: Option<String>,
     /// `client_id` or `azp`
@@ -462,6 +464,7 @@ mod tests {
     fn grant(expires: Option<u64>) -> Grant {
         Grant {
             subject: "s".into(),
+            subject_claimed: true,
             issuer: None,
             client: None,
             scopes: vec!["mcp:tools".into()],

@@ -80,6 +80,7 @@ impl ScopeMap {
             tools,
             admin: has(&self.admin),
             origin: Origin::OAuth,
+            subject_claimed: grant.subject_claimed,
         }
     }
 
@@ -104,6 +105,7 @@ mod tests {
     fn grant(scopes: &[&str]) -> Grant {
         Grant {
             subject: "s".into(),
+            subject_claimed: true,
             issuer: Some("https://i".into()),
             client: Some("c".into()),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
