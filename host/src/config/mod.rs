@@ -18,6 +18,16 @@ mod store;
 pub mod tokens;
 
 pub use crate::secret::Secret;
+
+/// A TOML file's parse error without the line toml quotes (it may hold a token or a
+/// password): the position and the kind of problem.
+fn toml_error(what: &str, e: &toml::de::Error) -> String {
+    let at = e
+        .span()
+        .map(|s| format!(" at byte {}", s.start))
+        .unwrap_or_default();
+    format!("not a valid {what}{at}: {}", e.message())
+}
 pub use crate::units::{parse_delay, parse_duration, parse_statement_timeout};
 pub use audit::AuditArgs;
 pub use callers::*;

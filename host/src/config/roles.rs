@@ -73,13 +73,7 @@ pub fn load(path: &Path) -> Result<RoleMap, RolesFileError> {
 }
 
 fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<RoleMap, String> {
-    let file: File = toml::from_str(text).map_err(|e| {
-        let at = e
-            .span()
-            .map(|s| format!(" at byte {}", s.start))
-            .unwrap_or_default();
-        format!("not a valid roles file{at}: {}", e.message())
-    })?;
+    let file: File = toml::from_str(text).map_err(|e| super::toml_error("roles file", &e))?;
     let unmapped = match file.unmapped.as_deref() {
         None | Some("refuse") => UnmappedCallers::Refuse,
         Some("default") => UnmappedCallers::Default,

@@ -89,15 +89,7 @@ fn parse(
     call_timeout: Duration,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<SourceSpec>, String> {
-    // toml's errors quote the offending line, which may hold a password: keep only the
-    // position and the kind of problem.
-    let file: File = toml::from_str(text).map_err(|e| {
-        let at = e
-            .span()
-            .map(|s| format!(" at byte {}", s.start))
-            .unwrap_or_default();
-        format!("not a valid sources file{at}: {}", e.message())
-    })?;
+    let file: File = toml::from_str(text).map_err(|e| super::toml_error("sources file", &e))?;
     if file.source.is_empty() {
         return Err("it names no source; add a [[source]] with a name and a url".into());
     }

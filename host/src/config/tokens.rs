@@ -57,15 +57,8 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<TokenSpec>> {
 }
 
 fn parse(text: &str) -> anyhow::Result<Vec<TokenSpec>> {
-    // toml's errors quote the offending line, which may hold a token: keep only the
-    // position and the kind of problem.
-    let file: File = toml::from_str(text).map_err(|e| {
-        let at = e
-            .span()
-            .map(|s| format!(" at byte {}", s.start))
-            .unwrap_or_default();
-        anyhow::anyhow!("not a valid tokens file{at}: {}", e.message())
-    })?;
+    let file: File =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!(super::toml_error("tokens file", &e)))?;
     let specs = file
         .tokens
         .into_iter()
