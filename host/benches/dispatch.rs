@@ -63,7 +63,7 @@ async fn sandboxed(runtime: &Runtime, threads: usize) -> Stats {
                 for _ in 0..CALLS {
                     let t = Instant::now();
                     let invocation = runtime
-                        .call_tool("which_version", &arguments, &never, None)
+                        .call_tool("which_version", &arguments, &never, Default::default())
                         .await;
                     samples.push(t.elapsed());
                     assert!(invocation.result.is_ok(), "{:?}", invocation.result);
@@ -164,7 +164,7 @@ fn main() -> anyhow::Result<()> {
         let never = CancellationToken::new();
         for _ in 0..WARMUP {
             sandbox
-                .call_tool("which_version", &json!({}), &never, None)
+                .call_tool("which_version", &json!({}), &never, Default::default())
                 .await;
         }
         let sandbox_1 = sandboxed(&sandbox, 1).await;

@@ -48,6 +48,8 @@ pub struct Identity {
     /// an OAuth token that named its subject (`sub`); without one, `name` is its
     /// client, which must never pass for a user of that name (`--caller-roles`)
     pub subject_claimed: bool,
+    /// the sources (`--sources`) it may use; `None`: every one
+    pub databases: Option<Arc<BTreeSet<String>>>,
 }
 
 impl Identity {
@@ -62,6 +64,7 @@ impl Identity {
             admin: false,
             origin: Origin::Anonymous,
             subject_claimed: false,
+            databases: None,
         }
     }
 
@@ -76,6 +79,7 @@ impl Identity {
             admin: false,
             origin: Origin::Local,
             subject_claimed: false,
+            databases: None,
         }
     }
 
@@ -115,6 +119,7 @@ mod tests {
             admin: false,
             origin: Origin::OAuth,
             subject_claimed: true,
+            databases: None,
         }
     }
 

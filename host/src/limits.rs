@@ -450,6 +450,7 @@ mod tests {
             admin: false,
             origin: Origin::Token,
             subject_claimed: false,
+            databases: None,
         }
     }
 

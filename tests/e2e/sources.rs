@@ -12,7 +12,7 @@ use mcp_sandbox::demo::TempPostgres;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-crate::trials!(sources: two_databases_are_served_by_name, one_source_down_leaves_the_other_serving, the_sources_file_reloads_while_serving, bad_sources_stop_the_start_naming_the_source, the_binary_serves_a_sources_file_over_stdio);
+crate::trials!(sources: two_databases_are_served_by_name, one_source_down_leaves_the_other_serving, the_sources_file_reloads_while_serving, bad_sources_stop_the_start_naming_the_source, the_binary_serves_a_sources_file_over_stdio, a_token_uses_only_its_databases);
 
 /// The library's login role: reads `books`, nothing else.
 const LIBRARIAN: &str = "librarian";
@@ -564,4 +564,65 @@ async fn the_binary_serves_a_sources_file_over_stdio() {
     }
     let (code, _) = client.close(Duration::from_secs(30)).await;
     assert_eq!(code, 0);
+}
+
+/// A token with `databases = [...]` reaches only those sources, through any tool.
+async fn a_token_uses_only_its_databases() {
+    let pg = library().await;
+    let dir = TempDir::new();
+    let sources = dir.path().join("sources.toml");
+    std::fs::write(&sources, sources_text(Some(&pg))).unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[tokens]]\nname = \"clerk\"\ntoken = \"clerk-token-0123456789\"\ndatabases = [\"shop\"]\n\n\
+         [[tokens]]\nname = \"reader\"\ntoken = \"reader-token-012345678\"\n",
+    )
+    .unwrap();
+    let components = TempDir::new();
+    std::fs::write(
+        components.path().join("catalog.sql.toml"),
+        "source = \"library\"\n[[tool]]\nname = \"book_titles\"\ndescription = \"Every \
+         title\"\nstatement = \"SELECT title FROM books ORDER BY id\"\n",
+    )
+    .unwrap();
+    let args = [
+        "mcp-sandbox",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--sources",
+        sources.to_str().unwrap(),
+        "--tokens-file",
+        tokens.to_str().unwrap(),
+        "--components-dir",
+        components.path_str(),
+    ];
+    let server = TestServer::from_args(&args, Some("reader-token-012345678")).await;
+    let mut clerk = server.mcp_as(Some("clerk-token-0123456789")).await;
+    let shop = clerk
+        .structured("query_sql", json!({"sql": "SELECT 1 AS one"}))
+        .await;
+    assert_eq!(shop["rows"], json!([[1]]));
+    for (tool, arguments) in [
+        (
+            "query_sql",
+            json!({"sql": "SELECT 1", "database": "library"}),
+        ),
+        ("list_tables", json!({"database": "library"})),
+        ("book_titles", json!({})),
+    ] {
+        let error = clerk.protocol_error(tool, arguments).await;
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains("this caller may not use database `library`; it may use: shop"),
+            "{tool}: {message}"
+        );
+    }
+    // A token without the list reaches every source.
+    let mut reader = server.mcp_as(Some("reader-token-012345678")).await;
+    let titles = reader.structured("book_titles", json!({})).await;
+    assert_eq!(titles["row_count"], 2, "{titles}");
+    drop(server);
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
 }

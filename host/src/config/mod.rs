@@ -385,6 +385,7 @@ impl ServeArgs {
                 tools: None,
                 admin: false,
                 limits: Default::default(),
+                databases: None,
             });
         }
         if let Some(token) = &self.admin_token {
@@ -394,6 +395,7 @@ impl ServeArgs {
                 tools: None,
                 admin: true,
                 limits: Default::default(),
+                databases: None,
             });
         }
         if let Some(path) = &self.tokens_file {

@@ -13,6 +13,7 @@
 //! rate_limit = "600/min"         # optional: its own limits (--rate-limit, --rate-burst,
 //! rate_burst = 50                #   --max-in-flight-per-caller)
 //! max_in_flight = 8
+//! databases = ["shop"]           # optional: only these sources of --sources
 //! ```
 
 use super::Secret;
@@ -47,6 +48,9 @@ struct Entry {
     rate_burst: Option<u32>,
     #[serde(default)]
     max_in_flight: Option<u32>,
+    /// the sources (`--sources`) it may use; every one if left out
+    #[serde(default)]
+    databases: Option<Vec<String>>,
 }
 
 /// Reads and validates a tokens file.
@@ -85,6 +89,7 @@ fn parse(text: &str) -> anyhow::Result<Vec<TokenSpec>> {
                     burst: e.rate_burst,
                     max_in_flight: e.max_in_flight,
                 },
+                databases: e.databases.map(|d| d.into_iter().collect()),
                 name: e.name,
             })
         })

@@ -34,6 +34,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 tools: None,
                 admin: true,
                 limits: Default::default(),
+                databases: None,
             }],
             anonymous: false,
         }),

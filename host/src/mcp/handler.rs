@@ -8,7 +8,7 @@ use crate::audit::{Audit, CallRecord};
 use crate::invocation::Outcome;
 use crate::limits::{LIMITED_CODE, Limited, Limiter, Permit};
 use crate::metrics::{Metrics, UNKNOWN_TOOL};
-use crate::runtime::{Fault, Invocation, Runtime, ToolOutput};
+use crate::runtime::{AsCaller, Fault, Invocation, Runtime, ToolOutput};
 use rmcp::ServerHandler;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, Implementation, ListToolsResult,
@@ -413,7 +413,15 @@ impl McpHandler {
         let arguments = Value::Object(request.arguments.take().unwrap_or_default());
         let invocation = self
             .runtime
-            .call_tool(&request.name, &arguments, &ct, login.as_deref())
+            .call_tool(
+                &request.name,
+                &arguments,
+                &ct,
+                AsCaller {
+                    login: login.as_deref(),
+                    databases: caller.as_ref().and_then(|c| c.databases.as_deref()),
+                },
+            )
             .await;
         // The slot is free before the answer leaves: the caller's next call finds it so.
         if let Some(permit) = permit {

@@ -85,6 +85,15 @@ pub(crate) struct Shared {
     _ticker: EpochTicker,
 }
 
+/// Who a call runs for, as far as the database is concerned.
+#[derive(Clone, Copy, Default)]
+pub struct AsCaller<'a> {
+    /// the caller's own login role (`--caller-roles`); None: the source's
+    pub login: Option<&'a RoleLogin>,
+    /// the sources it may use; None: every one
+    pub databases: Option<&'a std::collections::BTreeSet<String>>,
+}
+
 /// A [`Runtime`] that does not keep it alive (for background tasks).
 pub struct WeakRuntime(std::sync::Weak<Shared>);
 
@@ -326,14 +335,14 @@ impl Runtime {
 
     /// Calls `tool` in a fresh instance, after checking `arguments` against the tool's
     /// input schema (the component never sees arguments that do not match), its queries
-    /// logging in as `login` (None: the source's own role). `cancel` stops it early: the
-    /// client cancelled the request or went away.
+    /// logging in as `as_caller`'s role on a source it may use. `cancel` stops it early:
+    /// the client cancelled the request or went away.
     pub async fn call_tool(
         &self,
         tool: &str,
         arguments: &Value,
         cancel: &CancellationToken,
-        login: Option<&RoleLogin>,
+        as_caller: AsCaller<'_>,
     ) -> Invocation<ToolOutput> {
         let started = Instant::now();
         let loaded = self.shared.registry.load().tool(tool).cloned();
@@ -341,7 +350,7 @@ impl Runtime {
             None => Invocation::failed(Fault::UnknownTool(tool.to_owned()), started),
             Some(loaded) => match self.shared.admit(&loaded, tool, arguments) {
                 Err(fault) => Invocation::failed(fault, started).served_by(&loaded),
-                Ok((json, source)) => match self.shared.pool_for(&source, login) {
+                Ok((json, source)) => match self.shared.pool_for(&source, as_caller) {
                     Err(fault) => Invocation::failed(fault, started).served_by(&loaded),
                     Ok(db) => {
                         let named = self.shared.sources.is_named().then(|| source.name.clone());
@@ -479,9 +488,21 @@ impl Shared {
                 .is_some_and(|loaded| !loaded.sql.contains_key(tool))
     }
 
-    /// The pool a call's queries use: the source's, or its pool of the caller's role.
-    fn pool_for(&self, source: &DbSource, login: Option<&RoleLogin>) -> Result<Db, Fault> {
-        match (login, self.roles.get()) {
+    /// The pool a call's queries use: the source's, or its pool of the caller's role;
+    /// refused if the caller may not use the source.
+    fn pool_for(&self, source: &DbSource, caller: AsCaller<'_>) -> Result<Db, Fault> {
+        if let Some(allowed) = caller.databases
+            && !allowed.contains(&*source.name)
+        {
+            let mut names: Vec<&str> = allowed.iter().map(String::as_str).collect();
+            names.truncate(20);
+            return Err(Fault::InvalidArguments(format!(
+                "this caller may not use database `{}`; it may use: {}",
+                source.name,
+                names.join(", ")
+            )));
+        }
+        match (caller.login, self.roles.get()) {
             (Some(login), Some(roles)) => source
                 .db
                 .for_role(login, &roles.pools)

@@ -85,6 +85,8 @@ pub struct TokenSpec {
     pub admin: bool,
     /// its own limits; what it leaves unset comes from the flags
     pub limits: CallerLimits,
+    /// the sources of `--sources` it may use (`None`: every one)
+    pub databases: Option<BTreeSet<String>>,
 }
 
 /// The configured tokens, OAuth when on, and whether callers without a valid token are
@@ -119,6 +121,7 @@ impl Auth {
                     admin: spec.admin,
                     origin: Origin::Token,
                     subject_claimed: false,
+                    databases: spec.databases.map(Arc::new),
                 };
                 (TokenDigest::of(spec.secret.expose().as_bytes()), identity)
             })
@@ -425,6 +428,7 @@ mod tests {
             tools: tools.map(|t| t.iter().map(|s| s.to_string()).collect()),
             admin,
             limits: Default::default(),
+            databases: None,
         }
     }
 
@@ -501,6 +505,7 @@ mod digest_tests {
             tools: None,
             admin,
             limits: Default::default(),
+            databases: None,
         }
     }
 

@@ -81,6 +81,7 @@ impl ScopeMap {
             admin: has(&self.admin),
             origin: Origin::OAuth,
             subject_claimed: grant.subject_claimed,
+            databases: None,
         }
     }
 
