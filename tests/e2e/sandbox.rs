@@ -67,8 +67,11 @@ async fn spinning_guest_stops_at_its_deadline() {
     }
     let during = during.finish().await;
     assert!(during.failures.is_empty(), "{:?}", during.failures);
+    // Starved, the client would finish at most one call, after the spinners stop. Alone
+    // it makes 5 or more; a full suite on two loaded cores left it 3 (a clean-clone CI
+    // run), so 2 keeps the test's meaning with room for load.
     assert!(
-        during.calls >= 5,
+        during.calls >= 2,
         "spinning guests yield to other clients: {during:?}"
     );
     let stats = load.finish().await;
